@@ -1,0 +1,26 @@
+// Shared helpers of the kTLS addon: argument checks and the one way a failed
+// syscall reaches JavaScript (a NativeSyscallError built by the loader's class).
+#pragma once
+
+#include <napi.h>
+
+namespace ktls {
+
+// Per-environment state (napi_set_instance_data): the JS error class the loader
+// registered, so every failure is a real `NativeSyscallError` instance.
+struct AddonData {
+  Napi::FunctionReference errorClass;
+  Napi::FunctionReference pollerCtor;
+};
+
+// Throws (as a pending JS exception) a NativeSyscallError for `err` from `syscall`.
+// `detail` is a fixed, key-free explanation (e.g. which length was wrong) or nullptr.
+void ThrowErrno(Napi::Env env, int err, const char* syscall, const char* detail = nullptr);
+
+// Reads a file descriptor argument: an integer in [0, INT32_MAX]. Throws a TypeError and
+// returns false otherwise (a negative fd would otherwise become EBADF, hiding a caller bug).
+bool GetFd(const Napi::CallbackInfo& info, size_t index, int* fd);
+
+Napi::Object InitPoller(Napi::Env env, Napi::Object exports, AddonData* data);
+
+}  // namespace ktls

@@ -1,0 +1,440 @@
+// Every metric of the sidecar, declared once. Names, label names and label
+// value sets are stable API, documented in docs/metrics.md (a test checks the
+// two agree). Label values are closed sets: anything outside a set is counted
+// as "other" so a bug can never explode the series count.
+
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const METRIC_PREFIX = 'ktls_sidecar_';
+
+/** Why a connection is (or is not) on kernel TLS. `enabled` is the only reason with ktls="on". */
+export const KTLS_REASONS = [
+  'enabled',
+  'flag_off',
+  'cipher_not_allowed',
+  'tls_version_not_allowed',
+  'kernel_no_tls',
+  'kernel_cipher_unsupported',
+  'native_unavailable',
+  'sampled_out',
+  'install_failed',
+  'rekey_unsupported',
+  'not_attempted',
+  'handshake_only',
+  'other',
+] as const;
+export type KtlsReason = (typeof KTLS_REASONS)[number];
+
+export const KTLS_STATES = ['on', 'off'] as const;
+export type KtlsState = (typeof KTLS_STATES)[number];
+
+export const KTLS_DIRECTIONS = ['tx', 'txrx', 'none'] as const;
+export type KtlsDirectionLabel = (typeof KTLS_DIRECTIONS)[number];
+
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3', 'none', 'other'] as const;
+export type TlsVersionLabel = (typeof TLS_VERSIONS)[number];
+
+/** Application protocol of a connection (from ALPN and mode). */
+export const CONNECTION_PROTOCOLS = ['http1', 'h2', 'tcp', 'none'] as const;
+export type ConnectionProtocol = (typeof CONNECTION_PROTOCOLS)[number];
+
+/** Protocol of one HTTP request (`ws` = a WebSocket upgrade). */
+export const HTTP_PROTOCOLS = ['http1', 'h2', 'ws'] as const;
+export type HttpProtocol = (typeof HTTP_PROTOCOLS)[number];
+
+export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'] as const;
+export type StatusClass = (typeof STATUS_CLASSES)[number];
+
+/** Connections refused before or during the handshake. */
+export const REJECT_REASONS = [
+  'limit',
+  'plain_http',
+  'not_tls',
+  'handshake_timeout',
+  'handshake_buffer_limit',
+  'draining',
+  'other',
+] as const;
+export type RejectReason = (typeof REJECT_REASONS)[number];
+
+/** Handshakes that started (the ClientHello was TLS) and failed. */
+export const HANDSHAKE_FAILURE_REASONS = [
+  'timeout',
+  'protocol_version',
+  'no_shared_cipher',
+  'no_application_protocol',
+  'client_cert_required',
+  'client_cert_invalid',
+  'peer_alert',
+  'reset',
+  'other',
+] as const;
+export type HandshakeFailureReason = (typeof HANDSHAKE_FAILURE_REASONS)[number];
+
+export const UPSTREAM_ERROR_REASONS = [
+  'connect_refused',
+  'connect_timeout',
+  'response_timeout',
+  'reset',
+  'dns',
+  'protocol',
+  'other',
+] as const;
+export type UpstreamErrorReason = (typeof UPSTREAM_ERROR_REASONS)[number];
+
+/** Why an established connection ended. */
+export const CLOSE_REASONS = [
+  'client_close',
+  'upstream_close',
+  'idle_timeout',
+  'headers_timeout',
+  'upstream_error',
+  'shutdown',
+  'ktls_drain',
+  'key_update_limit',
+  'error',
+  'other',
+] as const;
+export type CloseReason = (typeof CLOSE_REASONS)[number];
+
+export const RESULTS = ['success', 'failure'] as const;
+export type Result = (typeof RESULTS)[number];
+
+export const RELOAD_TRIGGERS = ['sighup', 'config_watch', 'startup'] as const;
+export type ReloadTrigger = (typeof RELOAD_TRIGGERS)[number];
+
+export const FLAG_SOURCES = ['admin', 'sighup', 'config_watch', 'startup'] as const;
+export type FlagSource = (typeof FLAG_SOURCES)[number];
+
+export const KEY_UPDATE_RESULTS = ['ok', 'rate_limited', 'unsupported', 'failed'] as const;
+export type KeyUpdateResult = (typeof KEY_UPDATE_RESULTS)[number];
+
+export const DRAIN_ACTIONS = ['closed', 'kept'] as const;
+export type DrainAction = (typeof DRAIN_ACTIONS)[number];
+
+/** The labels on every per-connection and byte series. */
+export interface ConnectionLabels {
+  readonly ktls: KtlsState;
+  readonly ktls_reason: KtlsReason;
+  readonly tls_version: TlsVersionLabel;
+  /** IANA suite name (`getCipher().standardName`), or `none`. */
+  readonly cipher: string;
+  readonly direction: KtlsDirectionLabel;
+  readonly protocol: ConnectionProtocol;
+}
+
+const CONNECTION_LABEL_NAMES = ['ktls', 'ktls_reason', 'tls_version', 'cipher', 'direction', 'protocol'] as const;
+
+function oneOf<T extends string>(set: readonly T[], v: string, fallback: T): T {
+  return (set as readonly string[]).includes(v) ? (v as T) : fallback;
+}
+
+/** Cipher names are bounded by the configured lists; still, refuse anything that is not a suite-shaped name. */
+function cipherLabel(v: string): string {
+  return /^[A-Za-z0-9_-]{1,64}$/.test(v) ? v : 'other';
+}
+
+/** Normalise labels into the closed sets (out-of-set values become "other"). */
+export function normalizeLabels(l: ConnectionLabels): ConnectionLabels {
+  const ktls = oneOf(KTLS_STATES, l.ktls, 'off');
+  return {
+    ktls,
+    ktls_reason: oneOf(KTLS_REASONS, l.ktls_reason, 'other'),
+    tls_version: oneOf(TLS_VERSIONS, l.tls_version, 'other'),
+    cipher: cipherLabel(l.cipher),
+    // A userspace connection has no kernel direction, whatever the caller said.
+    direction: ktls === 'off' ? 'none' : oneOf(KTLS_DIRECTIONS, l.direction, 'none'),
+    protocol: oneOf(CONNECTION_PROTOCOLS, l.protocol, 'none'),
+  };
+}
+
+/**
+ * Labels for a connection that stays in userspace TLS. Until the kTLS handoff
+ * runs, connections use reason `not_attempted` (or `native_unavailable` /
+ * `kernel_no_tls` when the probe already knows).
+ */
+export function userspaceLabels(facts: {
+  tlsVersion: string | null | undefined;
+  cipher: string | null | undefined;
+  protocol: ConnectionProtocol;
+  reason?: Exclude<KtlsReason, 'enabled'>;
+}): ConnectionLabels {
+  return normalizeLabels({
+    ktls: 'off',
+    ktls_reason: facts.reason ?? 'not_attempted',
+    tls_version: (facts.tlsVersion ?? 'none') as TlsVersionLabel,
+    cipher: facts.cipher ?? 'none',
+    direction: 'none',
+    protocol: facts.protocol,
+  });
+}
+
+export function statusClass(status: number): StatusClass {
+  const c = Math.floor(status / 100);
+  return c >= 1 && c <= 5 ? (`${c}xx` as StatusClass) : 'other';
+}
+
+/** Per-connection handle: caches the labelled children (bytes are counted per chunk) and closes once. */
+export interface ConnectionMetrics {
+  readonly labels: ConnectionLabels;
+  /** Add application bytes: `rx` received from the client, `tx` sent to it. */
+  bytes(rx: number, tx: number): void;
+  /** Count the close (idempotent: later calls do nothing). */
+  close(reason: CloseReason): void;
+}
+
+export interface CertificateExpiry {
+  readonly servername: string;
+  readonly subject: string;
+  /** Expiry, ms since the epoch. */
+  readonly notAfter: number;
+}
+
+export interface MetricsOptions {
+  /** Registry to use; a fresh one by default (tests create many). */
+  readonly registry?: Registry;
+  /** Also collect process/Node default metrics with the ktls_sidecar_ prefix (default true). */
+  readonly defaultMetrics?: boolean;
+  /** Version for ktls_sidecar_build_info. */
+  readonly version?: string;
+}
+
+export interface SidecarMetrics {
+  readonly registry: Registry;
+  /** A TCP connection was accepted (before limits, sniffing or the handshake). */
+  connectionAccepted(): void;
+  /** A connection was refused before or during the handshake. */
+  connectionRejected(reason: RejectReason): void;
+  handshakeCompleted(facts: { tlsVersion: string; cipher: string; protocol: ConnectionProtocol; durationSeconds: number }): void;
+  handshakeFailed(reason: HandshakeFailureReason): void;
+  /** The record layer is chosen: count the connection as open with its final labels. */
+  connectionOpened(labels: ConnectionLabels): ConnectionMetrics;
+  /** Close without a handle (prefer `ConnectionMetrics.close`). */
+  connectionClosed(labels: ConnectionLabels, reason: CloseReason): void;
+  /** Add bytes without a handle (prefer `ConnectionMetrics.bytes`). */
+  bytes(labels: ConnectionLabels, rx: number, tx: number): void;
+  httpRequest(facts: { protocol: HttpProtocol; status: number; ktls: KtlsState; durationSeconds: number }): void;
+  upstreamError(reason: UpstreamErrorReason): void;
+  /** Replace the certificate expiry series (startup and every cert reload). */
+  setCertificates(certs: readonly CertificateExpiry[]): void;
+  certReload(result: Result): void;
+  configReload(result: Result, trigger: ReloadTrigger): void;
+  /** Set by the flag on every change; do not call directly. */
+  setKtlsEnabled(enabled: boolean): void;
+  ktlsFlagChanged(source: FlagSource): void;
+  /** Result of the kernel probe (1 = kTLS usable on this host). */
+  setKernelAvailable(available: boolean): void;
+  keyUpdate(direction: 'rx' | 'tx', result: KeyUpdateResult): void;
+  /** A kTLS connection met the flag turning off (tcp mode drain). */
+  ktlsDrained(action: DrainAction): void;
+}
+
+const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+const HANDSHAKE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
+  const registry = options.registry ?? new Registry();
+  const registers = [registry];
+  const p = METRIC_PREFIX;
+  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: p });
+
+  const accepted = new Counter({
+    name: `${p}connections_accepted_total`,
+    help: 'TCP connections accepted on the TLS listener, before limits, sniffing and the handshake.',
+    registers,
+  });
+  const rejected = new Counter({
+    name: `${p}connections_rejected_total`,
+    help: 'Connections refused before or during the handshake, by reason.',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  const opened = new Counter({
+    name: `${p}connections_opened_total`,
+    help: 'Connections past the handshake with a record layer chosen (kernel or userspace).',
+    labelNames: CONNECTION_LABEL_NAMES,
+    registers,
+  });
+  const closed = new Counter({
+    name: `${p}connections_closed_total`,
+    help: 'Opened connections that ended, by close reason.',
+    labelNames: [...CONNECTION_LABEL_NAMES, 'reason'] as const,
+    registers,
+  });
+  const active = new Gauge({
+    name: `${p}connections_active`,
+    help: 'Opened connections not yet closed.',
+    labelNames: CONNECTION_LABEL_NAMES,
+    registers,
+  });
+  const bytesReceived = new Counter({
+    name: `${p}bytes_received_total`,
+    help: 'Application (plaintext) bytes received from clients on opened connections.',
+    labelNames: CONNECTION_LABEL_NAMES,
+    registers,
+  });
+  const bytesSent = new Counter({
+    name: `${p}bytes_sent_total`,
+    help: 'Application (plaintext) bytes sent to clients on opened connections.',
+    labelNames: CONNECTION_LABEL_NAMES,
+    registers,
+  });
+  const handshakes = new Counter({
+    name: `${p}handshakes_total`,
+    help: 'Completed TLS handshakes.',
+    labelNames: ['tls_version', 'cipher', 'protocol'] as const,
+    registers,
+  });
+  const handshakeDuration = new Histogram({
+    name: `${p}handshake_duration_seconds`,
+    help: 'Time from accept to a completed TLS handshake.',
+    labelNames: ['tls_version'] as const,
+    buckets: HANDSHAKE_BUCKETS,
+    registers,
+  });
+  const handshakeFailures = new Counter({
+    name: `${p}handshake_failures_total`,
+    help: 'TLS handshakes that failed, by reason.',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  const httpRequests = new Counter({
+    name: `${p}http_requests_total`,
+    help: 'HTTP requests answered, by protocol, status class and whether the connection was on kTLS.',
+    labelNames: ['protocol', 'status_class', 'ktls'] as const,
+    registers,
+  });
+  const httpDuration = new Histogram({
+    name: `${p}http_request_duration_seconds`,
+    help: 'Time from request headers received to response finished.',
+    labelNames: ['protocol', 'ktls'] as const,
+    buckets: REQUEST_BUCKETS,
+    registers,
+  });
+  const upstreamErrors = new Counter({
+    name: `${p}upstream_errors_total`,
+    help: 'Failures talking to the upstream, by reason.',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  const certExpiry = new Gauge({
+    name: `${p}cert_expiry_timestamp_seconds`,
+    help: 'Expiry (notAfter) of each served certificate, Unix seconds.',
+    labelNames: ['servername', 'subject'] as const,
+    registers,
+  });
+  const certReloads = new Counter({
+    name: `${p}cert_reloads_total`,
+    help: 'Certificate reloads, by result.',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const configReloads = new Counter({
+    name: `${p}config_reloads_total`,
+    help: 'Configuration reloads, by result and trigger.',
+    labelNames: ['result', 'trigger'] as const,
+    registers,
+  });
+  const ktlsEnabled = new Gauge({
+    name: `${p}ktls_enabled`,
+    help: 'The runtime kTLS flag: 1 = new connections may go to kernel TLS.',
+    registers,
+  });
+  const flagChanges = new Counter({
+    name: `${p}ktls_flag_changes_total`,
+    help: 'Changes of the runtime kTLS flag, by source.',
+    labelNames: ['source'] as const,
+    registers,
+  });
+  const kernelAvailable = new Gauge({
+    name: `${p}ktls_kernel_available`,
+    help: 'Kernel probe result: 1 = the kernel TLS ULP and the native addon are usable.',
+    registers,
+  });
+  const keyUpdates = new Counter({
+    name: `${p}ktls_key_updates_total`,
+    help: 'TLS 1.3 KeyUpdates on kTLS connections, by direction and result.',
+    labelNames: ['direction', 'result'] as const,
+    registers,
+  });
+  const drained = new Counter({
+    name: `${p}ktls_drained_connections_total`,
+    help: 'Open kTLS connections when the flag turned off, by action (closed after ktls.drainTimeout, or kept).',
+    labelNames: ['action'] as const,
+    registers,
+  });
+  const buildInfo = new Gauge({
+    name: `${p}build_info`,
+    help: 'Always 1; labels carry the sidecar and Node versions.',
+    labelNames: ['version', 'node_version'] as const,
+    registers,
+  });
+  buildInfo.set({ version: options.version ?? 'unknown', node_version: process.version }, 1);
+  ktlsEnabled.set(0);
+  kernelAvailable.set(0);
+
+  const opened_ = (labels: ConnectionLabels): ConnectionMetrics => {
+    const l = normalizeLabels(labels);
+    opened.inc(l);
+    const activeChild = active.labels(l);
+    activeChild.inc();
+    const rx = bytesReceived.labels(l);
+    const tx = bytesSent.labels(l);
+    let done = false;
+    return {
+      labels: l,
+      bytes(r, t) {
+        if (r > 0) rx.inc(r);
+        if (t > 0) tx.inc(t);
+      },
+      close(reason) {
+        if (done) return;
+        done = true;
+        activeChild.dec();
+        closed.inc({ ...l, reason: oneOf(CLOSE_REASONS, reason, 'other') });
+      },
+    };
+  };
+
+  return {
+    registry,
+    connectionAccepted: () => accepted.inc(),
+    connectionRejected: (reason) => rejected.inc({ reason: oneOf(REJECT_REASONS, reason, 'other') }),
+    handshakeCompleted: ({ tlsVersion, cipher, protocol, durationSeconds }) => {
+      const tls_version = oneOf(TLS_VERSIONS, tlsVersion, 'other');
+      handshakes.inc({ tls_version, cipher: cipherLabel(cipher), protocol: oneOf(CONNECTION_PROTOCOLS, protocol, 'none') });
+      handshakeDuration.observe({ tls_version }, durationSeconds);
+    },
+    handshakeFailed: (reason) => handshakeFailures.inc({ reason: oneOf(HANDSHAKE_FAILURE_REASONS, reason, 'other') }),
+    connectionOpened: opened_,
+    connectionClosed: (labels, reason) => {
+      const l = normalizeLabels(labels);
+      active.dec(l);
+      closed.inc({ ...l, reason: oneOf(CLOSE_REASONS, reason, 'other') });
+    },
+    bytes: (labels, r, t) => {
+      const l = normalizeLabels(labels);
+      if (r > 0) bytesReceived.inc(l, r);
+      if (t > 0) bytesSent.inc(l, t);
+    },
+    httpRequest: ({ protocol, status, ktls, durationSeconds }) => {
+      const proto = oneOf(HTTP_PROTOCOLS, protocol, 'http1');
+      const k = oneOf(KTLS_STATES, ktls, 'off');
+      httpRequests.inc({ protocol: proto, status_class: statusClass(status), ktls: k });
+      httpDuration.observe({ protocol: proto, ktls: k }, durationSeconds);
+    },
+    upstreamError: (reason) => upstreamErrors.inc({ reason: oneOf(UPSTREAM_ERROR_REASONS, reason, 'other') }),
+    setCertificates: (certs) => {
+      certExpiry.reset();
+      for (const c of certs) certExpiry.set({ servername: c.servername, subject: c.subject }, Math.floor(c.notAfter / 1000));
+    },
+    certReload: (result) => certReloads.inc({ result: oneOf(RESULTS, result, 'failure') }),
+    configReload: (result, trigger) =>
+      configReloads.inc({ result: oneOf(RESULTS, result, 'failure'), trigger: oneOf(RELOAD_TRIGGERS, trigger, 'sighup') }),
+    setKtlsEnabled: (enabled) => ktlsEnabled.set(enabled ? 1 : 0),
+    ktlsFlagChanged: (source) => flagChanges.inc({ source: oneOf(FLAG_SOURCES, source, 'admin') }),
+    setKernelAvailable: (available) => kernelAvailable.set(available ? 1 : 0),
+    keyUpdate: (direction, result) => keyUpdates.inc({ direction, result: oneOf(KEY_UPDATE_RESULTS, result, 'failed') }),
+    ktlsDrained: (action) => drained.inc({ action: oneOf(DRAIN_ACTIONS, action, 'kept') }),
+  };
+}

@@ -1,0 +1,65 @@
+// HTTP/2 clients (ALPN h2): an http2 server that never listens is fed the
+// decrypted stream of each connection; every stream is forwarded as an
+// HTTP/1.1 request to the upstream.
+import http2 from 'node:http2';
+import type { Duplex } from 'node:stream';
+import type { HandshakeFacts } from '../pipeline/facts.js';
+import type { Forwarder } from './forward.js';
+
+export interface H2FrontOptions {
+  maxHeaderSize: number;
+  idleMs: number;
+}
+
+export class H2Front {
+  private readonly server: http2.Http2Server;
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly facts = new WeakMap<http2.ServerHttp2Session, HandshakeFacts>();
+  private pendingFacts: HandshakeFacts | undefined;
+  private draining = false;
+
+  constructor(forwarder: Forwarder, opts: H2FrontOptions) {
+    this.server = http2.createServer({
+      maxSessionMemory: 64,
+      settings: { maxHeaderListSize: opts.maxHeaderSize },
+      maxSendHeaderBlockLength: opts.maxHeaderSize,
+    });
+    if (opts.idleMs > 0) this.server.setTimeout(opts.idleMs);
+    this.server.on('session', (session: http2.ServerHttp2Session) => {
+      // 'session' fires synchronously inside emit('connection'), so the facts
+      // set just before belong to this session.
+      if (this.pendingFacts) this.facts.set(session, this.pendingFacts);
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      session.on('error', () => undefined);
+      if (this.draining) session.close();
+    });
+    this.server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
+      const facts = this.facts.get(req.stream.session as http2.ServerHttp2Session);
+      if (!facts) {
+        res.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+        return;
+      }
+      forwarder.web(req, res, facts);
+    });
+  }
+
+  handle(conn: Duplex, facts: HandshakeFacts): void {
+    this.pendingFacts = facts;
+    try {
+      this.server.emit('connection', conn);
+    } finally {
+      this.pendingFacts = undefined;
+    }
+  }
+
+  /** GOAWAY to every session: running streams finish, no new ones start. */
+  drain(): void {
+    this.draining = true;
+    for (const s of this.sessions) s.close();
+  }
+
+  get openSessions(): number {
+    return this.sessions.size;
+  }
+}

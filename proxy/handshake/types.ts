@@ -1,0 +1,149 @@
+// The handshake engine's public contract (see engine.ts for the behaviour).
+
+import type net from 'node:net';
+import type tls from 'node:tls';
+import type { CryptoInfo, KernelCipher, TlsVersion } from '../tls/crypto-info.js';
+
+/**
+ * What is known when the engine asks `offload()`: after the server's flight,
+ * before the client's Finished reaches OpenSSL. Authorization and the peer
+ * certificate are not known yet (Node checks them after the Finished).
+ */
+export interface NegotiatedFacts {
+  readonly tlsVersion: TlsVersion;
+  /** OpenSSL name, as `tlsSocket.getCipher().name` reports it. */
+  readonly cipher: string;
+  readonly ianaName: string;
+  /** Never null here: offload() is only asked for suites the kernel can hold. */
+  readonly kernelCipher: KernelCipher;
+  /** Negotiated ALPN protocol, read from the server's flight; null when none. */
+  readonly alpn: string | null;
+  /** SNI from the ClientHello; null when the client sent none. */
+  readonly servername: string | null;
+  /** PSK (TLS 1.3) or abbreviated (TLS 1.2) handshake. */
+  readonly resumed: boolean;
+}
+
+export interface PeerCertificateSummary {
+  /** Subject DN, one `key=value` per RDN joined by ',' (as Node's X509Certificate prints them). */
+  readonly subject: string;
+  readonly issuer: string;
+  /** `AB:CD:..` as Node prints it. */
+  readonly fingerprint256: string;
+  /** SHA-256 of the DER, lowercase hex without separators (XFCC `Hash=`). */
+  readonly sha256: string;
+  /** `DNS:a, URI:spiffe://..` as Node prints it, or null. */
+  readonly subjectAltName: string | null;
+  /** The leaf certificate in PEM (XFCC `Cert=`). */
+  readonly pem: string;
+}
+
+export interface HandshakeCounts {
+  /** TLS records given to OpenSSL during the handshake. */
+  readonly recordsIn: number;
+  /** TLS records OpenSSL wrote during the handshake (forwarded to the client). */
+  readonly recordsOut: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** Client bytes read after its Finished (the handoff's `leftover`; 0 for userspace). */
+  readonly leftoverBytes: number;
+  /** Rejected 0-RTT records skipped by OpenSSL. */
+  readonly earlyDataRecordsSkipped: number;
+}
+
+export interface HandshakeFacts {
+  /** `TLSv1.3`, `TLSv1.2`, or an older version on a userspace connection. */
+  readonly tlsVersion: string;
+  readonly cipher: string;
+  /** IANA name, or null for a suite the table does not know. */
+  readonly ianaName: string | null;
+  readonly kernelCipher: KernelCipher | null;
+  readonly alpn: string | null;
+  readonly servername: string | null;
+  readonly resumed: boolean;
+  readonly helloRetryRequest: boolean;
+  /** Client certificate verified against the server's CA (only meaningful with requestCert). */
+  readonly authorized: boolean;
+  readonly authorizationError: string | null;
+  readonly peerCertificate: PeerCertificateSummary | null;
+  readonly counts: HandshakeCounts;
+}
+
+export interface OffloadHooks {
+  /**
+   * Called at most once per connection, before the client Finished is fed.
+   * true → hand off; false → stay on the TLSSocket (reason `offload_declined`).
+   * Must be synchronous and must not throw (a throw counts as false, reason
+   * `offload_hook_error`).
+   */
+  offload(facts: NegotiatedFacts): boolean;
+}
+
+/** Why a connection stayed on Node's TLSSocket (closed set, for logs/metrics). */
+export type UserspaceReason =
+  | 'cipher_not_offloadable' // version or suite the kernel cannot hold: offload() not asked
+  | 'offload_declined' // offload() returned false
+  | 'offload_hook_error' // offload() threw
+  | 'read_stop_unavailable' // this Node lacks what stopReading() needs
+  | 'handshake_buffer_limit' // the client sent more than the buffering bound allows before its Finished
+  | 'tracker_desync' // the wire did not match what OpenSSL reported
+  | 'handoff_verify_failed' // derived state did not verify (e.g. TLS 1.2 client Finished)
+  | 'engine_not_quiet'; // OpenSSL kept writing after the handshake past quiesceMs
+
+export interface UserspaceResult {
+  readonly mode: 'userspace';
+  /** Node's TLS socket; it owns the connection (closing it closes the raw socket). */
+  readonly tlsSocket: tls.TLSSocket;
+  readonly facts: HandshakeFacts;
+  readonly reason: UserspaceReason;
+}
+
+export interface HandoffResult {
+  readonly mode: 'handoff';
+  /**
+   * The accepted socket, no longer read by Node: libuv reads are stopped, no
+   * 'data' listener, paused; every handshake byte OpenSSL wrote has been
+   * handed to the kernel (writableLength 0). Call `resumeReading(raw)`
+   * (read-control.ts) after attaching a 'data' listener to read again.
+   */
+  readonly raw: net.Socket;
+  readonly facts: HandshakeFacts;
+  readonly tx: CryptoInfo;
+  readonly rx: CryptoInfo;
+  /** TLS 1.3 traffic secrets (for KeyUpdate); undefined for TLS 1.2. The caller wipes them. */
+  readonly txSecret?: Buffer;
+  readonly rxSecret?: Buffer;
+  /**
+   * Client ciphertext read after its Finished, starting at a record
+   * boundary; may end mid-record. `rx.recSeq` is the sequence number of its
+   * first record. Decrypt it (and complete a trailing partial record) before
+   * any kernel RX install.
+   */
+  readonly leftover: Buffer;
+  /** The client's FIN was read before the handoff (nothing more will arrive after `leftover`). */
+  readonly peerEnded: boolean;
+}
+
+export type HandshakeResult = UserspaceResult | HandoffResult;
+
+export interface HandshakeEngineOptions {
+  /** From accept() to a result; a slower handshake fails with reason `timeout`. */
+  readonly handshakeTimeoutMs: number;
+  /**
+   * Bound on client ciphertext read but not yet given to OpenSSL during the
+   * handshake. Reaching it pauses reading (TCP pushes back); at the client
+   * Finished reading stops, so `leftover` ≤ maxBufferedBytes + one socket
+   * read (64 KiB) + the socket's readable highWaterMark. Minimum 32 KiB (two
+   * maximal records).
+   */
+  readonly maxBufferedBytes: number;
+  /** Longest wait for OpenSSL to go quiet after the handshake (tickets, newSession callbacks). Default 2000. */
+  readonly quiesceMs?: number;
+  /**
+   * Session cache store, registered on the server by the engine so hand-offs
+   * wait for its callback: Node sends TLS 1.3 tickets only after it. A
+   * 'newSession' listener added directly to the server is not waited for
+   * (its tickets are dropped at hand-off; state stays correct).
+   */
+  readonly newSession?: (sessionId: Buffer, sessionData: Buffer, done: () => void) => void;
+}

@@ -1,0 +1,199 @@
+// `ktls.ciphers`: which negotiated suites may go to the kernel, and in which
+// direction. Operators write the names they know — IANA
+// (`TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`) or OpenSSL
+// (`ECDHE-RSA-AES128-GCM-SHA256`) — optionally suffixed `:tx` or `:txrx` to
+// override `ktls.direction` for that one suite. Parsed once at config load
+// into a lookup the decision consults per connection; a name we do not know is
+// a config error, never a silent "not offloaded".
+
+import { ConfigError } from '../errors.js';
+import type { KernelCipher, TlsVersion } from '../tls/crypto-info.js';
+
+export type KtlsPolicyDirection = 'tx' | 'txrx';
+
+/** A suite the kernel's TLS ULP can hold (AEAD only: the kernel has no CBC/MAC-then-encrypt). */
+export interface OffloadableSuite {
+  /** IANA name; for TLS 1.3 this is also OpenSSL's name. */
+  readonly iana: string;
+  /** OpenSSL name (what Node's `getCipher().name` reports). */
+  readonly openssl: string;
+  readonly version: TlsVersion;
+  readonly kernelCipher: KernelCipher;
+  /** IANA code point, for logs and cross-checks with the ServerHello. */
+  readonly code: number;
+}
+
+// Why a table here and not in proxy/tls/suites.ts: this is the *policy* view
+// (names an operator may type → kernel cipher); the crypto view lives there.
+// TLS 1.3 AES-CCM is listed so it can be named, but it is not in the default
+// set: OpenSSL's own kTLS code refuses it on TLS 1.3 ("broken on 5.x kernels").
+const SUITES: readonly OffloadableSuite[] = [
+  { iana: 'TLS_AES_128_GCM_SHA256', openssl: 'TLS_AES_128_GCM_SHA256', version: 'TLSv1.3', kernelCipher: 'AES_GCM_128', code: 0x1301 },
+  { iana: 'TLS_AES_256_GCM_SHA384', openssl: 'TLS_AES_256_GCM_SHA384', version: 'TLSv1.3', kernelCipher: 'AES_GCM_256', code: 0x1302 },
+  { iana: 'TLS_CHACHA20_POLY1305_SHA256', openssl: 'TLS_CHACHA20_POLY1305_SHA256', version: 'TLSv1.3', kernelCipher: 'CHACHA20_POLY1305', code: 0x1303 },
+  { iana: 'TLS_AES_128_CCM_SHA256', openssl: 'TLS_AES_128_CCM_SHA256', version: 'TLSv1.3', kernelCipher: 'AES_CCM_128', code: 0x1304 },
+  { iana: 'TLS_RSA_WITH_AES_128_GCM_SHA256', openssl: 'AES128-GCM-SHA256', version: 'TLSv1.2', kernelCipher: 'AES_GCM_128', code: 0x009c },
+  { iana: 'TLS_RSA_WITH_AES_256_GCM_SHA384', openssl: 'AES256-GCM-SHA384', version: 'TLSv1.2', kernelCipher: 'AES_GCM_256', code: 0x009d },
+  { iana: 'TLS_DHE_RSA_WITH_AES_128_GCM_SHA256', openssl: 'DHE-RSA-AES128-GCM-SHA256', version: 'TLSv1.2', kernelCipher: 'AES_GCM_128', code: 0x009e },
+  { iana: 'TLS_DHE_RSA_WITH_AES_256_GCM_SHA384', openssl: 'DHE-RSA-AES256-GCM-SHA384', version: 'TLSv1.2', kernelCipher: 'AES_GCM_256', code: 0x009f },
+  { iana: 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256', openssl: 'ECDHE-ECDSA-AES128-GCM-SHA256', version: 'TLSv1.2', kernelCipher: 'AES_GCM_128', code: 0xc02b },
+  { iana: 'TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384', openssl: 'ECDHE-ECDSA-AES256-GCM-SHA384', version: 'TLSv1.2', kernelCipher: 'AES_GCM_256', code: 0xc02c },
+  { iana: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', openssl: 'ECDHE-RSA-AES128-GCM-SHA256', version: 'TLSv1.2', kernelCipher: 'AES_GCM_128', code: 0xc02f },
+  { iana: 'TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384', openssl: 'ECDHE-RSA-AES256-GCM-SHA384', version: 'TLSv1.2', kernelCipher: 'AES_GCM_256', code: 0xc030 },
+  { iana: 'TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256', openssl: 'ECDHE-RSA-CHACHA20-POLY1305', version: 'TLSv1.2', kernelCipher: 'CHACHA20_POLY1305', code: 0xcca8 },
+  { iana: 'TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256', openssl: 'ECDHE-ECDSA-CHACHA20-POLY1305', version: 'TLSv1.2', kernelCipher: 'CHACHA20_POLY1305', code: 0xcca9 },
+  { iana: 'TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256', openssl: 'DHE-RSA-CHACHA20-POLY1305', version: 'TLSv1.2', kernelCipher: 'CHACHA20_POLY1305', code: 0xccaa },
+  { iana: 'TLS_RSA_WITH_AES_128_CCM', openssl: 'AES128-CCM', version: 'TLSv1.2', kernelCipher: 'AES_CCM_128', code: 0xc09c },
+  { iana: 'TLS_DHE_RSA_WITH_AES_128_CCM', openssl: 'DHE-RSA-AES128-CCM', version: 'TLSv1.2', kernelCipher: 'AES_CCM_128', code: 0xc09e },
+  { iana: 'TLS_ECDHE_ECDSA_WITH_AES_128_CCM', openssl: 'ECDHE-ECDSA-AES128-CCM', version: 'TLSv1.2', kernelCipher: 'AES_CCM_128', code: 0xc0ac },
+];
+
+/** Every suite the policy can name (both spellings resolve to the same entry). */
+export const OFFLOADABLE_SUITES: readonly OffloadableSuite[] = SUITES;
+
+/** The default `ktls.ciphers`: the AES-GCM suites of TLS 1.3 and TLS 1.2. */
+export const DEFAULT_KTLS_CIPHERS: readonly string[] = SUITES.filter(
+  (s) => s.kernelCipher === 'AES_GCM_128' || s.kernelCipher === 'AES_GCM_256',
+).map((s) => s.iana);
+
+const BY_NAME: ReadonlyMap<string, OffloadableSuite> = (() => {
+  const m = new Map<string, OffloadableSuite>();
+  for (const s of SUITES) {
+    m.set(s.iana.toUpperCase(), s);
+    m.set(s.openssl.toUpperCase(), s);
+  }
+  return m;
+})();
+
+/** The suite for an IANA or OpenSSL name (case-insensitive), or undefined when kTLS cannot hold it. */
+export function findOffloadableSuite(name: string): OffloadableSuite | undefined {
+  return BY_NAME.get(name.trim().toUpperCase());
+}
+
+export interface CipherPolicyEntry {
+  readonly suite: OffloadableSuite;
+  /** Per-suite override of `ktls.direction`; undefined = use `ktls.direction`. */
+  readonly direction: KtlsPolicyDirection | undefined;
+}
+
+export interface CipherPolicy {
+  /** The entry for a negotiated suite (IANA or OpenSSL name), or undefined when it is not allowed. */
+  lookup(name: string): CipherPolicyEntry | undefined;
+  /** Allowed entries in configuration order (for docs, doctor and logs). */
+  readonly entries: readonly CipherPolicyEntry[];
+}
+
+/**
+ * Parse `ktls.ciphers`: an array of entries, or one string of entries
+ * separated by commas and/or whitespace. An entry is `NAME` or `NAME:tx` /
+ * `NAME:txrx`. Throws ConfigError('ktls.ciphers', …) naming the bad entry.
+ * An empty list is valid: nothing is offloaded (`cipher_not_allowed`).
+ */
+export function parseCipherPolicy(value: string | readonly string[]): CipherPolicy {
+  const raw = typeof value === 'string' ? value.split(/[\s,]+/) : value;
+  const entries: CipherPolicyEntry[] = [];
+  const byCode = new Map<number, CipherPolicyEntry>();
+  raw.forEach((item, index) => {
+    if (typeof item !== 'string') {
+      throw new ConfigError('ktls.ciphers', `entry ${index + 1} is not a string`);
+    }
+    const text = item.trim();
+    if (text === '') return; // tolerate "a, b," and blank lines
+    const { name, direction } = splitDirection(text, index);
+    const suite = findOffloadableSuite(name);
+    if (!suite) {
+      throw new ConfigError(
+        'ktls.ciphers',
+        `unknown or non-offloadable cipher "${name}" (entry ${index + 1}); use an IANA name such as ` +
+          `TLS_AES_128_GCM_SHA256 or an OpenSSL name such as ECDHE-RSA-AES128-GCM-SHA256 of an AEAD suite ` +
+          `(AES-GCM, AES-CCM, ChaCha20-Poly1305)`,
+      );
+    }
+    const previous = byCode.get(suite.code);
+    if (previous) {
+      // The same suite twice is only an error when the two entries disagree:
+      // "which direction wins" must never depend on order.
+      if (previous.direction !== direction) {
+        throw new ConfigError(
+          'ktls.ciphers',
+          `cipher ${suite.iana} is listed twice with different directions (entry ${index + 1})`,
+        );
+      }
+      return;
+    }
+    const entry: CipherPolicyEntry = Object.freeze({ suite, direction });
+    byCode.set(suite.code, entry);
+    entries.push(entry);
+  });
+  const frozen = Object.freeze(entries.slice());
+  return Object.freeze({
+    entries: frozen,
+    lookup(name: string): CipherPolicyEntry | undefined {
+      const suite = findOffloadableSuite(name);
+      return suite ? byCode.get(suite.code) : undefined;
+    },
+  });
+}
+
+function splitDirection(text: string, index: number): { name: string; direction: KtlsPolicyDirection | undefined } {
+  const colon = text.lastIndexOf(':');
+  if (colon < 0) return { name: text, direction: undefined };
+  const suffix = text.slice(colon + 1).trim().toLowerCase();
+  const name = text.slice(0, colon).trim();
+  if (suffix === 'tx' || suffix === 'txrx') return { name, direction: suffix };
+  throw new ConfigError(
+    'ktls.ciphers',
+    `entry ${index + 1} "${text}": direction override must be ":tx" or ":txrx", got ":${suffix}"`,
+  );
+}
+
+/**
+ * The already-resolved form proxy/config produces (`config.ktls.ciphers`:
+ * one rule per suite with its effective direction). Accepted so the decision
+ * can take `config.ktls` as is.
+ */
+export interface CipherRuleView {
+  readonly iana: string;
+  readonly direction: KtlsPolicyDirection;
+}
+
+export type CipherPolicySource = string | readonly string[] | readonly CipherRuleView[] | CipherPolicy;
+
+/** Build a policy from resolved rules; the same validation as parseCipherPolicy. */
+export function policyFromRules(rules: readonly CipherRuleView[]): CipherPolicy {
+  return parseCipherPolicy(rules.map((r) => `${r.iana}:${r.direction}`));
+}
+
+// Parsed policies are cached per input so `decide()` can take the raw config
+// value without re-parsing per connection (config objects are frozen, so the
+// array identity or the string itself is a stable key).
+const arrayCache = new WeakMap<readonly unknown[], CipherPolicy>();
+const stringCache = new Map<string, CipherPolicy>();
+
+/** parseCipherPolicy / policyFromRules with a cache: for hot paths handed the raw config value. */
+export function cipherPolicyOf(value: CipherPolicySource): CipherPolicy {
+  if (typeof value === 'string') {
+    let p = stringCache.get(value);
+    if (!p) {
+      p = parseCipherPolicy(value);
+      if (stringCache.size > 64) stringCache.clear(); // only reloads add entries; bound it anyway
+      stringCache.set(value, p);
+    }
+    return p;
+  }
+  if (isCipherPolicy(value)) return value;
+  let p = arrayCache.get(value);
+  if (!p) {
+    p = isRuleList(value) ? policyFromRules(value) : parseCipherPolicy(value as readonly string[]);
+    arrayCache.set(value, p);
+  }
+  return p;
+}
+
+function isCipherPolicy(value: Exclude<CipherPolicySource, string>): value is CipherPolicy {
+  return typeof (value as Partial<CipherPolicy>).lookup === 'function';
+}
+
+function isRuleList(value: readonly string[] | readonly CipherRuleView[]): value is readonly CipherRuleView[] {
+  return value.length > 0 && typeof value[0] === 'object';
+}

@@ -1,0 +1,140 @@
+// The TLS handshake step. Accepted sockets are handed to a tls.Server that
+// never listens (`emit('connection', raw)`): node's TLS stack does the
+// handshake over the socket we own, and we get the resulting TLSSocket back
+// in 'secureConnection' / the failure in 'tlsClientError'.
+import { createHash } from 'node:crypto';
+import type net from 'node:net';
+import tls from 'node:tls';
+import { TlsContexts, type TlsSettings } from '../tls/context.js';
+import type { HandshakeFailureReason } from '../admin/metrics.js';
+import type { ClientIdentity } from './facts.js';
+
+export type HandshakeFailure = HandshakeFailureReason;
+
+export type HandshakeOutcome =
+  | { ok: true; tls: tls.TLSSocket }
+  | { ok: false; reason: HandshakeFailure; error: Error };
+
+interface Pending {
+  resolve: (o: HandshakeOutcome) => void;
+}
+
+/** Map an OpenSSL/Node handshake error to a stable, low-cardinality reason. */
+export function classifyHandshakeError(err: Error): HandshakeFailure {
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  const msg = `${code} ${err.message}`;
+  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
+  if (code === 'ECONNRESET' || /socket disconnected|ECONNRESET|EPIPE/.test(msg)) return 'reset';
+  if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|peer did not return a certificate/i.test(msg)) return 'client_cert_required';
+  if (/NO_APPLICATION_PROTOCOL|no application protocol/i.test(msg)) return 'no_application_protocol';
+  if (/UNSUPPORTED_PROTOCOL|VERSION|wrong version/i.test(msg)) return 'protocol_version';
+  if (/NO_SHARED_CIPHER|no shared cipher/i.test(msg)) return 'no_shared_cipher';
+  if (/alert/i.test(msg)) return 'peer_alert';
+  if (/certificate|CERT/i.test(msg)) return 'client_cert_invalid';
+  return 'other';
+}
+
+/** The peer certificate of a verified mTLS connection, or undefined. */
+export function clientIdentity(socket: tls.TLSSocket): ClientIdentity | undefined {
+  if (!socket.authorized) return undefined;
+  const peer = socket.getPeerX509Certificate();
+  if (!peer) return undefined;
+  const san = peer.subjectAltName ?? '';
+  const pick = (prefix: string): string[] =>
+    san
+      .split(/,\s*/)
+      .filter((s) => s.startsWith(prefix))
+      .map((s) => s.slice(prefix.length));
+  return {
+    subject: peer.subject.split('\n').join(','),
+    hash: createHash('sha256').update(peer.raw).digest('hex'),
+    uris: pick('URI:'),
+    dns: pick('DNS:'),
+  };
+}
+
+export class Handshaker {
+  private readonly server: tls.Server;
+  private contexts: TlsContexts;
+  private readonly pending = new WeakMap<net.Socket, Pending>();
+  private requireClientCert: boolean;
+
+  constructor(contexts: TlsContexts, settings: TlsSettings, alpn: string[], handshakeTimeoutMs: number) {
+    this.contexts = contexts;
+    this.requireClientCert = settings.requestCert;
+    const options = {
+      ...TlsContexts.serverOptions(settings, alpn, handshakeTimeoutMs),
+      // Every handshake starts from the default context; SNICallback switches.
+      SNICallback: (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => {
+        cb(null, this.contexts.lookup(servername).context);
+      },
+    };
+    this.server = tls.createServer(options);
+    this.applyDefault();
+    this.server.on('secureConnection', (socket: tls.TLSSocket) => {
+      if (this.requireClientCert && !socket.authorized) {
+        // We verify here rather than with rejectUnauthorized: node would destroy
+        // the socket silently and we could not say why.
+        const missing = Object.keys(socket.getPeerCertificate()).length === 0;
+        const reason = missing ? 'client_cert_required' : 'client_cert_invalid';
+        const detail = socket.authorizationError ? String(socket.authorizationError) : reason;
+        this.settle(socket, { ok: false, reason, error: new Error(detail) });
+        socket.destroy();
+        return;
+      }
+      this.settle(socket, { ok: true, tls: socket });
+    });
+    this.server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      this.settle(socket, { ok: false, reason: classifyHandshakeError(err), error: err });
+    });
+  }
+
+  get current(): TlsContexts {
+    return this.contexts;
+  }
+
+  /** Swap in new contexts (hot reload). Running handshakes finish with the old ones. */
+  setContexts(contexts: TlsContexts, settings: TlsSettings): void {
+    this.contexts = contexts;
+    this.requireClientCert = settings.requestCert;
+    this.applyDefault();
+  }
+
+  /**
+   * Run the handshake on `raw`. Never rejects; the caller owns the overall
+   * deadline and destroys `raw` on expiry (which settles this as `reset`).
+   */
+  handshake(raw: net.Socket): Promise<HandshakeOutcome> {
+    return new Promise((resolve) => {
+      this.pending.set(raw, { resolve });
+      // A socket destroyed under a running handshake (deadline, reset) settles too.
+      raw.once('close', () => {
+        const p = this.pending.get(raw);
+        if (!p) return;
+        this.pending.delete(raw);
+        p.resolve({ ok: false, reason: 'reset', error: new Error('connection closed during handshake') });
+      });
+      this.server.emit('connection', raw);
+    });
+  }
+
+  private settle(socket: tls.TLSSocket, outcome: HandshakeOutcome): void {
+    // `_parent` is the net.Socket node wrapped (set in the TLSSocket constructor
+    // for net.Socket inputs); it is how a 'secureConnection' finds its accept.
+    const raw = (socket as unknown as { _parent?: net.Socket })._parent;
+    const p = raw ? this.pending.get(raw) : undefined;
+    if (!p || !raw) {
+      socket.destroy();
+      return;
+    }
+    this.pending.delete(raw);
+    p.resolve(outcome);
+  }
+
+  private applyDefault(): void {
+    // The default context serves clients that send no SNI (or an unknown one
+    // before SNICallback runs). setSecureContext only takes options, so the
+    // server keeps its own copy of the default context in _sharedCreds.
+    (this.server as unknown as { _sharedCreds: tls.SecureContext })._sharedCreds = this.contexts.defaultEntry.context;
+  }
+}

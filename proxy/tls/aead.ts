@@ -1,0 +1,64 @@
+// AEAD primitives for TLS records: seal/open with a 16-byte tag, and the
+// nonce constructions of RFC 8446 5.3 / RFC 7905 (iv XOR seq) and RFC 5288
+// (salt || explicit nonce). Record formats live in record-protection.ts.
+
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import type { AeadParams } from './suites.js';
+
+export const AEAD_TAG_LENGTH = 16;
+
+type Algorithm = AeadParams['algorithm'];
+
+/** 8-byte big-endian encoding of a 64-bit sequence number. */
+export function seqBytes(seq: bigint): Buffer {
+  if (seq < 0n || seq > 0xffff_ffff_ffff_ffffn) throw new RangeError('sequence number out of 64-bit range');
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(seq);
+  return b;
+}
+
+/** RFC 8446 5.3 / RFC 7905: 12-byte iv XOR the left-padded 64-bit sequence number. */
+export function xorNonce(iv12: Buffer, seq: bigint): Buffer {
+  if (iv12.length !== 12) throw new RangeError('per-record nonce needs a 12-byte iv');
+  const nonce = Buffer.from(iv12);
+  const s = seqBytes(seq);
+  for (let i = 0; i < 8; i++) nonce[4 + i] = (nonce[4 + i] ?? 0) ^ (s[i] ?? 0);
+  return nonce;
+}
+
+function cipher(alg: Algorithm, key: Buffer, nonce: Buffer) {
+  // Branches only to satisfy the per-mode overloads of createCipheriv.
+  if (alg === 'aes-128-ccm') return createCipheriv(alg, key, nonce, { authTagLength: AEAD_TAG_LENGTH });
+  if (alg === 'chacha20-poly1305') return createCipheriv(alg, key, nonce, { authTagLength: AEAD_TAG_LENGTH });
+  return createCipheriv(alg, key, nonce, { authTagLength: AEAD_TAG_LENGTH });
+}
+
+function decipher(alg: Algorithm, key: Buffer, nonce: Buffer) {
+  if (alg === 'aes-128-ccm') return createDecipheriv(alg, key, nonce, { authTagLength: AEAD_TAG_LENGTH });
+  if (alg === 'chacha20-poly1305') return createDecipheriv(alg, key, nonce, { authTagLength: AEAD_TAG_LENGTH });
+  return createDecipheriv(alg, key, nonce, { authTagLength: AEAD_TAG_LENGTH });
+}
+
+/** Encrypt and authenticate: returns ciphertext || tag. */
+export function aeadSeal(alg: Algorithm, key: Buffer, nonce: Buffer, aad: Buffer, plaintext: Buffer): Buffer {
+  const c = cipher(alg, key, nonce);
+  // CCM must know the plaintext length before the AAD (Node requirement).
+  c.setAAD(aad, { plaintextLength: plaintext.length });
+  const ct = Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
+  return ct;
+}
+
+/** Verify and decrypt ciphertext || tag; null when authentication fails (never throws for bad input). */
+export function aeadOpen(alg: Algorithm, key: Buffer, nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer | null {
+  if (sealed.length < AEAD_TAG_LENGTH) return null;
+  const ct = sealed.subarray(0, sealed.length - AEAD_TAG_LENGTH);
+  const tag = sealed.subarray(sealed.length - AEAD_TAG_LENGTH);
+  try {
+    const d = decipher(alg, key, nonce);
+    d.setAuthTag(tag);
+    d.setAAD(aad, { plaintextLength: ct.length });
+    return Buffer.concat([d.update(ct), d.final()]);
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,121 @@
+// Certificate material: reading PEM pairs from disk, making the demo's
+// self-signed certificate in memory, and watching files for hot reload.
+// Key bytes never go into errors or logs; callers zero the Buffers they drop.
+import { execFileSync } from 'node:child_process';
+import { X509Certificate, createHash } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { ConfigError, ErrorCodes, SidecarError } from '../errors.js';
+
+export interface CertPair {
+  cert: Buffer;
+  key: Buffer;
+}
+
+/** Non-secret facts about a certificate, for logs and XFCC `By=`. */
+export interface CertSummary {
+  subject: string;
+  /** SHA-256 of the DER, lowercase hex. */
+  sha256: string;
+  notAfter: string;
+  /** First URI SAN (e.g. a SPIFFE ID), or ''. */
+  uri: string;
+}
+
+/** Read a cert/key PEM pair. `keyName` names the config key in the error (`tls.cert`, `tls.sni[0].key`). */
+export function readCertPair(certFile: string, keyFile: string, keyName: string): CertPair {
+  let cert: Buffer;
+  let key: Buffer;
+  try {
+    cert = fs.readFileSync(certFile);
+  } catch (err) {
+    throw new ConfigError(`${keyName}.cert`, `cannot read ${certFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  try {
+    key = fs.readFileSync(keyFile);
+  } catch (err) {
+    throw new ConfigError(`${keyName}.key`, `cannot read ${keyFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+  return { cert, key };
+}
+
+/** Summarise the first certificate of a PEM chain. Throws on unparsable input. */
+export function summarizeCert(pem: Buffer | string): CertSummary {
+  const x = new X509Certificate(pem);
+  const uri = /URI:([^,\s]+)/.exec(x.subjectAltName ?? '')?.[1] ?? '';
+  return {
+    subject: x.subject.split('\n').join(','),
+    sha256: createHash('sha256').update(x.raw).digest('hex'),
+    notAfter: x.validTo,
+    uri,
+  };
+}
+
+/**
+ * A throwaway self-signed P-256 certificate for `--demo`, made by the openssl
+ * CLI straight to a pipe (nothing written to disk). Valid for localhost,
+ * 127.0.0.1 and ::1 plus any extra names.
+ */
+export function generateSelfSigned(extraNames: string[] = []): CertPair {
+  const dns = ['localhost', ...extraNames.filter((n) => !/^[\d.:]+$/.test(n))];
+  const san = [...dns.map((n) => `DNS:${n}`), 'IP:127.0.0.1', 'IP:::1'].join(',');
+  let out: Buffer;
+  try {
+    out = execFileSync(
+      'openssl',
+      [
+        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-days', '30', '-subj', '/CN=ktls-sidecar demo (self-signed)', '-addext', `subjectAltName=${san}`,
+        '-keyout', '/dev/stdout', '-out', '/dev/stdout',
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 },
+    );
+  } catch (err) {
+    throw new SidecarError(ErrorCodes.CONFIG, `demo certificate: running openssl failed (${(err as Error).message.split('\n')[0]}); install openssl or pass --tls-cert/--tls-key`);
+  }
+  const text = out.toString('latin1');
+  out.fill(0);
+  const keyMatch = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n?/.exec(text);
+  const certMatch = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/.exec(text);
+  if (!keyMatch || !certMatch) {
+    throw new SidecarError(ErrorCodes.CONFIG, 'demo certificate: openssl printed no certificate/key');
+  }
+  return { cert: Buffer.from(certMatch[0], 'latin1'), key: Buffer.from(keyMatch[0], 'latin1') };
+}
+
+/**
+ * Watch certificate files for change and call `onChange` (debounced). Watches
+ * the *directories*, not the files: editors and Kubernetes replace files by
+ * rename, and Kubernetes swaps a `..data` symlink inside the mounted directory,
+ * neither of which a watch on the old inode would see.
+ */
+export class CertFileWatcher {
+  private readonly watchers: fs.FSWatcher[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(files: string[], onChange: () => void, debounceMs = 200) {
+    const dirs = new Set(files.map((f) => path.dirname(path.resolve(f))));
+    for (const dir of dirs) {
+      try {
+        const w = fs.watch(dir, { persistent: false }, () => {
+          if (this.closed) return;
+          if (this.timer) clearTimeout(this.timer);
+          this.timer = setTimeout(onChange, debounceMs);
+          this.timer.unref();
+        });
+        // A vanished directory must not crash the process; reload then reports it.
+        w.on('error', () => undefined);
+        this.watchers.push(w);
+      } catch {
+        // Unwatchable directory (missing, no inotify): SIGHUP still reloads.
+      }
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    for (const w of this.watchers) w.close();
+  }
+}

@@ -1,0 +1,160 @@
+// SecureContexts for the listener: one default certificate plus SNI
+// certificates (exact names and `*.example.com` wildcards). A TlsContexts value
+// is immutable; reload builds a new one and the handshake step swaps it in, so
+// a bad new certificate never replaces a good one.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import tls from 'node:tls';
+import { ConfigError } from '../errors.js';
+import { type CertPair, type CertSummary, readCertPair, summarizeCert } from './certs.js';
+
+export interface SniEntry {
+  servername: string;
+  cert: string;
+  key: string;
+}
+
+/** The tls.* config keys this module needs (paths are files; '' means unset). */
+export interface TlsSettings {
+  cert: string;
+  key: string;
+  sni: SniEntry[];
+  minVersion: 'TLSv1.2' | 'TLSv1.3';
+  /** OpenSSL cipher list for TLS 1.2 ('' = Node's default). */
+  ciphers: string;
+  /** TLS 1.3 suites, colon separated ('' = Node's default). */
+  ciphersuites: string;
+  /** PEM file with the CAs client certificates must chain to ('' = none). */
+  clientCA: string;
+  /** Ask for (and require) a client certificate verified against clientCA. */
+  requestCert: boolean;
+  sessionTickets: boolean;
+}
+
+interface Entry {
+  context: tls.SecureContext;
+  summary: CertSummary;
+}
+
+export class TlsContexts {
+  private constructor(
+    readonly defaultEntry: Entry,
+    private readonly exact: Map<string, Entry>,
+    private readonly wildcard: Map<string, Entry>,
+    /** Every file the contexts were built from (what hot reload watches). */
+    readonly files: string[],
+  ) {}
+
+  /** The context (and served certificate) for a client's SNI. */
+  lookup(servername: string): Entry {
+    const name = servername.toLowerCase();
+    const hit = this.exact.get(name);
+    if (hit) return hit;
+    const dot = name.indexOf('.');
+    if (dot > 0) {
+      const wild = this.wildcard.get(name.slice(dot + 1));
+      if (wild) return wild;
+    }
+    return this.defaultEntry;
+  }
+
+  /** Options for the tls.Server that runs handshakes with these contexts. */
+  static serverOptions(settings: TlsSettings, alpn: string[], handshakeTimeoutMs: number): tls.TlsOptions {
+    return {
+      ALPNProtocols: alpn.length > 0 ? alpn : undefined,
+      requestCert: settings.requestCert,
+      // With requestCert the client certificate is mandatory and must verify;
+      // the handshake step checks `authorized` itself so it can count why.
+      rejectUnauthorized: false,
+      handshakeTimeout: handshakeTimeoutMs,
+      allowHalfOpen: true,
+    };
+  }
+
+  /**
+   * Read every file and build the contexts. Throws ConfigError (naming the
+   * key) on an unreadable file, an unparsable certificate or a key that does
+   * not match its certificate.
+   */
+  static load(settings: TlsSettings, demoPair?: CertPair): TlsContexts {
+    const files: string[] = [];
+    let clientCA: Buffer | undefined;
+    if (settings.clientCA) {
+      try {
+        clientCA = fs.readFileSync(settings.clientCA);
+      } catch (err) {
+        throw new ConfigError('tls.clientCA', `cannot read ${settings.clientCA}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+      }
+      files.push(settings.clientCA);
+    } else if (settings.requestCert) {
+      throw new ConfigError('tls.clientCA', 'tls.requestCert needs tls.clientCA (the CAs client certificates must chain to)');
+    }
+    let defaultPair: CertPair;
+    if (settings.cert || settings.key) {
+      if (!settings.cert) throw new ConfigError('tls.cert', 'tls.key is set but tls.cert is not');
+      if (!settings.key) throw new ConfigError('tls.key', 'tls.cert is set but tls.key is not');
+      defaultPair = readCertPair(settings.cert, settings.key, 'tls');
+      files.push(settings.cert, settings.key);
+    } else if (demoPair) {
+      defaultPair = { cert: Buffer.from(demoPair.cert), key: Buffer.from(demoPair.key) };
+    } else {
+      throw new ConfigError('tls.cert', 'no certificate configured (set tls.cert and tls.key, or use --demo)');
+    }
+    const defaultEntry = buildEntry(settings, defaultPair, clientCA, 'tls');
+    const exact = new Map<string, Entry>();
+    const wildcard = new Map<string, Entry>();
+    settings.sni.forEach((sni, i) => {
+      const keyName = `tls.sni[${i}]`;
+      if (!sni.servername) throw new ConfigError(`${keyName}.servername`, 'must not be empty');
+      const pair = readCertPair(sni.cert, sni.key, keyName);
+      files.push(sni.cert, sni.key);
+      const entry = buildEntry(settings, pair, clientCA, keyName);
+      const name = sni.servername.toLowerCase();
+      if (name.startsWith('*.')) wildcard.set(name.slice(2), entry);
+      else exact.set(name, entry);
+    });
+    return new TlsContexts(defaultEntry, exact, wildcard, files);
+  }
+}
+
+function cipherString(settings: TlsSettings): string {
+  const defaults = tls.DEFAULT_CIPHERS.split(':');
+  // Node takes both lists in one `ciphers` string and splits on the TLS_ prefix.
+  const v12 = settings.ciphers || defaults.filter((c) => !c.startsWith('TLS_')).join(':');
+  const v13 = settings.ciphersuites || defaults.filter((c) => c.startsWith('TLS_')).join(':');
+  return `${v13}:${v12}`;
+}
+
+function buildEntry(settings: TlsSettings, pair: CertPair, clientCA: Buffer | undefined, keyName: string): Entry {
+  let summary: CertSummary;
+  try {
+    summary = summarizeCert(pair.cert);
+  } catch {
+    throw new ConfigError(`${keyName}.cert`, 'not a PEM certificate');
+  }
+  let context: tls.SecureContext;
+  try {
+    context = tls.createSecureContext({
+      cert: pair.cert,
+      key: pair.key,
+      ca: clientCA,
+      minVersion: settings.minVersion,
+      maxVersion: 'TLSv1.3',
+      ciphers: cipherString(settings),
+      // A fixed id context keeps session resumption working with client certs
+      // (OpenSSL refuses to resume a verified session without one).
+      sessionIdContext: 'ktls-sidecar',
+      secureOptions: settings.sessionTickets ? 0 : crypto.constants.SSL_OP_NO_TICKET,
+    });
+  } catch (err) {
+    // OpenSSL's messages name no key material ("key values mismatch", "no cipher match").
+    const message = (err as Error).message;
+    if (/cipher/i.test(message)) {
+      throw new ConfigError(settings.ciphersuites && !settings.ciphers ? 'tls.ciphersuites' : 'tls.ciphers', message);
+    }
+    throw new ConfigError(`${keyName}.key`, `unusable certificate/key: ${message}`);
+  } finally {
+    pair.key.fill(0);
+  }
+  return { context, summary };
+}

@@ -1,0 +1,376 @@
+// The Grafana dashboard, as code. charts/ktls-sidecar/files/dashboard.json is this module's output;
+// test/deploy/dashboard.test.ts fails when the two differ. Regenerate after editing:
+//   npx tsx test/deploy/helpers/dashboard.ts > charts/ktls-sidecar/files/dashboard.json
+// Metric names must exist in docs/metrics.md (also checked by the test).
+
+import { pathToFileURL } from 'node:url';
+
+const SEL = 'namespace=~"$namespace", pod=~"$pod"';
+const M = 'ktls_sidecar_';
+const RI = '$__rate_interval';
+
+interface Target {
+  expr: string;
+  legendFormat: string;
+  refId: string;
+  format?: 'table' | 'time_series';
+  instant?: boolean;
+}
+
+interface Panel {
+  id: number;
+  type: string;
+  title: string;
+  description?: string;
+  gridPos: { h: number; w: number; x: number; y: number };
+  datasource?: { type: string; uid: string };
+  targets?: Target[];
+  fieldConfig?: unknown;
+  options?: unknown;
+  collapsed?: boolean;
+  panels?: Panel[];
+  transformations?: unknown[];
+}
+
+function targets(...exprs: [expr: string, legend: string][]): Target[] {
+  return exprs.map(([expr, legendFormat], i) => ({ expr, legendFormat, refId: String.fromCharCode(65 + i) }));
+}
+
+/** Sum of both byte counters (sent + received), optionally filtered and grouped. */
+function bytesRate(filter: string, by: string): string {
+  const f = filter ? `${filter}, ` : '';
+  const g = by ? ` by (${by})` : '';
+  return (
+    `sum${g}(rate(${M}bytes_sent_total{${f}${SEL}}[${RI}]))` +
+    ` + sum${g}(rate(${M}bytes_received_total{${f}${SEL}}[${RI}]))`
+  );
+}
+
+export function buildDashboard(): Record<string, unknown> {
+  let nextId = 1;
+  const ds = { type: 'prometheus', uid: '${datasource}' };
+  const panels: Panel[] = [];
+  let y = 0;
+
+  const row = (title: string): void => {
+    panels.push({ id: nextId++, type: 'row', title, collapsed: false, gridPos: { h: 1, w: 24, x: 0, y }, panels: [] });
+    y += 1;
+  };
+  /** Panels of one row laid out left to right, equal height. */
+  const line = (h: number, items: (Omit<Panel, 'id' | 'gridPos' | 'datasource'> & { w: number })[]): void => {
+    let x = 0;
+    for (const { w, ...p } of items) {
+      panels.push({ id: nextId++, gridPos: { h, w, x, y }, datasource: ds, ...p });
+      x += w;
+    }
+    y += h;
+  };
+  const percent = { defaults: { unit: 'percentunit', min: 0, max: 1 }, overrides: [] };
+  const ts = (unit: string, extra: Record<string, unknown> = {}): unknown => ({
+    defaults: { unit, custom: { drawStyle: 'line', fillOpacity: 10, showPoints: 'never', ...extra } },
+    overrides: [],
+  });
+  const legendTable = { legend: { displayMode: 'table', placement: 'right', calcs: ['lastNotNull'] }, tooltip: { mode: 'multi' } };
+
+  row('kTLS at a glance');
+  line(5, [
+    {
+      w: 6,
+      type: 'stat',
+      title: 'Bytes via kTLS',
+      description: 'Share of application bytes (sent + received) on connections whose record layer is in the kernel.',
+      targets: targets([`(${bytesRate('ktls="on"', '')}) / (${bytesRate('', '')})`, 'kTLS']),
+      fieldConfig: percent,
+      options: { reduceOptions: { calcs: ['lastNotNull'] }, graphMode: 'area' },
+    },
+    {
+      w: 6,
+      type: 'stat',
+      title: 'Pods with the kTLS flag on',
+      description: 'ktls_sidecar_ktls_enabled summed over pods (the runtime flag: PUT /ktls, config watch).',
+      targets: targets(
+        [`sum(${M}ktls_enabled{${SEL}})`, 'flag on'],
+        [`count(${M}ktls_enabled{${SEL}})`, 'pods'],
+      ),
+      options: { reduceOptions: { calcs: ['lastNotNull'] }, graphMode: 'none' },
+    },
+    {
+      w: 6,
+      type: 'stat',
+      title: 'Pods where the kernel can do kTLS',
+      description: 'ktls_sidecar_ktls_kernel_available: the kernel TLS ULP and the native addon are usable.',
+      targets: targets(
+        [`sum(${M}ktls_kernel_available{${SEL}})`, 'kernel ok'],
+        [`count(${M}ktls_kernel_available{${SEL}})`, 'pods'],
+      ),
+      options: { reduceOptions: { calcs: ['lastNotNull'] }, graphMode: 'none' },
+    },
+    {
+      w: 6,
+      type: 'stat',
+      title: 'Open connections',
+      targets: targets([`sum by (ktls) (${M}connections_active{${SEL}})`, 'ktls={{ktls}}']),
+      options: { reduceOptions: { calcs: ['lastNotNull'] }, graphMode: 'area' },
+    },
+  ]);
+
+  row('Activation');
+  line(8, [
+    {
+      w: 12,
+      type: 'timeseries',
+      title: 'Bytes via kTLS (%) by byte direction',
+      targets: targets(
+        [
+          `sum(rate(${M}bytes_sent_total{ktls="on", ${SEL}}[${RI}])) / sum(rate(${M}bytes_sent_total{${SEL}}[${RI}]))`,
+          'sent (kernel TX)',
+        ],
+        [
+          `sum(rate(${M}bytes_received_total{ktls="on", ${SEL}}[${RI}])) / sum(rate(${M}bytes_received_total{${SEL}}[${RI}]))`,
+          'received (kernel RX)',
+        ],
+      ),
+      fieldConfig: { ...percent, defaults: { ...percent.defaults, custom: { showPoints: 'never' } } },
+    },
+    {
+      w: 12,
+      type: 'timeseries',
+      title: 'kTLS activation ratio by TLS version / cipher',
+      description: 'Opened connections on kTLS divided by all opened connections, per TLS version and cipher.',
+      targets: targets([
+        `sum by (tls_version, cipher) (rate(${M}connections_opened_total{ktls="on", ${SEL}}[${RI}]))` +
+          ` / sum by (tls_version, cipher) (rate(${M}connections_opened_total{${SEL}}[${RI}]))`,
+        '{{tls_version}} {{cipher}}',
+      ]),
+      fieldConfig: { ...percent, defaults: { ...percent.defaults, custom: { showPoints: 'never' } } },
+      options: legendTable,
+    },
+  ]);
+  line(8, [
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'kTLS activation ratio by protocol',
+      targets: targets([
+        `sum by (protocol) (rate(${M}connections_opened_total{ktls="on", ${SEL}}[${RI}]))` +
+          ` / sum by (protocol) (rate(${M}connections_opened_total{${SEL}}[${RI}]))`,
+        '{{protocol}}',
+      ]),
+      fieldConfig: { ...percent, defaults: { ...percent.defaults, custom: { showPoints: 'never' } } },
+    },
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'Connections by kTLS reason',
+      description: 'Why connections are (reason "enabled") or are not on kernel TLS.',
+      targets: targets([`sum by (ktls_reason) (rate(${M}connections_opened_total{${SEL}}[${RI}]))`, '{{ktls_reason}}']),
+      fieldConfig: ts('cps', { stacking: { mode: 'normal' } }),
+      options: legendTable,
+    },
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'Connections by kernel direction',
+      targets: targets([`sum by (direction) (rate(${M}connections_opened_total{${SEL}}[${RI}]))`, '{{direction}}']),
+      fieldConfig: ts('cps', { stacking: { mode: 'normal' } }),
+    },
+  ]);
+
+  row('Errors');
+  line(8, [
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'kTLS install errors by stage / errno',
+      description: 'setsockopt failures while handing a connection to the kernel.',
+      targets: targets([`sum by (stage, errno) (rate(${M}ktls_errors_total{${SEL}}[${RI}]))`, '{{stage}} {{errno}}']),
+      fieldConfig: ts('ops'),
+      options: legendTable,
+    },
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'Handshake failures and rejected connections',
+      targets: targets(
+        [`sum by (reason) (rate(${M}handshake_failures_total{${SEL}}[${RI}]))`, 'handshake: {{reason}}'],
+        [`sum by (reason) (rate(${M}connections_rejected_total{${SEL}}[${RI}]))`, 'rejected: {{reason}}'],
+      ),
+      fieldConfig: ts('ops'),
+      options: legendTable,
+    },
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'KeyUpdates, drains and upstream errors',
+      targets: targets(
+        [`sum by (direction, result) (rate(${M}ktls_key_updates_total{${SEL}}[${RI}]))`, 'key update {{direction}} {{result}}'],
+        [`sum by (action) (rate(${M}ktls_drained_connections_total{${SEL}}[${RI}]))`, 'drain {{action}}'],
+        [`sum by (reason) (rate(${M}upstream_errors_total{${SEL}}[${RI}]))`, 'upstream: {{reason}}'],
+      ),
+      fieldConfig: ts('ops'),
+      options: legendTable,
+    },
+  ]);
+
+  row('Kernel');
+  line(8, [
+    {
+      w: 12,
+      type: 'timeseries',
+      title: 'Kernel TLS counters (/proc/net/tls_stat)',
+      description:
+        'Per-second change of the node\'s /proc/net/tls_stat counters (TlsTxSw, TlsRxSw, TlsTxDevice, TlsDecryptError, TlsRxRekeyOk, ...). ' +
+        'The counters are per network namespace, so each pod reports its own (the sidecar and the app share one).',
+      targets: targets([`sum by (counter) (rate(${M}kernel_tls_stat{${SEL}}[${RI}]))`, '{{counter}}']),
+      fieldConfig: ts('ops'),
+      options: legendTable,
+    },
+    {
+      w: 6,
+      type: 'timeseries',
+      title: 'Offload: attempted vs installed',
+      targets: targets([`sum by (result, offload) (rate(${M}ktls_offload_total{${SEL}}[${RI}]))`, '{{offload}} {{result}}']),
+      fieldConfig: ts('ops'),
+    },
+    {
+      w: 6,
+      type: 'table',
+      title: 'Kernel cipher support',
+      targets: [
+        {
+          expr: `max by (cipher, version, direction) (${M}kernel_cipher_supported{${SEL}})`,
+          legendFormat: '',
+          refId: 'A',
+          format: 'table',
+          instant: true,
+        },
+      ],
+      transformations: [{ id: 'organize', options: { excludeByName: { Time: true } } }],
+    },
+  ]);
+
+  row('Cost and latency');
+  line(8, [
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'CPU per byte by record-layer mode',
+      description:
+        'CPU seconds spent per application byte, split by whether connections were on kTLS. Lower is better; the gap is what kTLS saves.',
+      targets: targets([
+        `sum by (ktls) (rate(${M}process_cpu_seconds_by_mode_total{${SEL}}[${RI}]))` +
+          ` / (sum by (ktls) (rate(${M}bytes_sent_total{${SEL}}[${RI}])) + sum by (ktls) (rate(${M}bytes_received_total{${SEL}}[${RI}])))`,
+        'ktls={{ktls}}',
+      ]),
+      fieldConfig: ts('s'),
+    },
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'Handshake rate',
+      targets: targets(
+        [`sum by (tls_version) (rate(${M}handshakes_total{${SEL}}[${RI}]))`, '{{tls_version}}'],
+        [`sum(rate(${M}handshake_failures_total{${SEL}}[${RI}]))`, 'failed'],
+      ),
+      fieldConfig: ts('ops'),
+    },
+    {
+      w: 8,
+      type: 'timeseries',
+      title: 'Handshake duration',
+      targets: targets(
+        [`histogram_quantile(0.5, sum by (le) (rate(${M}handshake_duration_seconds_bucket{${SEL}}[${RI}])))`, 'p50'],
+        [`histogram_quantile(0.99, sum by (le) (rate(${M}handshake_duration_seconds_bucket{${SEL}}[${RI}])))`, 'p99'],
+      ),
+      fieldConfig: ts('s'),
+    },
+  ]);
+  line(8, [
+    {
+      w: 12,
+      type: 'timeseries',
+      title: 'Request latency by kTLS',
+      targets: targets(
+        [`histogram_quantile(0.5, sum by (le, ktls) (rate(${M}http_request_duration_seconds_bucket{${SEL}}[${RI}])))`, 'p50 ktls={{ktls}}'],
+        [`histogram_quantile(0.95, sum by (le, ktls) (rate(${M}http_request_duration_seconds_bucket{${SEL}}[${RI}])))`, 'p95 ktls={{ktls}}'],
+        [`histogram_quantile(0.99, sum by (le, ktls) (rate(${M}http_request_duration_seconds_bucket{${SEL}}[${RI}])))`, 'p99 ktls={{ktls}}'],
+      ),
+      fieldConfig: ts('s'),
+      options: legendTable,
+    },
+    {
+      w: 12,
+      type: 'timeseries',
+      title: 'Requests by protocol / status class',
+      targets: targets([
+        `sum by (protocol, status_class) (rate(${M}http_requests_total{${SEL}}[${RI}]))`,
+        '{{protocol}} {{status_class}}',
+      ]),
+      fieldConfig: ts('reqps', { stacking: { mode: 'normal' } }),
+      options: legendTable,
+    },
+  ]);
+
+  return {
+    title: 'ktls-sidecar',
+    uid: 'ktls-sidecar',
+    description: 'Kernel TLS activation, errors, kernel counters, cost and latency of the ktls-sidecar.',
+    tags: ['ktls', 'tls', 'sidecar'],
+    editable: true,
+    schemaVersion: 39,
+    version: 1,
+    refresh: '30s',
+    time: { from: 'now-6h', to: 'now' },
+    timezone: 'browser',
+    graphTooltip: 1,
+    annotations: {
+      list: [
+        {
+          name: 'kTLS flag changes',
+          datasource: ds,
+          enable: true,
+          iconColor: 'orange',
+          expr: `sum(changes(${M}ktls_flag_changes_total{${SEL}}[2m])) > 0`,
+          titleFormat: 'kTLS flag changed',
+        },
+      ],
+    },
+    templating: {
+      list: [
+        { name: 'datasource', label: 'Data source', type: 'datasource', query: 'prometheus', current: {}, hide: 0 },
+        {
+          name: 'namespace',
+          label: 'Namespace',
+          type: 'query',
+          datasource: ds,
+          query: { query: `label_values(${M}build_info, namespace)`, refId: 'namespace' },
+          definition: `label_values(${M}build_info, namespace)`,
+          refresh: 2,
+          includeAll: true,
+          multi: true,
+          allValue: '.*',
+          current: {},
+        },
+        {
+          name: 'pod',
+          label: 'Pod',
+          type: 'query',
+          datasource: ds,
+          query: { query: `label_values(${M}build_info{namespace=~"$namespace"}, pod)`, refId: 'pod' },
+          definition: `label_values(${M}build_info{namespace=~"$namespace"}, pod)`,
+          refresh: 2,
+          includeAll: true,
+          multi: true,
+          allValue: '.*',
+          current: {},
+        },
+      ],
+    },
+    panels,
+  };
+}
+
+// Run directly: print the JSON (see the header for the command).
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  process.stdout.write(JSON.stringify(buildDashboard(), null, 2) + '\n');
+}

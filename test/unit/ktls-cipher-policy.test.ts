@@ -1,0 +1,109 @@
+import t from 'tap';
+import tls from 'node:tls';
+import { execFileSync } from 'node:child_process';
+import { parseCipherPolicy, cipherPolicyOf, policyFromRules, DEFAULT_KTLS_CIPHERS, OFFLOADABLE_SUITES, findOffloadableSuite } from '../../proxy/ktls/cipher-policy.js';
+import { ConfigError } from '../../proxy/errors.js';
+
+t.test('IANA and OpenSSL names resolve to the same suite', async (t) => {
+  const p = parseCipherPolicy(['ECDHE-RSA-AES256-GCM-SHA384']);
+  t.equal(p.lookup('TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384')?.suite.code, 0xc030);
+  t.equal(p.lookup('ECDHE-RSA-AES256-GCM-SHA384')?.suite.kernelCipher, 'AES_GCM_256');
+  const q = parseCipherPolicy(['TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256']);
+  t.equal(q.lookup('ECDHE-ECDSA-CHACHA20-POLY1305')?.suite.kernelCipher, 'CHACHA20_POLY1305');
+});
+
+t.test('names are case-insensitive and trimmed', async (t) => {
+  const p = parseCipherPolicy(['  tls_aes_128_gcm_sha256 ']);
+  t.ok(p.lookup('TLS_AES_128_GCM_SHA256'));
+});
+
+t.test('unlisted suite is not allowed', async (t) => {
+  const p = parseCipherPolicy(['TLS_AES_128_GCM_SHA256']);
+  t.equal(p.lookup('TLS_AES_256_GCM_SHA384'), undefined);
+  t.equal(p.lookup('ECDHE-RSA-AES128-SHA256'), undefined);
+  t.equal(p.lookup('nonsense'), undefined);
+});
+
+t.test('direction override per cipher', async (t) => {
+  const p = parseCipherPolicy(['TLS_AES_128_GCM_SHA256:tx', 'ECDHE-RSA-AES128-GCM-SHA256:TXRX', 'TLS_AES_256_GCM_SHA384']);
+  t.equal(p.lookup('TLS_AES_128_GCM_SHA256')?.direction, 'tx');
+  t.equal(p.lookup('TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256')?.direction, 'txrx');
+  t.equal(p.lookup('TLS_AES_256_GCM_SHA384')?.direction, undefined);
+});
+
+t.test('a string value: comma and/or whitespace separated', async (t) => {
+  const p = parseCipherPolicy('TLS_AES_128_GCM_SHA256:tx,ECDHE-RSA-AES128-GCM-SHA256\n TLS_AES_256_GCM_SHA384 ,');
+  t.equal(p.entries.length, 3);
+  t.equal(p.entries[0]?.direction, 'tx');
+});
+
+t.test('unknown name: ConfigError naming ktls.ciphers and the entry', async (t) => {
+  const err = t.throws(() => parseCipherPolicy(['TLS_AES_128_GCM_SHA256', 'AES-128-FOO'])) as ConfigError;
+  t.ok(err instanceof ConfigError);
+  t.equal(err.code, 'ERR_KTLS_SIDECAR_CONFIG');
+  t.equal(err.key, 'ktls.ciphers');
+  t.match(err.message, /^ktls\.ciphers: .*"AES-128-FOO".*entry 2/);
+});
+
+t.test('a real suite the kernel cannot hold is rejected like an unknown one', async (t) => {
+  for (const name of ['ECDHE-RSA-AES128-SHA256', 'TLS_AES_128_CCM_8_SHA256', 'AES128-SHA']) {
+    t.throws(() => parseCipherPolicy([name]), { key: 'ktls.ciphers' }, name);
+  }
+});
+
+t.test('bad direction suffix', async (t) => {
+  t.throws(() => parseCipherPolicy(['TLS_AES_128_GCM_SHA256:rx']), { key: 'ktls.ciphers', message: /":tx" or ":txrx"/ });
+});
+
+t.test('non-string entry', async (t) => {
+  t.throws(() => parseCipherPolicy([42 as unknown as string]), { key: 'ktls.ciphers' });
+});
+
+t.test('duplicate suite: same direction is fine, different is an error', async (t) => {
+  t.equal(parseCipherPolicy(['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', 'ECDHE-RSA-AES128-GCM-SHA256']).entries.length, 1);
+  t.throws(() => parseCipherPolicy(['TLS_AES_128_GCM_SHA256:tx', 'TLS_AES_128_GCM_SHA256:txrx']), { key: 'ktls.ciphers', message: /twice/ });
+});
+
+t.test('empty list is valid and allows nothing', async (t) => {
+  const p = parseCipherPolicy([]);
+  t.equal(p.entries.length, 0);
+  t.equal(p.lookup('TLS_AES_128_GCM_SHA256'), undefined);
+});
+
+t.test('default list: exactly the AES-GCM suites, all parseable', async (t) => {
+  const p = parseCipherPolicy(DEFAULT_KTLS_CIPHERS);
+  t.ok(p.entries.length >= 8);
+  for (const e of p.entries) t.match(e.suite.kernelCipher, /^AES_GCM_/);
+  t.equal(p.lookup('TLS_CHACHA20_POLY1305_SHA256'), undefined);
+  t.equal(p.lookup('TLS_AES_128_CCM_SHA256'), undefined);
+});
+
+t.test('every OpenSSL name in the table is one Node/OpenSSL knows', async (t) => {
+  // Guards typos in the table against the real OpenSSL this Node links.
+  // Node's getCiphers() omits the CCM suites; the openssl CLI lists them.
+  const cli = execFileSync('openssl', ['ciphers', 'ALL:COMPLEMENTOFALL'], { encoding: 'utf8' }).trim().split(':');
+  const known = new Set([...tls.getCiphers(), ...cli].map((c) => c.toUpperCase()));
+  for (const s of OFFLOADABLE_SUITES) t.ok(known.has(s.openssl.toUpperCase()), s.openssl);
+});
+
+t.test('cipherPolicyOf caches and passes a parsed policy through', async (t) => {
+  const arr = ['TLS_AES_128_GCM_SHA256'];
+  t.equal(cipherPolicyOf(arr), cipherPolicyOf(arr));
+  t.equal(cipherPolicyOf('TLS_AES_128_GCM_SHA256'), cipherPolicyOf('TLS_AES_128_GCM_SHA256'));
+  const p = parseCipherPolicy(arr);
+  t.equal(cipherPolicyOf(p), p);
+  t.equal(findOffloadableSuite('ecdhe-ecdsa-aes128-ccm')?.code, 0xc0ac);
+});
+
+t.test('resolved rules from proxy/config are accepted as a policy', async (t) => {
+  const rules = [
+    { name: 'ECDHE-RSA-AES128-GCM-SHA256', iana: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', openssl: 'ECDHE-RSA-AES128-GCM-SHA256', direction: 'txrx' as const },
+    { name: 'TLS_AES_128_GCM_SHA256:tx', iana: 'TLS_AES_128_GCM_SHA256', openssl: 'TLS_AES_128_GCM_SHA256', direction: 'tx' as const },
+  ];
+  const p = cipherPolicyOf(rules);
+  t.equal(p.lookup('ECDHE-RSA-AES128-GCM-SHA256')?.direction, 'txrx');
+  t.equal(p.lookup('TLS_AES_128_GCM_SHA256')?.direction, 'tx');
+  t.equal(p.lookup('TLS_AES_256_GCM_SHA384'), undefined);
+  t.equal(cipherPolicyOf(rules), p);
+  t.throws(() => policyFromRules([{ iana: 'TLS_NOPE', direction: 'tx' }]), { key: 'ktls.ciphers' });
+});
