@@ -157,7 +157,17 @@ export interface ConnectionCloseFacts {
   readonly error?: unknown;
 }
 
-/** One `info` line per closed connection (`event: "connection_closed"`). */
+const CLOSE_FACT_KEYS = new Set([
+  'id', 'remoteAddress', 'remotePort', 'servername', 'protocol', 'tlsVersion', 'cipher', 'alpn', 'bytesIn', 'bytesOut',
+  'durationMs', 'closeReason', 'ktls', 'ktlsReason', 'direction', 'requests', 'error',
+]);
+
+/**
+ * One `info` line per closed connection (`event: "connection_closed"`).
+ * Extra fields spread into the facts by the record layer (kTLS record counts,
+ * KeyUpdates…) are added as they are when they are strings, numbers, booleans
+ * or null; they never replace the fixed fields.
+ */
 export function logConnectionClose(logger: Logger, f: ConnectionCloseFacts): void {
   const line: Record<string, unknown> = {
     event: 'connection_closed',
@@ -175,6 +185,10 @@ export function logConnectionClose(logger: Logger, f: ConnectionCloseFacts): voi
     ktls_reason: f.ktlsReason,
     direction: f.direction ?? (f.ktls === 'on' ? null : 'none'),
   };
+  for (const [k, v] of Object.entries(f)) {
+    if (CLOSE_FACT_KEYS.has(k) || k in line) continue;
+    if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') line[k] = v;
+  }
   if (f.id !== undefined) line['conn'] = f.id;
   if (f.requests !== undefined) line['requests'] = f.requests;
   if (f.error !== undefined) {

@@ -72,11 +72,14 @@ function readBody(req: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    let tooLarge = false;
     req.on('data', (chunk: Buffer) => {
+      if (tooLarge) return; // discard the rest; the 413 is already on its way
       size += chunk.length;
       if (size > MAX_BODY_BYTES) {
+        tooLarge = true;
+        chunks.length = 0;
         reject(new HttpError(413, `body larger than ${MAX_BODY_BYTES} bytes`));
-        req.destroy();
         return;
       }
       chunks.push(chunk);
@@ -161,7 +164,8 @@ export function startAdminServer(options: AdminServerOptions): Promise<AdminServ
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) {
-        if (!res.headersSent) send(res, err.status, { error: err.message });
+        // After a 413 the unread body makes the connection useless for keep-alive.
+        if (!res.headersSent) send(res, err.status, { error: err.message }, err.status === 413 ? { connection: 'close' } : {});
         return;
       }
       logger?.error({ err }, 'admin request failed');

@@ -5,7 +5,6 @@
 // with a reason that names what was expected.
 
 import convict from 'convict';
-import { findKtlsSuite, KTLS_SUITES } from './ktls-ciphers.js';
 
 const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
@@ -60,28 +59,6 @@ export function parseBoolean(value: unknown): boolean | undefined {
 }
 
 export type KtlsDirectionSetting = 'tx' | 'txrx';
-
-export interface KtlsCipherEntry {
-  /** The suite as written in the config. */
-  readonly name: string;
-  /** Per-cipher direction override (`NAME:txrx`), if any. */
-  readonly direction: KtlsDirectionSetting | undefined;
-}
-
-/** `TLS_AES_128_GCM_SHA256` or `TLS_AES_128_GCM_SHA256:txrx`. Throws with a reason on a bad entry. */
-export function parseKtlsCipherEntry(entry: string): KtlsCipherEntry {
-  const parts = entry.trim().split(':');
-  const name = parts[0] ?? '';
-  if (parts.length > 2 || name === '') throw new Error(`"${entry}" is not NAME or NAME:tx|txrx`);
-  const dir = parts[1];
-  if (dir !== undefined && dir !== 'tx' && dir !== 'txrx') {
-    throw new Error(`"${entry}": direction must be tx or txrx`);
-  }
-  if (!findKtlsSuite(name)) {
-    throw new Error(`"${name}" is not a cipher suite kTLS can hold (known: ${KTLS_SUITES.map((s) => s.iana).join(', ')})`);
-  }
-  return { name, direction: dir };
-}
 
 /** Env/flag text for a list: comma separated (`:` is taken by the per-cipher direction). */
 function splitList(value: string): string[] {
@@ -185,11 +162,9 @@ export function registerFormats(): void {
     },
     'ktls-cipher-list': {
       validate(v: unknown) {
-        if (!Array.isArray(v)) throw new Error('must be a list of cipher suites');
-        for (const e of v) {
-          if (typeof e !== 'string') throw new Error('every entry must be a string');
-          parseKtlsCipherEntry(e);
-        }
+        // Names and directions are checked after validation by the kTLS policy
+        // parser (load.ts), which owns the suite table.
+        if (!Array.isArray(v) || !v.every((e) => typeof e === 'string')) throw new Error('must be a list of cipher suite names');
       },
       coerce(v: string) {
         return splitList(v);

@@ -11,8 +11,8 @@ import { createSecureContext } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { checkCaBundle, checkKeyPair, type CertificateSummary } from './certs.js';
-import { parseKtlsCipherEntry, registerFormats, type KtlsDirectionSetting } from './formats.js';
-import { findKtlsSuite } from './ktls-ciphers.js';
+import { parseBoolean, registerFormats, type KtlsDirectionSetting } from './formats.js';
+import { parseCipherPolicy } from './ktls-ciphers.js';
 import {
   ENV_PREFIX,
   isSection,
@@ -141,9 +141,14 @@ export function parseFlags(argv: readonly string[]): ParsedArgs {
     if (!info) throw new ConfigError(flag, `unknown flag${suggest(flag, [...BY_FLAG.keys(), '--config'])}`);
     if (value === undefined) {
       const next = argv[i + 1];
-      // A boolean flag alone means true; `--demo false` is also accepted.
-      if (isBooleanKey(info) && (next === undefined || next.startsWith('--'))) value = 'true';
-      else value = takeNext();
+      // A boolean flag alone means true; `--demo false` is also accepted (only
+      // a boolean word is taken as its value, so `--demo serve` stays two things).
+      if (isBooleanKey(info)) {
+        if (next !== undefined && parseBoolean(next) !== undefined) {
+          value = next;
+          i++;
+        } else value = 'true';
+      } else value = takeNext();
     }
     out.values.set(info.key, value);
   }
@@ -258,18 +263,15 @@ function checkCipherLists(ciphers: string, ciphersuites: string): void {
   }
 }
 
+/** Resolve `ktls.ciphers` with the kTLS policy parser (it throws ConfigError('ktls.ciphers', …)). */
 function cipherRules(entries: readonly string[], direction: KtlsDirectionSetting): KtlsCipherRule[] {
-  return entries.map((e) => {
-    let parsed;
-    try {
-      parsed = parseKtlsCipherEntry(e);
-    } catch (err) {
-      throw new ConfigError('ktls.ciphers', (err as Error).message);
-    }
-    const suite = findKtlsSuite(parsed.name);
-    if (!suite) throw new ConfigError('ktls.ciphers', `"${parsed.name}" is not a kTLS suite`);
-    return { name: e, iana: suite.iana, openssl: suite.openssl, direction: parsed.direction ?? direction };
-  });
+  return parseCipherPolicy(entries).entries.map((e) => ({
+    iana: e.suite.iana,
+    openssl: e.suite.openssl,
+    version: e.suite.version,
+    kernelCipher: e.suite.kernelCipher,
+    direction: e.direction ?? direction,
+  }));
 }
 
 function deepFreeze<T>(o: T): T {

@@ -3,7 +3,9 @@
 // them); docs/config.md and config/default.yaml are checked against this file
 // by test/unit/config-defaults.test.ts.
 
+import type { KernelCipher } from '../tls/crypto-info.js';
 import type { KtlsDirectionSetting } from './formats.js';
+import { DEFAULT_KTLS_CIPHERS as DEFAULT_KTLS_SUITES } from './ktls-ciphers.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -24,15 +26,8 @@ export const DEFAULT_TLS13_CIPHERSUITES = [
   'TLS_CHACHA20_POLY1305_SHA256',
 ].join(':');
 
-/** kTLS allow-list default: the AES-GCM suites (every kTLS kernel has them). */
-export const DEFAULT_KTLS_CIPHERS = [
-  'TLS_AES_128_GCM_SHA256',
-  'TLS_AES_256_GCM_SHA384',
-  'ECDHE-ECDSA-AES128-GCM-SHA256',
-  'ECDHE-RSA-AES128-GCM-SHA256',
-  'ECDHE-ECDSA-AES256-GCM-SHA384',
-  'ECDHE-RSA-AES256-GCM-SHA384',
-];
+/** kTLS allow-list default: the AES-GCM suites of TLS 1.3 and 1.2 (every kTLS kernel has them). */
+export const DEFAULT_KTLS_CIPHERS: readonly string[] = DEFAULT_KTLS_SUITES;
 
 /** One leaf of the schema (what convict needs plus nothing else). */
 export interface SchemaLeaf {
@@ -129,7 +124,7 @@ export const schema = {
     ciphers: {
       doc: 'Cipher suites allowed for kTLS (IANA or OpenSSL names); NAME:tx or NAME:txrx overrides ktls.direction for that suite. Env/flag form: comma-separated.',
       format: 'ktls-cipher-list',
-      default: DEFAULT_KTLS_CIPHERS,
+      default: [...DEFAULT_KTLS_CIPHERS],
     },
     sampleRate: { doc: 'Fraction of eligible connections handed to the kernel (canary); the rest get ktls_reason="sampled_out".', format: 'ratio', default: 1 },
     forceTls13Rx: {
@@ -160,13 +155,13 @@ export interface SniCertificate {
   readonly key: string;
 }
 
-/** One allowed kTLS suite, resolved: both names and the direction it gets. */
+/** One allowed kTLS suite, resolved: both names, the kernel cipher and the direction it gets. */
 export interface KtlsCipherRule {
-  /** As written in the config. */
-  readonly name: string;
   readonly iana: string;
   readonly openssl: string;
-  /** The per-cipher override if given, else ktls.direction. */
+  readonly version: 'TLSv1.2' | 'TLSv1.3';
+  readonly kernelCipher: KernelCipher;
+  /** The per-cipher override if given (`NAME:txrx`), else ktls.direction. */
   readonly direction: KtlsDirectionSetting;
 }
 

@@ -16,6 +16,8 @@ export interface WatchOptions {
   readonly onChange: (next: LoadedConfig) => void;
   /** The file changed but does not load; the previous config stays in force. */
   readonly onError: (err: ConfigError) => void;
+  /** Keep the process alive while watching (default false: the listeners do that). */
+  readonly persistent?: boolean;
 }
 
 export interface ConfigWatcher {
@@ -51,7 +53,7 @@ export function watchConfigFile(initial: LoadedConfig, options: WatchOptions): C
     current = next;
     options.onChange(next);
   };
-  watchFile(file, { interval: options.intervalMs ?? 1000, persistent: false }, listener);
+  watchFile(file, { interval: options.intervalMs ?? 1000, persistent: options.persistent ?? false }, listener);
   return {
     get current() {
       return current;

@@ -20,6 +20,8 @@ interface InternalHandle {
   readStart?: () => number;
 }
 
+const stopped = new WeakSet<net.Socket>();
+
 function handleOf(socket: net.Socket): InternalHandle | null {
   // Internal, see the module comment. Typed narrowly instead of `any`.
   const h = (socket as unknown as { _handle?: InternalHandle | null })._handle;
@@ -45,6 +47,7 @@ export function stopReading(socket: net.Socket): Buffer {
   const h = handleOf(socket);
   if (!h || typeof h.readStop !== 'function') throw new Error('socket handle cannot stop reading');
   if (h.reading) h.readStop();
+  stopped.add(socket);
   // Pretend reads are on, so Readable.read() → net.Socket._read() does not readStart().
   h.reading = true;
   const chunks: Buffer[] = [];
@@ -54,9 +57,21 @@ export function stopReading(socket: net.Socket): Buffer {
   return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
 }
 
-/** Undo stopReading(): the next resume()/read() starts reading from the fd again. */
+/**
+ * Undo stopReading(): start reading from the fd again and resume the
+ * stream. Attach the 'data' listener first. A no-op restart for sockets
+ * stopReading() did not stop (their reads were never stopped).
+ */
 export function resumeReading(socket: net.Socket): void {
   const h = handleOf(socket);
-  if (h) h.reading = false;
+  if (h && stopped.has(socket) && !socket.destroyed) {
+    stopped.delete(socket);
+    // What net.Socket's own tryReadStart() does. Calling it directly is
+    // needed because the drain in stopReading() left the Readable's own
+    // "read in progress" flag set, so resume() alone would never call _read().
+    h.reading = true;
+    const err = h.readStart?.() ?? 0;
+    if (err) socket.destroy(new Error(`readStart failed (${err})`));
+  }
   socket.resume();
 }

@@ -261,7 +261,7 @@ export class HandshakeTracker {
       o.data.fill(0);
       return true;
     }
-    throw new TlsWireError(`server record in phase ${d.phase}`);
+    throw new TlsWireError('server record in an unknown phase');
   }
 
   // ------------------------------------------------------ client → server

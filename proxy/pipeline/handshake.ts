@@ -57,11 +57,13 @@ export class Handshaker {
   private readonly server: tls.Server;
   private contexts: TlsContexts;
   private readonly pending = new WeakMap<net.Socket, Pending>();
+  private mtls: boolean;
   private requireClientCert: boolean;
 
   constructor(contexts: TlsContexts, settings: TlsSettings, alpn: string[], handshakeTimeoutMs: number) {
     this.contexts = contexts;
-    this.requireClientCert = settings.requestCert;
+    this.mtls = settings.clientCA !== '';
+    this.requireClientCert = this.mtls && settings.requestCert;
     const options = {
       ...TlsContexts.serverOptions(settings, alpn, handshakeTimeoutMs),
       // Every handshake starts from the default context; SNICallback switches.
@@ -72,10 +74,11 @@ export class Handshaker {
     this.server = tls.createServer(options);
     this.applyDefault();
     this.server.on('secureConnection', (socket: tls.TLSSocket) => {
-      if (this.requireClientCert && !socket.authorized) {
+      const missing = this.mtls && !socket.authorized && Object.keys(socket.getPeerCertificate()).length === 0;
+      if (this.mtls && !socket.authorized && (this.requireClientCert || !missing)) {
         // We verify here rather than with rejectUnauthorized: node would destroy
-        // the socket silently and we could not say why.
-        const missing = Object.keys(socket.getPeerCertificate()).length === 0;
+        // the socket silently and we could not say why. Optional mTLS lets a
+        // client without a certificate through, never one with a bad certificate.
         const reason = missing ? 'client_cert_required' : 'client_cert_invalid';
         const detail = socket.authorizationError ? String(socket.authorizationError) : reason;
         this.settle(socket, { ok: false, reason, error: new Error(detail) });
@@ -94,9 +97,8 @@ export class Handshaker {
   }
 
   /** Swap in new contexts (hot reload). Running handshakes finish with the old ones. */
-  setContexts(contexts: TlsContexts, settings: TlsSettings): void {
+  setContexts(contexts: TlsContexts): void {
     this.contexts = contexts;
-    this.requireClientCert = settings.requestCert;
     this.applyDefault();
   }
 
@@ -114,6 +116,10 @@ export class Handshaker {
         this.pending.delete(raw);
         p.resolve({ ok: false, reason: 'reset', error: new Error('connection closed during handshake') });
       });
+      // No half-open during the handshake: a client that sends FIN mid-handshake
+      // must end it now, not at the deadline. (TLSSocket copies allowHalfOpen
+      // from the raw socket; settle() turns it back on for the application phase.)
+      raw.allowHalfOpen = false;
       this.server.emit('connection', raw);
     });
   }
@@ -128,6 +134,11 @@ export class Handshaker {
       return;
     }
     this.pending.delete(raw);
+    if (outcome.ok) {
+      // Half-close is part of the application protocol (TCP mode forwards it).
+      raw.allowHalfOpen = true;
+      outcome.tls.allowHalfOpen = true;
+    }
     p.resolve(outcome);
   }
 

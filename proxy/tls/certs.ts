@@ -4,6 +4,7 @@
 import { execFileSync } from 'node:child_process';
 import { X509Certificate, createHash } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, ErrorCodes, SidecarError } from '../errors.js';
 
@@ -53,34 +54,47 @@ export function summarizeCert(pem: Buffer | string): CertSummary {
 
 /**
  * A throwaway self-signed P-256 certificate for `--demo`, made by the openssl
- * CLI straight to a pipe (nothing written to disk). Valid for localhost,
- * 127.0.0.1 and ::1 plus any extra names.
+ * CLI. openssl cannot write a key to a pipe (/dev/stdout on a socket is
+ * ENXIO), so the key passes through a private (0700) temp directory that is
+ * overwritten and removed at once; from then on it lives only in memory.
+ * Valid for localhost, 127.0.0.1 and ::1 plus any extra DNS names.
  */
 export function generateSelfSigned(extraNames: string[] = []): CertPair {
   const dns = ['localhost', ...extraNames.filter((n) => !/^[\d.:]+$/.test(n))];
   const san = [...dns.map((n) => `DNS:${n}`), 'IP:127.0.0.1', 'IP:::1'].join(',');
-  let out: Buffer;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ktls-sidecar-demo-'));
+  fs.chmodSync(dir, 0o700);
+  const keyFile = path.join(dir, 'key.pem');
   try {
-    out = execFileSync(
-      'openssl',
-      [
-        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-        '-days', '30', '-subj', '/CN=ktls-sidecar demo (self-signed)', '-addext', `subjectAltName=${san}`,
-        '-keyout', '/dev/stdout', '-out', '/dev/stdout',
-      ],
-      { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 },
-    );
-  } catch (err) {
-    throw new SidecarError(ErrorCodes.CONFIG, `demo certificate: running openssl failed (${(err as Error).message.split('\n')[0]}); install openssl or pass --tls-cert/--tls-key`);
+    let cert: Buffer;
+    try {
+      cert = execFileSync(
+        'openssl',
+        [
+          'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+          '-days', '30', '-subj', '/CN=ktls-sidecar demo (self-signed)', '-addext', `subjectAltName=${san}`,
+          '-keyout', keyFile,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'], timeout: 20_000 },
+      );
+    } catch (err) {
+      const first = (err as Error).message.split('\n')[0] ?? '';
+      throw new SidecarError(ErrorCodes.CONFIG, `demo certificate: running openssl failed (${first}); install openssl or pass --tls-cert/--tls-key`);
+    }
+    const key = fs.readFileSync(keyFile);
+    if (!cert.includes('-----BEGIN CERTIFICATE-----') || !key.includes('PRIVATE KEY-----')) {
+      throw new SidecarError(ErrorCodes.CONFIG, 'demo certificate: openssl printed no certificate/key');
+    }
+    return { cert, key };
+  } finally {
+    try {
+      const size = fs.statSync(keyFile).size;
+      fs.writeFileSync(keyFile, Buffer.alloc(size));
+    } catch {
+      // no key file was written
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
   }
-  const text = out.toString('latin1');
-  out.fill(0);
-  const keyMatch = /-----BEGIN PRIVATE KEY-----[\s\S]+?-----END PRIVATE KEY-----\n?/.exec(text);
-  const certMatch = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----\n?/.exec(text);
-  if (!keyMatch || !certMatch) {
-    throw new SidecarError(ErrorCodes.CONFIG, 'demo certificate: openssl printed no certificate/key');
-  }
-  return { cert: Buffer.from(certMatch[0], 'latin1'), key: Buffer.from(keyMatch[0], 'latin1') };
 }
 
 /**

@@ -24,9 +24,9 @@ export interface TlsSettings {
   ciphers: string;
   /** TLS 1.3 suites, colon separated ('' = Node's default). */
   ciphersuites: string;
-  /** PEM file with the CAs client certificates must chain to ('' = none). */
+  /** PEM file with the CAs client certificates must chain to; setting it turns mTLS on ('' = off). */
   clientCA: string;
-  /** Ask for (and require) a client certificate verified against clientCA. */
+  /** With clientCA: true = a valid client certificate is required; false = optional (a presented one must still verify). */
   requestCert: boolean;
   sessionTickets: boolean;
 }
@@ -62,9 +62,9 @@ export class TlsContexts {
   static serverOptions(settings: TlsSettings, alpn: string[], handshakeTimeoutMs: number): tls.TlsOptions {
     return {
       ALPNProtocols: alpn.length > 0 ? alpn : undefined,
-      requestCert: settings.requestCert,
-      // With requestCert the client certificate is mandatory and must verify;
-      // the handshake step checks `authorized` itself so it can count why.
+      requestCert: settings.clientCA !== '',
+      // The handshake step checks `authorized` itself (required or optional
+      // mode) so it can count why a client was refused.
       rejectUnauthorized: false,
       handshakeTimeout: handshakeTimeoutMs,
       allowHalfOpen: true,
@@ -86,8 +86,6 @@ export class TlsContexts {
         throw new ConfigError('tls.clientCA', `cannot read ${settings.clientCA}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
       }
       files.push(settings.clientCA);
-    } else if (settings.requestCert) {
-      throw new ConfigError('tls.clientCA', 'tls.requestCert needs tls.clientCA (the CAs client certificates must chain to)');
     }
     let defaultPair: CertPair;
     if (settings.cert || settings.key) {

@@ -36,6 +36,7 @@ function modprobe(module: string): { status: number | null; output: string } {
 t.test('the VM runs the kernel release the lab unpacked and booted', { skip }, (t) => {
   t.not(expectedRelease, '', 'run-in-vm.sh exported KTLS_LAB_KVER');
   t.equal(release(), expectedRelease);
+  t.end();
 });
 
 t.test('the kernel line matches the requested spec', { skip }, (t) => {
@@ -47,17 +48,20 @@ t.test('the kernel line matches the requested spec', { skip }, (t) => {
   } else {
     t.pass(`no expectation for spec "${spec}" beyond the release check`);
   }
+  t.end();
 });
 
 t.test('modprobe tls succeeds', { skip }, (t) => {
   const r = modprobe('tls');
   t.equal(r.status, 0, r.output || 'modprobe tls');
+  t.end();
 });
 
 t.test('tcp_available_ulp lists tls once the module is loaded', { skip }, (t) => {
   t.equal(modprobe('tls').status, 0, 'modprobe tls');
   const ulps = readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').trim().split(/\s+/);
   t.ok(ulps.includes('tls'), `tcp_available_ulp: ${ulps.join(' ')}`);
+  t.end();
 });
 
 t.test('/proc/net/tls_stat is readable and counts software kTLS', { skip }, (t) => {
@@ -65,10 +69,12 @@ t.test('/proc/net/tls_stat is readable and counts software kTLS', { skip }, (t) 
   const stat = readFileSync('/proc/net/tls_stat', 'utf8');
   t.match(stat, /^TlsCurrTxSw\s+\d+$/m);
   t.match(stat, /^TlsRxSw\s+\d+$/m);
+  t.end();
 });
 
 t.test('tls_stat has the rekey counters exactly when the kernel is >= 6.14', { skip }, (t) => {
   t.equal(modprobe('tls').status, 0, 'modprobe tls');
   const stat = readFileSync('/proc/net/tls_stat', 'utf8');
   t.equal(/^TlsTxRekeyOk\s+\d+$/m.test(stat), atLeast(release(), 6, 14), `release ${release()}`);
+  t.end();
 });

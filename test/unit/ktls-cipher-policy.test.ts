@@ -4,6 +4,16 @@ import { execFileSync } from 'node:child_process';
 import { parseCipherPolicy, cipherPolicyOf, policyFromRules, DEFAULT_KTLS_CIPHERS, OFFLOADABLE_SUITES, findOffloadableSuite } from '../../proxy/ktls/cipher-policy.js';
 import { ConfigError } from '../../proxy/errors.js';
 
+/** The ConfigError key `fn` throws with (undefined when it does not throw a ConfigError). */
+function configKeyOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+  } catch (err) {
+    return err instanceof ConfigError ? err.key : undefined;
+  }
+  return undefined;
+}
+
 t.test('IANA and OpenSSL names resolve to the same suite', async (t) => {
   const p = parseCipherPolicy(['ECDHE-RSA-AES256-GCM-SHA384']);
   t.equal(p.lookup('TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384')?.suite.code, 0xc030);
@@ -47,7 +57,7 @@ t.test('unknown name: ConfigError naming ktls.ciphers and the entry', async (t) 
 
 t.test('a real suite the kernel cannot hold is rejected like an unknown one', async (t) => {
   for (const name of ['ECDHE-RSA-AES128-SHA256', 'TLS_AES_128_CCM_8_SHA256', 'AES128-SHA']) {
-    t.throws(() => parseCipherPolicy([name]), { key: 'ktls.ciphers' }, name);
+    t.equal(configKeyOf(() => parseCipherPolicy([name])), 'ktls.ciphers', name);
   }
 });
 
@@ -56,7 +66,7 @@ t.test('bad direction suffix', async (t) => {
 });
 
 t.test('non-string entry', async (t) => {
-  t.throws(() => parseCipherPolicy([42 as unknown as string]), { key: 'ktls.ciphers' });
+  t.equal(configKeyOf(() => parseCipherPolicy([42 as unknown as string])), 'ktls.ciphers');
 });
 
 t.test('duplicate suite: same direction is fine, different is an error', async (t) => {
@@ -105,5 +115,5 @@ t.test('resolved rules from proxy/config are accepted as a policy', async (t) =>
   t.equal(p.lookup('TLS_AES_128_GCM_SHA256')?.direction, 'tx');
   t.equal(p.lookup('TLS_AES_256_GCM_SHA384'), undefined);
   t.equal(cipherPolicyOf(rules), p);
-  t.throws(() => policyFromRules([{ iana: 'TLS_NOPE', direction: 'tx' }]), { key: 'ktls.ciphers' });
+  t.equal(configKeyOf(() => policyFromRules([{ iana: 'TLS_NOPE', direction: 'tx' }])), 'ktls.ciphers');
 });

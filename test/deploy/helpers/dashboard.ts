@@ -78,8 +78,14 @@ export function buildDashboard(): Record<string, unknown> {
       w: 6,
       type: 'stat',
       title: 'Bytes via kTLS',
-      description: 'Share of application bytes (sent + received) on connections whose record layer is in the kernel.',
-      targets: targets([`(${bytesRate('ktls="on"', '')}) / (${bytesRate('', '')})`, 'kTLS']),
+      description:
+        'Share of application bytes (sent + received) whose record protection ran in the kernel: sent bytes on ktls="on" ' +
+        'connections (kernel TX) plus received bytes on direction="txrx" connections (kernel RX).',
+      targets: targets([
+        `(sum(rate(${M}bytes_sent_total{ktls="on", ${SEL}}[${RI}])) + sum(rate(${M}bytes_received_total{direction="txrx", ${SEL}}[${RI}])))` +
+          ` / (${bytesRate('', '')})`,
+        'kTLS',
+      ]),
       fieldConfig: percent,
       options: { reduceOptions: { calcs: ['lastNotNull'] }, graphMode: 'area' },
     },
@@ -126,7 +132,7 @@ export function buildDashboard(): Record<string, unknown> {
           'sent (kernel TX)',
         ],
         [
-          `sum(rate(${M}bytes_received_total{ktls="on", ${SEL}}[${RI}])) / sum(rate(${M}bytes_received_total{${SEL}}[${RI}]))`,
+          `sum(rate(${M}bytes_received_total{direction="txrx", ${SEL}}[${RI}])) / sum(rate(${M}bytes_received_total{${SEL}}[${RI}]))`,
           'received (kernel RX)',
         ],
       ),
@@ -135,12 +141,12 @@ export function buildDashboard(): Record<string, unknown> {
     {
       w: 12,
       type: 'timeseries',
-      title: 'kTLS activation ratio by TLS version / cipher',
-      description: 'Opened connections on kTLS divided by all opened connections, per TLS version and cipher.',
+      title: 'kTLS activation ratio by protocol / cipher',
+      description: 'New connections on kTLS divided by all new connections, per application protocol and cipher.',
       targets: targets([
-        `sum by (tls_version, cipher) (rate(${M}connections_opened_total{ktls="on", ${SEL}}[${RI}]))` +
-          ` / sum by (tls_version, cipher) (rate(${M}connections_opened_total{${SEL}}[${RI}]))`,
-        '{{tls_version}} {{cipher}}',
+        `sum by (protocol, cipher) (rate(${M}connections_opened_total{ktls="on", ${SEL}}[${RI}]))` +
+          ` / sum by (protocol, cipher) (rate(${M}connections_opened_total{${SEL}}[${RI}]))`,
+        '{{protocol}} {{cipher}}',
       ]),
       fieldConfig: { ...percent, defaults: { ...percent.defaults, custom: { showPoints: 'never' } } },
       options: legendTable,
@@ -150,11 +156,11 @@ export function buildDashboard(): Record<string, unknown> {
     {
       w: 8,
       type: 'timeseries',
-      title: 'kTLS activation ratio by protocol',
+      title: 'kTLS activation ratio by TLS version',
       targets: targets([
-        `sum by (protocol) (rate(${M}connections_opened_total{ktls="on", ${SEL}}[${RI}]))` +
-          ` / sum by (protocol) (rate(${M}connections_opened_total{${SEL}}[${RI}]))`,
-        '{{protocol}}',
+        `sum by (tls_version) (rate(${M}connections_opened_total{ktls="on", ${SEL}}[${RI}]))` +
+          ` / sum by (tls_version) (rate(${M}connections_opened_total{${SEL}}[${RI}]))`,
+        '{{tls_version}}',
       ]),
       fieldConfig: { ...percent, defaults: { ...percent.defaults, custom: { showPoints: 'never' } } },
     },
@@ -300,6 +306,19 @@ export function buildDashboard(): Record<string, unknown> {
     },
     {
       w: 12,
+      type: 'timeseries',
+      title: '5xx ratio by kTLS (canary comparison)',
+      targets: targets([
+        `sum by (ktls) (rate(${M}http_requests_total{status_class="5xx", ${SEL}}[${RI}]))` +
+          ` / sum by (ktls) (rate(${M}http_requests_total{${SEL}}[${RI}]))`,
+        'ktls={{ktls}}',
+      ]),
+      fieldConfig: { ...percent, defaults: { ...percent.defaults, custom: { showPoints: 'never' } } },
+    },
+  ]);
+  line(8, [
+    {
+      w: 24,
       type: 'timeseries',
       title: 'Requests by protocol / status class',
       targets: targets([

@@ -19,26 +19,32 @@ export interface Manifest {
   [key: string]: unknown;
 }
 
-/** Every kind the chart may render, with the model that validates it. Anything else is an error. */
-const MODELS: Record<string, (obj: Manifest) => { validate(): void }> = {
-  'v1/ConfigMap': (o) => new ConfigMap(o as ConstructorParameters<typeof ConfigMap>[0]),
-  'v1/Service': (o) => new Service(o as ConstructorParameters<typeof Service>[0]),
-  'v1/PodTemplate': (o) => new PodTemplate(o as ConstructorParameters<typeof PodTemplate>[0]),
-  'apps/v1/Deployment': (o) => new Deployment(o as ConstructorParameters<typeof Deployment>[0]),
-  'apps/v1/DaemonSet': (o) => new DaemonSet(o as ConstructorParameters<typeof DaemonSet>[0]),
-  'policy/v1/PodDisruptionBudget': (o) => new PodDisruptionBudget(o as ConstructorParameters<typeof PodDisruptionBudget>[0]),
-  'networking.k8s.io/v1/NetworkPolicy': (o) => new NetworkPolicy(o as ConstructorParameters<typeof NetworkPolicy>[0]),
-  'cert-manager.io/v1/Certificate': (o) => new Certificate(o as ConstructorParameters<typeof Certificate>[0]),
-  'monitoring.coreos.com/v1/ServiceMonitor': (o) => new ServiceMonitor(o as ConstructorParameters<typeof ServiceMonitor>[0]),
-  'monitoring.coreos.com/v1/PodMonitor': (o) => new PodMonitor(o as ConstructorParameters<typeof PodMonitor>[0]),
+/**
+ * Every kind the chart may render, with the model that validates it. Anything else is an error.
+ * The models' constructors take their own typed interfaces; rendered YAML is untyped data, so the
+ * table stores them as constructors of `never` (any constructor is assignable to that) and the
+ * data is handed over as-is: validate() is what checks it.
+ */
+type ModelClass = new (data: never) => { validate(): void };
+const MODELS: Record<string, ModelClass> = {
+  'v1/ConfigMap': ConfigMap,
+  'v1/Service': Service,
+  'v1/PodTemplate': PodTemplate,
+  'apps/v1/Deployment': Deployment,
+  'apps/v1/DaemonSet': DaemonSet,
+  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
+  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
+  'cert-manager.io/v1/Certificate': Certificate,
+  'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
+  'monitoring.coreos.com/v1/PodMonitor': PodMonitor,
 };
 
 /** Validate one manifest against its kubernetes-models schema; throws with the kind and name. */
 export function validateManifest(m: Manifest): void {
-  const make = MODELS[`${m.apiVersion}/${m.kind}`];
-  if (!make) throw new Error(`no kubernetes-models schema for ${m.apiVersion} ${m.kind} (${m.metadata?.name})`);
+  const Model = MODELS[`${m.apiVersion}/${m.kind}`];
+  if (!Model) throw new Error(`no kubernetes-models schema for ${m.apiVersion} ${m.kind} (${m.metadata?.name})`);
   try {
-    make(m).validate();
+    new Model(m as never).validate();
   } catch (err) {
     throw new Error(`${m.kind}/${m.metadata.name}: ${(err as Error).message}`, { cause: err });
   }
@@ -57,6 +63,8 @@ export function exampleValuesFiles(): string[] {
 export interface RenderOptions {
   valuesFiles?: string[];
   set?: Record<string, string>;
+  /** `--set-json`: typed values (numbers, booleans) where `--set` would give strings. */
+  setJson?: Record<string, unknown>;
   release?: string;
   namespace?: string;
   chartDir?: string;
@@ -66,6 +74,7 @@ function helmArgs(o: RenderOptions): string[] {
   const args: string[] = [];
   for (const f of o.valuesFiles ?? []) args.push('-f', f);
   for (const [k, v] of Object.entries(o.set ?? {})) args.push('--set', `${k}=${v}`);
+  for (const [k, v] of Object.entries(o.setJson ?? {})) args.push('--set-json', `${k}=${JSON.stringify(v)}`);
   return args;
 }
 

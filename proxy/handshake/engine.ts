@@ -1,0 +1,155 @@
+// The handshake engine: Node's own TLS (OpenSSL in userspace) performs the
+// handshake, then — when the hook agrees — the connection's record layer is
+// handed over with the exact per-direction state the kernel needs.
+//
+//   raw net.Socket ──► HandshakeConnection ──(one record per turn)──► EngineDuplex ──► tls.TLSSocket (server)
+//                      │ frames records both ways, decrypts them with ◄── its output, forwarded to the
+//                      │ the key-log secrets, stops at the client        raw socket unchanged and tracked
+//                      │ Finished, stops reading the fd there
+//                      └─► after 'secureConnection' + quiet engine: derive CryptoInfo ×2, detach
+//
+// The tls.Server passed in is dedicated to the engine: it is never listen()ed,
+// and the engine owns its 'keylog', 'secureConnection', 'tlsClientError' (and,
+// with `newSession`, 'newSession') events. Its options (certs, ciphers,
+// ALPN, SNI, requestCert, tickets) are the real ones.
+//
+// Performance: every ciphertext byte of the handshake runs through a JS
+// Duplex, and a connection that stays in userspace keeps running through it
+// for its whole life. That is why connections that can never be offloaded
+// (kTLS flag off, kernel without TLS, native addon missing) must NOT come
+// here: the caller gives them straight to Node's native TLSSocket on the raw
+// socket (tls.Server 'connection' with the net.Socket itself). The engine has
+// no fast path of its own on purpose.
+
+import type net from 'node:net';
+import type tls from 'node:tls';
+import type { EngineContext } from './connection.js';
+import { HandshakeConnection } from './connection.js';
+import { parseKeylogLine } from './keylog.js';
+import type { HandshakeEngineOptions, HandshakeResult, OffloadHooks } from './types.js';
+
+export type {
+  HandshakeEngineOptions, HandshakeFacts, HandshakeResult, HandoffResult, NegotiatedFacts, OffloadHooks,
+  PeerCertificateSummary, UserspaceReason, UserspaceResult,
+} from './types.js';
+export { HandshakeError, HANDSHAKE_FAILURE_REASONS } from './errors.js';
+export type { HandshakeFailureReason } from './errors.js';
+export { resumeReading } from './read-control.js';
+
+/** Smallest accepted maxBufferedBytes: two maximal TLS records. */
+export const MIN_BUFFERED_BYTES = 32 * 1024;
+const DEFAULT_QUIESCE_MS = 2000;
+
+export interface HandshakeEngineStats {
+  /** Bytes OpenSSL wrote after a hand-off (dropped; should stay 0). */
+  readonly bytesDroppedAfterHandoff: number;
+  /** Managed newSession callbacks not yet called back. */
+  readonly pendingNewSessionCallbacks: number;
+  /** Connections currently in the handshake. */
+  readonly inProgress: number;
+}
+
+export class HandshakeEngine {
+  private readonly byClientRandom = new Map<string, HandshakeConnection>();
+  private readonly bySocket = new WeakMap<tls.TLSSocket, HandshakeConnection>();
+  private readonly live = new Set<HandshakeConnection>();
+  private pendingNewSession = 0;
+  private droppedAfterHandoff = 0;
+  private readonly ctx: EngineContext;
+  private readonly listeners: Array<[string, (...args: unknown[]) => void]> = [];
+
+  constructor(private readonly server: tls.Server, opts: HandshakeEngineOptions) {
+    if (!(opts.handshakeTimeoutMs > 0)) throw new RangeError('handshakeTimeoutMs must be > 0');
+    if (!(opts.maxBufferedBytes >= MIN_BUFFERED_BYTES)) throw new RangeError(`maxBufferedBytes must be >= ${MIN_BUFFERED_BYTES}`);
+    const quiesceMs = opts.quiesceMs ?? DEFAULT_QUIESCE_MS;
+    if (!(quiesceMs >= 0)) throw new RangeError('quiesceMs must be >= 0');
+    this.ctx = {
+      server,
+      handshakeTimeoutMs: opts.handshakeTimeoutMs,
+      maxBufferedBytes: opts.maxBufferedBytes,
+      quiesceMs,
+      bindClientRandom: (hex, conn) => this.byClientRandom.set(hex, conn),
+      unbind: (conn) => {
+        this.live.delete(conn);
+        if (conn.clientRandomHex && this.byClientRandom.get(conn.clientRandomHex) === conn) {
+          this.byClientRandom.delete(conn.clientRandomHex);
+        }
+      },
+      pendingNewSessions: () => this.pendingNewSession,
+      noteDroppedAfterHandoff: (n) => {
+        this.droppedAfterHandoff += n;
+      },
+    };
+
+    this.listen('keylog', (line: Buffer, tlsSocket: tls.TLSSocket) => {
+      const entry = parseKeylogLine(line);
+      line.fill(0); // the engine owns this server; nobody else needs the line
+      if (!entry) return;
+      const conn = this.bySocket.get(tlsSocket) ?? this.byClientRandom.get(entry.clientRandom.toString('hex'));
+      if (!conn) {
+        entry.secret.fill(0);
+        return;
+      }
+      this.bySocket.set(tlsSocket, conn);
+      conn.onKeylog(entry, tlsSocket);
+    });
+    this.listen('secureConnection', (tlsSocket: tls.TLSSocket) => {
+      this.bySocket.get(tlsSocket)?.onSecure(tlsSocket);
+    });
+    this.listen('tlsClientError', (err: Error, tlsSocket: tls.TLSSocket) => {
+      this.bySocket.get(tlsSocket)?.onTlsClientError(err, tlsSocket);
+    });
+    const store = opts.newSession;
+    if (store) {
+      this.listen('newSession', (id: Buffer, data: Buffer, cb: () => void) => {
+        this.pendingNewSession++;
+        let called = false;
+        const done = (): void => {
+          if (called) return;
+          called = true;
+          this.pendingNewSession--;
+          cb();
+        };
+        try {
+          store(id, data, done);
+        } catch {
+          done();
+        }
+      });
+    }
+  }
+
+  private listen<A extends unknown[]>(event: string, fn: (...args: A) => void): void {
+    // EventEmitter listeners are untyped; each event's argument types are fixed by Node's tls.Server.
+    const listener = fn as unknown as (...args: unknown[]) => void;
+    this.server.on(event, listener);
+    this.listeners.push([event, listener]);
+  }
+
+  /**
+   * Run the handshake of one accepted socket. Resolves with a hand-off (the
+   * raw socket plus both directions' CryptoInfo) or with a userspace
+   * TLSSocket and the reason; rejects with a HandshakeError whose `reason`
+   * is a closed label. On rejection the raw socket is already destroyed.
+   */
+  accept(raw: net.Socket, hooks: OffloadHooks): Promise<HandshakeResult> {
+    const conn = new HandshakeConnection(this.ctx, raw, hooks);
+    this.live.add(conn);
+    return conn.run();
+  }
+
+  get stats(): HandshakeEngineStats {
+    return {
+      bytesDroppedAfterHandoff: this.droppedAfterHandoff,
+      pendingNewSessionCallbacks: this.pendingNewSession,
+      inProgress: this.live.size,
+    };
+  }
+
+  /** Detach from the server (connections in progress fail with reason `internal_error`). */
+  close(): void {
+    for (const [event, fn] of this.listeners) this.server.off(event, fn);
+    this.listeners.length = 0;
+    for (const conn of [...this.live]) conn.fail('internal_error', 'handshake engine closed');
+  }
+}

@@ -1,0 +1,88 @@
+// The one classifier every kTLS syscall failure goes through, so the record layer,
+// the probe and the metrics agree on what an errno means (Documentation/networking/tls.rst).
+
+/** What an errno means for a kTLS socket. */
+export type KtlsErrorKind =
+  /** EIO from a plain read: the next record is not application data (alert, handshake). Use recvmsg + cmsg. */
+  | 'control_record'
+  /** EBADMSG: a record failed authentication (tampered, wrong key or sequence). The connection is dead. */
+  | 'decrypt_error'
+  /** EKEYEXPIRED: a TLS 1.3 KeyUpdate was received; RX is paused until the next key is installed. */
+  | 'rekey_pending'
+  /** EMSGSIZE: the record is larger than TLS allows (or a control record that does not fit). */
+  | 'record_too_big'
+  /** ENOENT / ENOPROTOOPT / EOPNOTSUPP: the kernel lacks the ULP, the cipher or the option. */
+  | 'unsupported'
+  /** EBUSY: a key is already set (rekey unsupported on this kernel, or a second install). */
+  | 'busy'
+  /** EPIPE / ECONNRESET / ENOTCONN / ESHUTDOWN: the connection is gone. */
+  | 'closed'
+  /** EAGAIN: nothing to do right now. */
+  | 'would_block'
+  | 'other';
+
+/** Where the syscall was made; EIO and EINVAL mean different things at different stages. */
+export type KtlsStage =
+  | 'ulp'
+  | 'install_tx'
+  | 'install_rx'
+  | 'rekey_tx'
+  | 'rekey_rx'
+  | 'option'
+  | 'read'
+  | 'read_plain'
+  | 'write'
+  | 'poll'
+  | 'probe';
+
+export interface KtlsErrorClass {
+  /** errno name ('EBADMSG'), or 'UNKNOWN' when `err` carried none. */
+  errno: string;
+  kind: KtlsErrorKind;
+  stage: KtlsStage;
+}
+
+const KIND_BY_ERRNO: Readonly<Record<string, KtlsErrorKind>> = {
+  EBADMSG: 'decrypt_error',
+  EKEYEXPIRED: 'rekey_pending',
+  EMSGSIZE: 'record_too_big',
+  ENOENT: 'unsupported',
+  ENOPROTOOPT: 'unsupported',
+  EOPNOTSUPP: 'unsupported',
+  ENOTSUP: 'unsupported',
+  EBUSY: 'busy',
+  EPIPE: 'closed',
+  ECONNRESET: 'closed',
+  ENOTCONN: 'closed',
+  ESHUTDOWN: 'closed',
+  EAGAIN: 'would_block',
+  EWOULDBLOCK: 'would_block',
+};
+
+/** The errno name of a thrown value: NativeSyscallError and Node system errors carry it in `code`. */
+function errnoOf(err: unknown): string {
+  if (typeof err === 'object' && err !== null) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && /^E[A-Z0-9]+$/.test(code)) return code;
+  }
+  return 'UNKNOWN';
+}
+
+/**
+ * Classifies a kTLS syscall failure. EIO only means "control record" on a read
+ * (a plain read() meeting a non-data record once RX is in the kernel); elsewhere
+ * it is 'other'. EINVAL (bad crypto info, unsupported combination) stays 'other'
+ * except at install/option time, where it means the kernel refuses the combination.
+ */
+export function classifyKtlsError(err: unknown, stage: KtlsStage): KtlsErrorClass {
+  const errno = errnoOf(err);
+  let kind: KtlsErrorKind = KIND_BY_ERRNO[errno] ?? 'other';
+  if (errno === 'EIO' && (stage === 'read' || stage === 'read_plain')) kind = 'control_record';
+  if (
+    errno === 'EINVAL' &&
+    (stage === 'install_tx' || stage === 'install_rx' || stage === 'option' || stage === 'probe')
+  ) {
+    kind = 'unsupported';
+  }
+  return { errno, kind, stage };
+}

@@ -1,0 +1,301 @@
+// The install sequence for a handed-off connection (mode tx or txrx):
+//
+//   1. fd from the raw socket (`_handle.fd`, native/index.ts socketFd).
+//   2. setsockopt(TCP_ULP, "tls").                       ─┐ a failure here keeps the
+//   3. txrx: decrypt the complete leftover records in JS;  │ connection alive in the JS
+//      read exactly the rest of a trailing partial record  │ record layer, reason
+//      with recvPlain (poll until complete, bounded); its  │ `install_failed`, errno
+//      decrypted content goes first to the front.          │ counted.
+//   4. setsockopt(TLS_TX).                                ─┘
+//   5. txrx: setsockopt(TLS_RX) at the RX sequence after the leftover. A failure
+//      here leaves TX in the kernel and RX not: never a half state — the
+//      connection is destroyed (errno counted).
+//   6. Wipe every CryptoInfo and secret copy; keep only what KeyUpdate needs
+//      (TLS 1.3 traffic secrets), and the JS RX state in `tx` mode.
+//
+// Before step 4 nothing is in the kernel: a socket with the ULP attached but no
+// keys behaves as plain TCP, so the JS record layer can take over from the very
+// state we would have given the kernel.
+
+import type { KtlsNative, Poller } from '../../native/index.js';
+import { socketFd } from '../../native/index.js';
+import type { CryptoInfo } from '../tls/crypto-info.js';
+import { wipeCryptoInfo } from '../tls/crypto-info.js';
+import { RecordProtection } from '../tls/record-protection.js';
+import { ErrorCodes, SidecarError } from '../errors.js';
+import type { HandoffResult } from '../handshake/types.js';
+import { INSTALL_FAILED } from './decision.js';
+import type { KtlsDecision } from './decision.js';
+import { classifyKtlsError } from './errno.js';
+import type { KtlsErrorInfo } from './errno.js';
+import { JsRecordReader, KernelTlsStream } from './kernel-stream.js';
+import type { KtlsConnectionEvents, RxEvent, RxSide, TxSide } from './kernel-stream.js';
+import { TrafficSecretChain } from './keyupdate.js';
+
+export interface InstallEvents extends KtlsConnectionEvents {
+  /** The install failed before any key was in the kernel: the connection continues in userspace. */
+  installFailed?(info: KtlsErrorInfo): void;
+  /** The install failed after TX was in the kernel: the connection was destroyed. */
+  installAborted?(info: KtlsErrorInfo): void;
+}
+
+export interface InstallInput {
+  handoff: HandoffResult;
+  /** The decision for this connection: mode `tx` or `txrx`. */
+  decision: KtlsDecision;
+  native: KtlsNative;
+  /** Probe: the kernel can take a second TLS_TX/TLS_RX (TLS 1.3 KeyUpdate). */
+  rekeySupported: boolean;
+  /** `ktls.keyUpdateRateLimit`. */
+  keyUpdateRateLimit: number;
+  /** Longest wait for the rest of a partial leftover record (default 5000 ms). */
+  partialRecordTimeoutMs?: number;
+  events?: InstallEvents;
+  allowHalfOpen?: boolean;
+}
+
+export interface InstallResult {
+  /** The plaintext stream for the fronts. */
+  stream: KernelTlsStream;
+  /** `input.decision`, or `install_failed` (userspace) when the keys never reached the kernel. */
+  decision: KtlsDecision;
+  /** Set when the install failed before any key was installed. */
+  installError: KtlsErrorInfo | null;
+}
+
+/** Thrown (after destroying the raw socket) when the connection cannot continue. */
+export class KtlsInstallError extends SidecarError {
+  readonly info: KtlsErrorInfo | null;
+  constructor(message: string, info: KtlsErrorInfo | null, cause?: unknown) {
+    super(ErrorCodes.KTLS_INSTALL, message, cause === undefined ? undefined : { cause });
+    this.info = info;
+  }
+}
+
+/**
+ * Install kTLS on a handed-off connection. Resolves with the stream (kernel
+ * or, after an early failure, userspace); rejects with KtlsInstallError after
+ * destroying the socket when the connection cannot go on (a key already in
+ * the kernel and the other failed, or the peer's leftover was not valid TLS).
+ */
+export async function installKtls(input: InstallInput): Promise<InstallResult> {
+  const { handoff, native, events = {} } = input;
+  const { raw, tx, rx } = handoff;
+  if (input.decision.mode === 'userspace') throw new TypeError('installKtls: the decision keeps this connection in userspace');
+  const wantRx = input.decision.mode === 'txrx';
+
+  // JS copies first: the fallback needs exactly the state the kernel would
+  // have got, and setCryptoInfo() zeroes what it is given.
+  let txJs: RecordProtection;
+  let rxJs: RecordProtection;
+  try {
+    txJs = RecordProtection.fromCryptoInfo(tx, handoff.txSecret);
+    rxJs = RecordProtection.fromCryptoInfo(rx, handoff.rxSecret);
+  } catch (err) {
+    wipeHandoff(handoff);
+    raw.destroy();
+    throw new KtlsInstallError('handoff state is not a valid CryptoInfo', null, err);
+  }
+  wipeHandoff(handoff);
+  const reader = new JsRecordReader(rxJs);
+  reader.push(handoff.leftover);
+
+  const common = {
+    raw,
+    version: tx.version,
+    cipher: tx.cipher,
+    rekeySupported: input.rekeySupported,
+    keyUpdateRateLimit: input.keyUpdateRateLimit,
+    events,
+    ...(input.allowHalfOpen === undefined ? {} : { allowHalfOpen: input.allowHalfOpen }),
+  };
+  let initialEvents: RxEvent[] = [];
+
+  /** Before any key is in the kernel: the JS record layer takes over, nothing lost. */
+  const userspace = (info: KtlsErrorInfo): InstallResult => {
+    events.syscallError?.(info);
+    events.installFailed?.(info);
+    const stream = new KernelTlsStream({
+      ...common,
+      fd: -1,
+      native: null,
+      tx: { side: 'js', protection: txJs },
+      rx: { side: 'js', reader },
+      initialEvents,
+      peerEnded: handoff.peerEnded,
+    });
+    return { stream, decision: INSTALL_FAILED, installError: info };
+  };
+
+  const fd = socketFd(raw);
+  if (fd === null) return userspace({ errno: 'no_fd', kind: 'other', stage: 'fd' } as KtlsErrorInfo);
+
+  try {
+    native.attachUlp(fd);
+  } catch (err) {
+    return userspace(classifyKtlsError(err, 'ulp'));
+  }
+
+  // RX goes to the kernel only if there is something left to receive.
+  let rxKernel = wantRx && !handoff.peerEnded;
+  if (rxKernel) {
+    const drained = drainComplete(reader);
+    initialEvents = drained.events;
+    if (drained.stopped) {
+      // close_notify or a protocol error in the leftover: nothing more to
+      // receive in the kernel; the stream handles the event in JS.
+      rxKernel = false;
+    } else if (reader.missingBytes() > 0) {
+      try {
+        await readRestOfRecord(native, fd, reader, input.partialRecordTimeoutMs ?? 5000);
+      } catch (err) {
+        if (raw.destroyed) throw new KtlsInstallError('connection closed during install', null, err);
+        return userspace(err instanceof PartialReadError ? err.info : classifyKtlsError(err, 'rx_partial'));
+      }
+      const more = drainComplete(reader);
+      initialEvents.push(...more.events);
+      if (more.stopped) rxKernel = false;
+    }
+  }
+  if (raw.destroyed) {
+    txJs.wipe();
+    rxJs.wipe();
+    throw new KtlsInstallError('connection closed during install', null);
+  }
+
+  const txInfo = txJs.toCryptoInfo();
+  try {
+    native.setCryptoInfo(fd, 'tx', txInfo);
+  } catch (err) {
+    wipeCryptoInfo(txInfo);
+    return userspace(classifyKtlsError(err, 'tx'));
+  }
+  // ---- TX is in the kernel: from here on, failure destroys the connection. ----
+
+  if (rxKernel) {
+    const rxInfo: CryptoInfo = rxJs.toCryptoInfo();
+    try {
+      native.setCryptoInfo(fd, 'rx', rxInfo);
+    } catch (err) {
+      wipeCryptoInfo(rxInfo);
+      const info = classifyKtlsError(err, 'rx');
+      events.syscallError?.(info);
+      events.installAborted?.(info);
+      txJs.wipe();
+      rxJs.wipe();
+      raw.destroy();
+      throw new KtlsInstallError(`kernel TLS RX install failed (${info.errno}) after TX: connection closed`, info, err);
+    }
+  }
+
+  const version = tx.version;
+  const txSide: TxSide = { side: 'kernel', secrets: secretChain(version, txJs) };
+  txJs.wipe();
+  let rxSide: RxSide;
+  if (rxKernel) {
+    rxSide = { side: 'kernel', secrets: secretChain(version, rxJs) };
+    rxJs.wipe();
+  } else {
+    rxSide = { side: 'js', reader };
+  }
+  const stream = new KernelTlsStream({
+    ...common,
+    fd,
+    native,
+    tx: txSide,
+    rx: rxSide,
+    initialEvents,
+    peerEnded: handoff.peerEnded,
+  });
+  return { stream, decision: input.decision, installError: null };
+}
+
+/** TLS 1.3: the chain from the direction's *current* secret (a leftover KeyUpdate may have advanced it). */
+function secretChain(version: string, rp: RecordProtection): TrafficSecretChain | null {
+  if (version !== 'TLSv1.3') return null;
+  const secret = rp.trafficSecret();
+  if (!secret) return null;
+  const chain = new TrafficSecretChain(rp.cipher, secret);
+  secret.fill(0);
+  return chain;
+}
+
+function wipeHandoff(h: HandoffResult): void {
+  wipeCryptoInfo(h.tx);
+  wipeCryptoInfo(h.rx);
+  h.txSecret?.fill(0);
+  h.rxSecret?.fill(0);
+}
+
+/** Decrypt every complete buffered record; stop at close_notify or a fatal event. */
+function drainComplete(reader: JsRecordReader): { events: RxEvent[]; stopped: boolean } {
+  const out: RxEvent[] = [];
+  for (let ev = reader.next(); ev; ev = reader.next()) {
+    out.push(ev);
+    if (ev.kind === 'fatal') return { events: out, stopped: true };
+    if (ev.kind === 'alert' && ev.description === 0) return { events: out, stopped: true };
+  }
+  return { events: out, stopped: false };
+}
+
+class PartialReadError extends Error {
+  readonly info: KtlsErrorInfo;
+  constructor(info: KtlsErrorInfo, message: string) {
+    super(message);
+    this.info = info;
+  }
+}
+
+/**
+ * Read exactly the bytes that complete the record at the head of `reader`
+ * (never more: the kernel must start on the next record). Waits for
+ * readability with the native poller; bounded by `timeoutMs`.
+ */
+export function readRestOfRecord(native: KtlsNative, fd: number, reader: JsRecordReader, timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let poller: Poller | null = null;
+    let finished = false;
+    const finish = (err?: Error): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      poller?.close();
+      if (err) reject(err);
+      else resolve();
+    };
+    const timer = setTimeout(() => {
+      finish(new PartialReadError({ errno: 'ETIMEDOUT', kind: 'other', stage: 'rx_partial' } as KtlsErrorInfo,
+        'timed out waiting for the rest of a partial record'));
+    }, timeoutMs);
+    const tryRead = (): void => {
+      while (!finished) {
+        const need = reader.missingBytes();
+        if (need === 0) return finish();
+        const buf = Buffer.allocUnsafe(need);
+        let r;
+        try {
+          r = native.recvPlain(fd, buf);
+        } catch (err) {
+          return finish(new PartialReadError(classifyKtlsError(err, 'rx_partial'), 'reading the partial record failed'));
+        }
+        if (r === null) return; // EAGAIN: wait for the poller
+        if (r.eof || r.bytes === 0) {
+          return finish(new PartialReadError({ errno: 'EOF', kind: 'closed', stage: 'rx_partial' } as KtlsErrorInfo,
+            'peer closed in the middle of a record'));
+        }
+        reader.push(buf.subarray(0, r.bytes));
+      }
+    };
+    try {
+      poller = native.createPoller(fd, (err) => {
+        if (err) finish(new PartialReadError(classifyKtlsError(err, 'rx_partial'), 'polling failed'));
+        else tryRead();
+      });
+    } catch (err) {
+      finish(new PartialReadError(classifyKtlsError(err, 'rx_partial'), 'poller creation failed'));
+      return;
+    }
+    tryRead();
+    if (!finished) poller.start();
+  });
+}

@@ -1,0 +1,62 @@
+// Gauges that expose the startup kernel probe, and the kernel's own TLS counters
+// (/proc/net/tls_stat) read at scrape time. Registered on the caller's Registry so
+// that the metrics module stays the one place that owns the registry.
+import { Gauge } from 'prom-client';
+import type { Registry } from 'prom-client';
+import type { KernelProbe } from './probe.js';
+import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from './probe.js';
+import { TLS_STAT_PATH, readTlsStat } from './tls-stat.js';
+
+export interface ProbeMetricsOptions {
+  /** Where the counters are read from (tests). */
+  tlsStatPath?: string;
+}
+
+export function registerProbeMetrics(registry: Registry, probe: KernelProbe, opts: ProbeMetricsOptions = {}): void {
+  const statPath = opts.tlsStatPath ?? TLS_STAT_PATH;
+
+  const cipher = new Gauge({
+    name: 'ktls_sidecar_kernel_cipher_supported',
+    help: 'Whether the kernel accepted this cipher for this TLS version and direction at startup (1) or not (0).',
+    labelNames: ['cipher', 'version', 'direction'] as const,
+    registers: [registry],
+  });
+  for (const version of TLS_VERSIONS) {
+    for (const c of KERNEL_CIPHERS) {
+      for (const direction of KTLS_DIRECTIONS) {
+        cipher.set({ cipher: c, version, direction }, probe.supports(version, c, direction) ? 1 : 0);
+      }
+    }
+  }
+
+  new Gauge({
+    name: 'ktls_sidecar_kernel_tls_available',
+    help: 'Whether kernel TLS works on this node for at least one cipher (1) or not (0), as probed at startup.',
+    registers: [registry],
+  }).set(probe.available ? 1 : 0);
+
+  new Gauge({
+    name: 'ktls_sidecar_kernel_rekey_supported',
+    help: 'Whether the kernel accepts a new TLS 1.3 key on a kTLS socket (KeyUpdate; Linux >= 6.14), as probed at startup.',
+    registers: [registry],
+  }).set(probe.rekey ? 1 : 0);
+
+  new Gauge({
+    name: 'ktls_sidecar_native_available',
+    help: 'Whether the native kTLS addon loaded (1) or not (0).',
+    registers: [registry],
+  }).set(probe.details.native.available ? 1 : 0);
+
+  new Gauge({
+    name: 'ktls_sidecar_kernel_tls_stat',
+    help: 'Kernel TLS counters from /proc/net/tls_stat (read at scrape time; absent when the tls module is not loaded).',
+    labelNames: ['counter'] as const,
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const stat = await readTlsStat(statPath);
+      if (stat === null) return;
+      for (const [counter, value] of Object.entries(stat)) this.set({ counter }, value);
+    },
+  });
+}

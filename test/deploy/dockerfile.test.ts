@@ -1,0 +1,80 @@
+// Static checks of the Dockerfile and .dockerignore (the build itself is test/image/run.sh, which
+// needs podman and root). Each check is a property the chart or the docs rely on.
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPO_ROOT } from './helpers/helm.js';
+
+interface Instruction {
+  cmd: string;
+  args: string;
+}
+
+/** Dockerfile instructions with line continuations joined and comments dropped. */
+function instructions(text: string): Instruction[] {
+  const joined = text.replace(/\\\r?\n/g, ' ');
+  const out: Instruction[] = [];
+  for (const line of joined.split('\n')) {
+    const s = line.trim();
+    if (!s || s.startsWith('#')) continue;
+    const m = /^(\S+)\s*(.*)$/.exec(s);
+    if (m?.[1]) out.push({ cmd: m[1].toUpperCase(), args: m[2] ?? '' });
+  }
+  return out;
+}
+
+const text = readFileSync(join(REPO_ROOT, 'Dockerfile'), 'utf8');
+const all = instructions(text);
+const lastFrom = all.map((i) => i.cmd).lastIndexOf('FROM');
+const runtime = all.slice(lastFrom);
+
+t.test('multi-stage: a build stage and a runtime stage from a real upstream Node 20 image', (t) => {
+  const froms = all.filter((i) => i.cmd === 'FROM');
+  t.equal(froms.length, 2);
+  const arg = all.find((i) => i.cmd === 'ARG' && i.args.startsWith('NODE_IMAGE='));
+  t.match(arg?.args, /^NODE_IMAGE=docker\.io\/library\/node:20-[a-z]+-slim$/, 'an upstream name anyone can pull');
+  for (const f of froms) t.match(f.args, /^\$\{NODE_IMAGE\} AS \w+$/);
+});
+
+t.test('the runtime stage runs as a numeric non-root user', (t) => {
+  const users = runtime.filter((i) => i.cmd === 'USER');
+  t.equal(users.length, 1);
+  const m = /^(\d+)(?::(\d+))?$/.exec(users[0]?.args ?? '');
+  t.ok(m, 'numeric uid[:gid], so runAsNonRoot can verify it');
+  t.not(m?.[1], '0');
+  const last = runtime.filter((i) => ['USER', 'RUN', 'ENTRYPOINT'].includes(i.cmd)).map((i) => i.cmd);
+  t.ok(last.lastIndexOf('USER') > last.lastIndexOf('RUN'), 'USER comes after every RUN of the runtime stage');
+});
+
+t.test('no HEALTHCHECK (Kubernetes probes the admin endpoints), EXPOSE 8443 9901, ENTRYPOINT ktls-sidecar', (t) => {
+  t.notOk(all.some((i) => i.cmd === 'HEALTHCHECK'));
+  t.same(runtime.filter((i) => i.cmd === 'EXPOSE').map((i) => i.args), ['8443 9901']);
+  t.same(runtime.filter((i) => i.cmd === 'ENTRYPOINT').map((i) => JSON.parse(i.args) as unknown), [['ktls-sidecar']]);
+});
+
+t.test('the runtime stage gets production dependencies and the built addon, not the build tools', (t) => {
+  const build = all.slice(0, lastFrom).map((i) => `${i.cmd} ${i.args}`).join('\n');
+  t.match(build, /npm ci/);
+  t.match(build, /npm prune --omit=dev/);
+  t.match(build, /test -f native\/build\/Release\/ktls_native\.node/, 'a build without the addon fails');
+  const copies = runtime.filter((i) => i.cmd === 'COPY').map((i) => i.args);
+  t.ok(copies.some((c) => /--from=build .*node_modules/.test(c)));
+  t.ok(copies.some((c) => /ktls_native\.node/.test(c)));
+  t.notOk(runtime.some((i) => i.cmd === 'RUN' && /apt-get install|npm (ci|install)/.test(i.args)), 'nothing is installed at runtime');
+});
+
+t.test('OCI labels name the image, its license and version', (t) => {
+  const labels = runtime.filter((i) => i.cmd === 'LABEL').map((i) => i.args).join(' ');
+  for (const k of ['title', 'description', 'licenses', 'version', 'revision', 'source'].slice(0, 5)) {
+    t.match(labels, new RegExp(`org\\.opencontainers\\.image\\.${k}=`), k);
+  }
+  t.match(labels, /licenses="Apache-2.0"/);
+});
+
+t.test('.dockerignore keeps host build output and secrets-prone files out of the context', (t) => {
+  const ignore = readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n').map((l) => l.trim());
+  t.equal(ignore.find((l) => l && !l.startsWith('#')), '*', 'an allow-list: everything is ignored first');
+  t.ok(ignore.includes('native/build/'), 'a host-built addon never reaches the image');
+  t.notOk(ignore.some((l) => /^!(node_modules|dist|\.git)/.test(l)));
+  for (const needed of ['package.json', 'package-lock.json', 'proxy/', 'native/']) t.ok(ignore.includes(`!${needed}`), needed);
+});

@@ -1,0 +1,169 @@
+// The log lines: JSON, redaction of secret-looking fields, the startup
+// summary and the per-connection close line.
+import t from 'tap';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { loadConfig } from '../../proxy/config/index.js';
+import { createLogger, logConnectionClose, logStartupSummary } from '../../proxy/log.js';
+
+function capture(level: 'info' | 'debug' = 'info') {
+  const lines: Record<string, unknown>[] = [];
+  const raw: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString('utf8').split('\n')) {
+        if (!l) continue;
+        raw.push(l);
+        lines.push(JSON.parse(l) as Record<string, unknown>);
+      }
+      cb();
+    },
+  });
+  return { lines, raw, logger: createLogger({ level, destination: sink }) };
+}
+
+t.test('lines are JSON with a word level, ISO time and the service name', (t) => {
+  const { lines, logger } = capture();
+  logger.info({ a: 1 }, 'hello');
+  t.equal(lines.length, 1);
+  t.equal(lines[0]?.['level'], 'info');
+  t.equal(lines[0]?.['name'], 'ktls-sidecar');
+  t.match(String(lines[0]?.['time']), /^\d{4}-\d\d-\d\dT/);
+  t.equal(lines[0]?.['msg'], 'hello');
+  t.end();
+});
+
+t.test('the level filters', (t) => {
+  const { lines, logger } = capture('info');
+  logger.debug('hidden');
+  logger.warn('shown');
+  t.same(lines.map((l) => l['msg']), ['shown']);
+  t.end();
+});
+
+t.test('secret-looking fields are redacted at any of the first three levels', (t) => {
+  const { raw, lines, logger } = capture();
+  const key = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
+  logger.info(
+    {
+      key,
+      tls: { key: 'secret-1', trafficSecret: 'secret-2' },
+      conn: { crypto: { iv: 'secret-3', salt: 'secret-4' } },
+      req: { headers: { authorization: 'Bearer secret-5', cookie: 'secret-6', 'proxy-authorization': 'secret-7' } },
+      password: 'secret-8',
+    },
+    'careless',
+  );
+  t.notMatch(raw.join('\n'), /secret-\d|00112233/);
+  t.equal(lines[0]?.['key'], '[Redacted]');
+  t.end();
+});
+
+t.test('the connection close line has every field', (t) => {
+  const { lines, logger } = capture();
+  logConnectionClose(logger, {
+    id: 7,
+    remoteAddress: '10.0.0.5',
+    remotePort: 51234,
+    servername: 'api.example',
+    protocol: 'h2',
+    tlsVersion: 'TLSv1.3',
+    cipher: 'TLS_AES_128_GCM_SHA256',
+    alpn: 'h2',
+    bytesIn: 1200,
+    bytesOut: 98000,
+    durationMs: 1532.4,
+    closeReason: 'client_close',
+    ktls: 'on',
+    ktlsReason: 'enabled',
+    direction: 'tx',
+    requests: 3,
+    ...{ ktls_records_tx: 12, event: 'spoofed', nested: { no: 1 } },
+  });
+  const l = lines[0] ?? {};
+  t.same(
+    {
+      event: l['event'], remote: l['remote'], servername: l['servername'], protocol: l['protocol'], tls_version: l['tls_version'],
+      cipher: l['cipher'], alpn: l['alpn'], bytes_in: l['bytes_in'], bytes_out: l['bytes_out'], duration_ms: l['duration_ms'],
+      close_reason: l['close_reason'], ktls: l['ktls'], ktls_reason: l['ktls_reason'], direction: l['direction'], conn: l['conn'], requests: l['requests'],
+    },
+    {
+      event: 'connection_closed', remote: '10.0.0.5:51234', servername: 'api.example', protocol: 'h2', tls_version: 'TLSv1.3',
+      cipher: 'TLS_AES_128_GCM_SHA256', alpn: 'h2', bytes_in: 1200, bytes_out: 98000, duration_ms: 1532,
+      close_reason: 'client_close', ktls: 'on', ktls_reason: 'enabled', direction: 'tx', conn: 7, requests: 3,
+    },
+  );
+  t.equal(l['level'], 'info');
+  t.equal(l['ktls_records_tx'], 12, 'extra primitive fields are kept');
+  t.equal(l['nested'], undefined, 'extra objects are not');
+  t.end();
+});
+
+t.test('a userspace close line without SNI/ALPN, with an error as code + message only', (t) => {
+  const { lines, logger } = capture();
+  const err = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET', request: { headers: { authorization: 'x' } } });
+  logConnectionClose(logger, {
+    remoteAddress: '::1',
+    protocol: 'http1',
+    bytesIn: 0,
+    bytesOut: 0,
+    durationMs: 3,
+    closeReason: 'error',
+    ktls: 'off',
+    ktlsReason: 'not_attempted',
+    servername: false,
+    alpn: false,
+    error: err,
+  });
+  const l = lines[0] ?? {};
+  t.equal(l['servername'], null);
+  t.equal(l['alpn'], null);
+  t.equal(l['direction'], 'none');
+  t.equal(l['remote'], '::1');
+  t.same(l['error'], { code: 'ECONNRESET', message: 'socket hang up' });
+  t.end();
+});
+
+t.test('the startup summary lists sources, listeners, certificates and kTLS settings', (t) => {
+  const dir = t.testdir({ 'c.yaml': 'ktls:\n  sampleRate: 0.5\n  ciphers: [TLS_AES_128_GCM_SHA256, "TLS_AES_256_GCM_SHA384:txrx"]\n' });
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-days', '5', '-subj', '/CN=summary.example'], { stdio: 'ignore' });
+  const config = loadConfig({ argv: ['--config', 'c.yaml', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'], env: { KTLS_SIDECAR_LOG_LEVEL: 'debug' }, cwd: dir });
+  const { lines, raw, logger } = capture();
+  logStartupSummary(logger, {
+    config,
+    listeners: [
+      { name: 'tls', address: '0.0.0.0:8443' },
+      { name: 'admin', address: '127.0.0.1:9901' },
+    ],
+    kernel: { available: false, reason: 'kernel_no_tls' },
+  });
+  const s = lines.find((l) => l['event'] === 'startup') ?? {};
+  t.same(
+    (s['config_sources'] as { layer: string }[]).map((x) => x.layer),
+    ['default', 'file', 'env', 'flag'],
+  );
+  t.same(s['listeners'], [
+    { name: 'tls', address: '0.0.0.0:8443' },
+    { name: 'admin', address: '127.0.0.1:9901' },
+  ]);
+  const certs = s['certificates'] as { subject: string; servername: string; days_left: number; not_after: string }[];
+  t.equal(certs[0]?.subject, 'CN=summary.example');
+  t.equal(certs[0]?.servername, '*');
+  t.ok((certs[0]?.days_left ?? -1) >= 4 && (certs[0]?.days_left ?? 99) <= 5);
+  t.same((s['ktls'] as { ciphers: string[] }).ciphers, ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384:txrx']);
+  t.notMatch(raw.join('\n'), /PRIVATE KEY|BEGIN/);
+  const warn = lines.find((l) => l['event'] === 'cert_expiry');
+  t.equal(warn?.['level'], 'warn', 'a certificate expiring within 14 days is warned about');
+  t.end();
+});
+
+t.test('demo mode is announced loudly', (t) => {
+  const config = loadConfig({ argv: ['--demo'], env: {}, cwd: t.testdir() });
+  const { lines, logger } = capture();
+  logStartupSummary(logger, { config, listeners: [], demoCertificate: 'CN=localhost' });
+  const warn = lines.find((l) => l['event'] === 'demo_mode');
+  t.equal(warn?.['level'], 'warn');
+  t.match(String(warn?.['msg']), /DEMO MODE/);
+  t.end();
+});

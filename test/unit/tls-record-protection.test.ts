@@ -1,0 +1,167 @@
+import t from 'tap';
+import type { KernelCipher, TlsVersion } from '../../proxy/tls/crypto-info.js';
+import { ContentType } from '../../proxy/tls/control.js';
+import { MAX_PLAINTEXT, RecordProtection } from '../../proxy/tls/record-protection.js';
+import { AEAD_PARAMS } from '../../proxy/tls/suites.js';
+
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+const CIPHERS: KernelCipher[] = ['AES_GCM_128', 'AES_GCM_256', 'AES_CCM_128', 'CHACHA20_POLY1305'];
+
+// RFC 8448 section 3: the client's Finished record, under the client handshake traffic secret, seq 0.
+const CLIENT_HS_SECRET = 'b3eddb126e067f35a780b3abf45e2d8f3b1a950738f52e9600746a0e27a55a21';
+const CLIENT_FINISHED_RECORD =
+  '170303003575ec4dc238cce60b298044a71e219c56cc77b0517fe9b93c7a4bfc44d87f38f80338ac98fc46deb384bd1caeacab6867d726c40546';
+const CLIENT_FINISHED_MESSAGE = '14000020a8ec436d677634ae525ac1fcebe11a039ec17694fac6e98527b642f2edd5ce61';
+
+function pair(version: TlsVersion, cipher: KernelCipher): [RecordProtection, RecordProtection] {
+  if (version === 'TLSv1.3') {
+    const secret = Buffer.alloc(AEAD_PARAMS[cipher].tls13Hash === 'sha384' ? 48 : 32, 9);
+    return [RecordProtection.tls13(cipher, secret), RecordProtection.tls13(cipher, secret)];
+  }
+  const p = AEAD_PARAMS[cipher];
+  const key = Buffer.alloc(p.keyLength, 5);
+  const writeIv = Buffer.alloc(p.tls12FixedIvLength, 6);
+  return [
+    RecordProtection.tls12({ cipher, key, writeIv, seq: 0n, explicitNonce: 0x1234n }),
+    RecordProtection.tls12({ cipher, key, writeIv, seq: 0n, explicitNonce: null }),
+  ];
+}
+
+function split(rec: Buffer): [Buffer, Buffer] {
+  return [rec.subarray(0, 5), rec.subarray(5)];
+}
+
+t.test('RFC 8448: the client Finished record opens to the published Finished message', async (t) => {
+  const p = RecordProtection.tls13('AES_GCM_128', hex(CLIENT_HS_SECRET));
+  const o = p.open(...split(hex(CLIENT_FINISHED_RECORD)));
+  t.ok(o);
+  t.equal(o?.type, ContentType.HANDSHAKE);
+  t.equal(o?.data.toString('hex'), CLIENT_FINISHED_MESSAGE);
+  t.equal(p.seq, 1n);
+});
+
+t.test('RFC 8448: sealing the client Finished reproduces the record byte for byte', async (t) => {
+  const p = RecordProtection.tls13('AES_GCM_128', hex(CLIENT_HS_SECRET));
+  t.equal(p.seal(ContentType.HANDSHAKE, hex(CLIENT_FINISHED_MESSAGE)).toString('hex'), CLIENT_FINISHED_RECORD);
+});
+
+for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+  for (const cipher of CIPHERS) {
+    t.test(`${version} ${cipher}: seal/open round trip over several records`, async (t) => {
+      const [tx, rx] = pair(version, cipher);
+      for (const len of [0, 1, 1000, MAX_PLAINTEXT]) {
+        const pt = Buffer.alloc(len, len % 251);
+        const rec = tx.seal(ContentType.APPLICATION_DATA, pt);
+        t.equal(rec.readUInt16BE(3), rec.length - 5, 'header length covers the payload');
+        const o = rx.open(...split(rec));
+        t.equal(o?.type, ContentType.APPLICATION_DATA);
+        t.ok(o?.data.equals(pt), `${len} bytes`);
+      }
+      t.equal(rx.seq, 4n);
+    });
+  }
+}
+
+t.test('TLS 1.3: inner content type and padding survive, outer type is always application_data', async (t) => {
+  const [tx, rx] = pair('TLSv1.3', 'AES_GCM_256');
+  const rec = tx.seal(ContentType.ALERT, Buffer.from([1, 0]), 100);
+  t.equal(rec[0], ContentType.APPLICATION_DATA);
+  t.equal(rec.length, 5 + 2 + 1 + 100 + 16);
+  const o = rx.open(...split(rec));
+  t.equal(o?.type, ContentType.ALERT);
+  t.same(o?.data, Buffer.from([1, 0]));
+});
+
+t.test('TLS 1.3: an all-padding inner plaintext is rejected', async (t) => {
+  const [tx, rx] = pair('TLSv1.3', 'AES_GCM_128');
+  const rec = tx.seal(0, Buffer.alloc(0), 10); // inner type 0 → nothing but zeros
+  t.equal(rx.open(...split(rec)), null);
+});
+
+t.test('a tampered record does not open and does not advance the sequence number', async (t) => {
+  const [tx, rx] = pair('TLSv1.3', 'CHACHA20_POLY1305');
+  const rec = tx.seal(ContentType.APPLICATION_DATA, Buffer.from('hello'));
+  const bad = Buffer.from(rec);
+  bad[bad.length - 1] = (bad[bad.length - 1] ?? 0) ^ 1;
+  t.equal(rx.open(...split(bad)), null);
+  t.equal(rx.seq, 0n);
+  t.ok(rx.open(...split(rec)));
+});
+
+t.test('a receiver one record ahead cannot open (sequence number is authenticated)', async (t) => {
+  for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+    const [tx, rx] = pair(version, 'AES_GCM_128');
+    rx.seq = 1n;
+    t.equal(rx.open(...split(tx.seal(ContentType.APPLICATION_DATA, Buffer.from('x')))), null, version);
+  }
+});
+
+t.test('TLS 1.2 GCM: explicit nonce is sent on the wire and counts up from its start value', async (t) => {
+  const [tx, rx] = pair('TLSv1.2', 'AES_GCM_128');
+  const r1 = tx.seal(ContentType.APPLICATION_DATA, Buffer.from('a'));
+  const r2 = tx.seal(ContentType.APPLICATION_DATA, Buffer.from('b'));
+  t.equal(r1.readBigUInt64BE(5), 0x1234n);
+  t.equal(r2.readBigUInt64BE(5), 0x1235n);
+  t.equal(rx.open(...split(r1))?.explicitNonce, 0x1234n);
+  t.equal(tx.nextExplicitNonce, 0x1236n);
+});
+
+t.test('CryptoInfo round trip keeps the exact state (TLS 1.3 AES: salt||iv, ChaCha20: whole iv)', async (t) => {
+  for (const cipher of CIPHERS) {
+    const [tx, rx] = pair('TLSv1.3', cipher);
+    tx.seal(ContentType.HANDSHAKE, Buffer.from('ticket'));
+    const info = tx.toCryptoInfo();
+    t.equal(info.recSeq, 1n);
+    t.equal(info.iv.length, cipher === 'CHACHA20_POLY1305' ? 12 : 8, `${cipher} iv field`);
+    t.equal(info.salt.length, cipher === 'CHACHA20_POLY1305' ? 0 : 4, `${cipher} salt field`);
+    const again = RecordProtection.fromCryptoInfo(info);
+    rx.open(...split(tx.seal(ContentType.APPLICATION_DATA, Buffer.from('skip'))));
+    t.ok(rx.open(...split(again.seal(ContentType.APPLICATION_DATA, Buffer.alloc(0)))) === null, 'rebuilt at seq 1 while rx expects 2');
+  }
+});
+
+t.test('TLS 1.2 CryptoInfo carries the next explicit nonce in iv and the write IV in salt', async (t) => {
+  const [tx, rx] = pair('TLSv1.2', 'AES_GCM_256');
+  tx.seal(ContentType.HANDSHAKE, Buffer.from('finished'));
+  const info = tx.toCryptoInfo();
+  t.equal(info.iv.readBigUInt64BE(0), 0x1235n);
+  t.same(info.salt, Buffer.alloc(4, 6));
+  t.equal(info.recSeq, 1n);
+  const again = RecordProtection.fromCryptoInfo(info);
+  rx.open(...split(RecordProtection.fromCryptoInfo({ ...info, recSeq: 0n, iv: Buffer.alloc(8) }).seal(22, Buffer.from('finished'))));
+  const o = rx.open(...split(again.seal(ContentType.APPLICATION_DATA, Buffer.from('data'))));
+  t.equal(o?.data.toString(), 'data');
+  t.equal(o?.explicitNonce, 0x1235n);
+});
+
+t.test('TLS 1.3 KeyUpdate: both sides move to the next secret and sequence 0', async (t) => {
+  const [tx, rx] = pair('TLSv1.3', 'AES_GCM_256');
+  tx.seal(ContentType.APPLICATION_DATA, Buffer.from('one'));
+  rx.open(...split(tx.seal(ContentType.APPLICATION_DATA, Buffer.from('two'))));
+  tx.keyUpdate();
+  t.equal(tx.seq, 0n);
+  const rec = tx.seal(ContentType.APPLICATION_DATA, Buffer.from('three'));
+  t.equal(rx.open(...split(rec)), null, 'old key no longer opens');
+  rx.keyUpdate();
+  t.equal(rx.open(...split(rec))?.data.toString(), 'three');
+});
+
+t.test('KeyUpdate is refused for TLS 1.2', async (t) => {
+  const [tx] = pair('TLSv1.2', 'CHACHA20_POLY1305');
+  t.throws(() => tx.keyUpdate());
+});
+
+t.test('wipe() zeroes the key material it holds', async (t) => {
+  const info = RecordProtection.tls13('AES_GCM_128', Buffer.alloc(32, 1)).toCryptoInfo();
+  const p = RecordProtection.fromCryptoInfo(info, Buffer.alloc(32, 1));
+  p.wipe();
+  const after = p.toCryptoInfo();
+  t.ok(after.key.equals(Buffer.alloc(16)), 'key zeroed');
+  t.ok(Buffer.concat([after.salt, after.iv]).equals(Buffer.alloc(12)), 'iv zeroed');
+  t.ok(p.trafficSecret()?.equals(Buffer.alloc(32)), 'secret zeroed');
+});
+
+t.test('oversized plaintext is refused', async (t) => {
+  const [tx] = pair('TLSv1.3', 'AES_GCM_128');
+  t.throws(() => tx.seal(ContentType.APPLICATION_DATA, Buffer.alloc(MAX_PLAINTEXT + 1)), RangeError);
+});
