@@ -14,7 +14,8 @@
 ARG NODE_IMAGE=docker.io/library/node:20-bookworm-slim
 
 # ---------------------------------------------------------------------------------------------------
-# Build stage: compile TypeScript and the native addon, then drop dev dependencies.
+# Build stage: compile the native addon and the TypeScript. Ordered by how often things change, so a
+# source edit rebuilds only the last step: dependencies (lockfile) < native addon < TypeScript.
 FROM ${NODE_IMAGE} AS build
 
 # node-gyp needs python3, make and a C++ compiler; only this stage has them.
@@ -31,9 +32,8 @@ ENV npm_config_nodedir=/usr/local \
 
 WORKDIR /src
 
-# Dependencies first, so source edits do not re-download them. --ignore-scripts: our own `prepare`
-# (tsc) and `install` (native build) need the sources, which are not copied yet; no dependency
-# needs an install script.
+# --ignore-scripts: our own `prepare` (tsc) and `install` (native build) need sources that are not
+# copied yet, and no dependency needs an install script.
 # Behind a TLS-intercepting proxy, pass its CA bundle as a build secret (it never lands in a layer):
 #   docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt .
 COPY package.json package-lock.json ./
@@ -42,18 +42,31 @@ RUN --mount=type=cache,target=/root/.npm \
     if [ -s /run/secrets/ca_bundle ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca_bundle; fi \
  && npm ci --ignore-scripts
 
-COPY tsconfig.json tsconfig.build.json ./
-COPY proxy ./proxy
-COPY native ./native
-COPY config ./config
-
 # native/build.mjs never fails (the sidecar falls back to userspace TLS without the addon), so the
 # image build checks that the addon exists: an image without it could never use kTLS.
+COPY native/binding.gyp native/build.mjs ./native/
+COPY native/src ./native/src
+RUN node native/build.mjs \
+ && test -f native/build/Release/ktls_native.node
+
+# native/index.ts (the addon's TypeScript loader) is compiled with the rest. .dockerignore keeps any
+# host native/build out, so this copy cannot overwrite the addon built above.
+COPY tsconfig.json tsconfig.build.json ./
+COPY native ./native
+COPY proxy ./proxy
+COPY config ./config
 RUN npm run build \
- && node native/build.mjs \
- && test -f native/build/Release/ktls_native.node \
- && chmod 0755 dist/proxy/cli.js \
- && npm prune --omit=dev --ignore-scripts
+ && chmod 0755 dist/proxy/cli.js
+
+# ---------------------------------------------------------------------------------------------------
+# Production dependencies only, installed from the lockfile (no dev dependencies, no compiler).
+FROM ${NODE_IMAGE} AS prod-deps
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN --mount=type=cache,target=/root/.npm \
+    --mount=type=secret,id=ca_bundle,required=false \
+    if [ -s /run/secrets/ca_bundle ]; then export NODE_EXTRA_CA_CERTS=/run/secrets/ca_bundle; fi \
+ && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --no-update-notifier
 
 # ---------------------------------------------------------------------------------------------------
 # Runtime stage: Node 20 slim, the compiled sidecar, production dependencies only.
@@ -70,19 +83,19 @@ LABEL org.opencontainers.image.title="ktls-sidecar" \
 
 ENV NODE_ENV=production
 
+# The sidecar never runs npm: remove the package managers the base image ships. Put the CLI on PATH
+# for ENTRYPOINT and `kubectl exec ... ktls-sidecar doctor` (the link resolves once dist/ is copied).
+RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack \
+           /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /opt/yarn* /usr/local/bin/yarn /usr/local/bin/yarnpkg \
+ && ln -s /app/dist/proxy/cli.js /usr/local/bin/ktls-sidecar
+
 WORKDIR /app
 COPY --from=build /src/package.json ./package.json
-COPY --from=build /src/node_modules ./node_modules
+COPY --from=prod-deps /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
 COPY --from=build /src/config ./config
 COPY --from=build /src/native/binding.gyp ./native/binding.gyp
 COPY --from=build /src/native/build/Release/ktls_native.node ./native/build/Release/ktls_native.node
-
-# The sidecar never runs npm; remove the package managers the base image ships, and put the CLI on
-# PATH for ENTRYPOINT and `kubectl exec ... ktls-sidecar doctor`.
-RUN rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack \
-           /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /opt/yarn* /usr/local/bin/yarn /usr/local/bin/yarnpkg \
- && ln -s /app/dist/proxy/cli.js /usr/local/bin/ktls-sidecar
 
 USER 65532:65532
 EXPOSE 8443 9901

@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+/* global process */
 // `npm install` hook: build native/build/Release/ktls_native.node with node-gyp.
 //
 // This script must never fail the install. Without the addon the sidecar still

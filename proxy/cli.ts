@@ -49,18 +49,9 @@ function writeErr(line: string): void {
 }
 
 async function runDoctorCommand(args: string[]): Promise<number> {
-  // Loaded lazily: the doctor pulls in the native probe, which serve does not
-  // need up front. The specifier is a variable so this file compiles before
-  // proxy/doctor.ts exists (it is written separately).
-  const specifier = './doctor.js';
-  let mod: { runDoctor: (args: string[]) => Promise<number> };
-  try {
-    mod = (await import(specifier)) as typeof mod;
-  } catch (err) {
-    writeErr(`ktls-sidecar: doctor is not available in this build (${describeError(err)})`);
-    return 1;
-  }
-  return mod.runDoctor(args);
+  // Loaded lazily: the doctor pulls in the native probe, which serve does not need up front.
+  const { runDoctor } = await import('./doctor.js');
+  return runDoctor(args);
 }
 
 async function serve(argv: string[]): Promise<number> {
@@ -95,7 +86,7 @@ async function serve(argv: string[]): Promise<number> {
 
   let sidecar: Sidecar;
   try {
-    sidecar = new Sidecar({ config, logger, metrics, demoCert, upstreamUrl });
+    sidecar = new Sidecar({ config, logger, metrics, demoCert, upstreamUrl, flag });
   } catch (err) {
     if (err instanceof ConfigError) {
       writeErr(`ktls-sidecar: config error: ${err.message}`);

@@ -13,9 +13,10 @@ export interface DoctorIo {
 
 /** The JSON document of `doctor --json`: the summary plus every detail. */
 export function doctorJson(probe: KernelProbe): Record<string, unknown> {
+  // details.rekey (the full verdict) replaces the summary boolean of the same name.
   return {
+    kernelTls: probe.kernelTls,
     available: probe.available,
-    rekey: probe.rekey,
     reasonIfNot: probe.reasonIfNot,
     reasonDetail: probe.reasonDetail,
     ...probe.details,
@@ -40,7 +41,7 @@ export function doctorText(probe: KernelProbe): string {
   row('tls ULP', `${d.ulp.attach === 'ok' ? 'ok' : d.ulp.attach === 'not_tried' ? 'not tried' : `NO (TCP_ULP "tls" -> ${d.ulp.attach})`}; ${ulpList}`);
   const m = d.module;
   const modParts = [
-    m.loaded ? 'loaded' : 'not loaded',
+    m.loaded ? (m.autoloadedByProbe ? 'loaded (just now, by this probe)' : 'loaded') : 'not loaded',
     m.builtin === true ? 'built in' : m.file ? `module file ${m.file}` : m.modulesDirVisible ? 'no tls.ko in /lib/modules' : `/lib/modules/${d.release} not visible`,
     m.config ? `CONFIG_TLS=${m.config} (${m.configSource})` : 'kernel config not visible',
   ];

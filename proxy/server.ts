@@ -6,6 +6,7 @@
 // connections finish on the old one.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import type { KtlsFlag } from './admin/flag.js';
 import type { CloseReason, ConnectionProtocol, SidecarMetrics } from './admin/metrics.js';
 import type { Readiness, ReadinessCheck } from './admin/server.js';
 import type { Config } from './config/schema.js';
@@ -31,6 +32,8 @@ export interface SidecarOptions {
   upstreamUrl?: string;
   /** Debounce of certificate file changes, ms. */
   certReloadDebounceMs?: number;
+  /** The runtime kTLS flag, handed to the record-layer step. */
+  flag?: KtlsFlag;
 }
 
 interface Generation {
@@ -304,7 +307,7 @@ export class Sidecar {
       durationSeconds: (performance.now() - acceptedAt) / 1000,
     });
 
-    const layer = await selectRecordLayer({ tls, raw, facts });
+    const layer = await selectRecordLayer({ tls, raw, facts, policy: { flag: this.opts.flag, ktls: gen.config.ktls } });
     facts.ktls = layer.labels.ktls;
     const cm = this.metrics.connectionOpened({ ...layer.labels, protocol });
     const conn = new PlainConnection(layer.stream, facts);

@@ -12,7 +12,7 @@ export const KTLS_REASONS = [
   'enabled',
   'flag_off',
   'cipher_not_allowed',
-  'tls_version_not_allowed',
+  'version_not_offloadable',
   'kernel_no_tls',
   'kernel_cipher_unsupported',
   'native_unavailable',
@@ -61,15 +61,42 @@ export type RejectReason = (typeof REJECT_REASONS)[number];
 export const HANDSHAKE_FAILURE_REASONS = [
   'timeout',
   'protocol_version',
+  'protocol_error',
   'no_shared_cipher',
   'no_application_protocol',
   'client_cert_required',
   'client_cert_invalid',
   'peer_alert',
   'reset',
+  'internal_error',
   'other',
 ] as const;
 export type HandshakeFailureReason = (typeof HANDSHAKE_FAILURE_REASONS)[number];
+
+/**
+ * What to count for a failure reported by the handshake engine
+ * (proxy/handshake/errors.ts, whose reasons are named from the engine's point
+ * of view): a handshake failure with its metric reason, or a rejection when the
+ * bytes were never a TLS handshake (`not_tls`) or blew the buffer limit.
+ */
+export function classifyEngineFailure(
+  reason: string,
+): { kind: 'handshake_failure'; reason: HandshakeFailureReason } | { kind: 'rejected'; reason: RejectReason } {
+  switch (reason) {
+    case 'not_tls':
+      return { kind: 'rejected', reason: 'not_tls' };
+    case 'buffer_limit':
+      return { kind: 'rejected', reason: 'handshake_buffer_limit' };
+    case 'unsupported_version':
+      return { kind: 'handshake_failure', reason: 'protocol_version' };
+    case 'client_cert_rejected':
+      return { kind: 'handshake_failure', reason: 'client_cert_invalid' };
+    case 'peer_closed':
+      return { kind: 'handshake_failure', reason: 'reset' };
+    default:
+      return { kind: 'handshake_failure', reason: oneOf(HANDSHAKE_FAILURE_REASONS, reason, 'other') };
+  }
+}
 
 export const UPSTREAM_ERROR_REASONS = [
   'connect_refused',

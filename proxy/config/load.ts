@@ -58,6 +58,12 @@ export interface LoadOptions {
 /** The env variable that may name the config file (`--config` wins over it). */
 export const CONFIG_FILE_ENV = `${ENV_PREFIX}CONFIG`;
 
+/**
+ * Variables under the prefix that are not config keys and belong to other
+ * parts (the native addon loader and its build script read these).
+ */
+const FOREIGN_ENV_PREFIXES = [`${ENV_PREFIX}NATIVE_`];
+
 const KEYS: readonly KeyInfo[] = schemaKeys();
 const BY_KEY = new Map(KEYS.map((k) => [k.key, k]));
 const BY_ENV = new Map(KEYS.map((k) => [k.env, k]));
@@ -163,6 +169,7 @@ function parseEnv(env: Readonly<Record<string, string | undefined>>): ParsedArgs
       if (value !== '') out.configFile = value;
       continue;
     }
+    if (FOREIGN_ENV_PREFIXES.some((p) => name.startsWith(p))) continue;
     const info = BY_ENV.get(name);
     // A typo in an env name would otherwise be silently ignored.
     if (!info) throw new ConfigError(name, `unknown environment variable${suggest(name, [...BY_ENV.keys(), CONFIG_FILE_ENV])}`);
@@ -345,6 +352,17 @@ function build(inputs: Required<LoadOptions>): LoadedConfig {
     sni: raw.tls.sni.map((s) => ({ servername: s.servername.toLowerCase(), cert: resolvePath(cwd, s.cert), key: resolvePath(cwd, s.key) })),
   };
 
+  if (raw.limits.maxConnections < 1) throw new ConfigError('limits.maxConnections', 'must be at least 1' + describeOrigin('limits.maxConnections', origins));
+  // Same port on overlapping addresses: the second listen() would fail at
+  // runtime with EADDRINUSE; say which keys collide instead.
+  const wildcard = (h: string): boolean => h === '0.0.0.0' || h === '::';
+  if (
+    raw.listen.port !== 0 &&
+    raw.listen.port === raw.admin.port &&
+    (raw.listen.host === raw.admin.host || wildcard(raw.listen.host) || wildcard(raw.admin.host))
+  ) {
+    throw new ConfigError('admin.port', `${raw.admin.port} is also listen.port; the admin server needs its own port`);
+  }
   checkCipherLists(raw.tls.ciphers, raw.tls.ciphersuites);
   const ciphers = cipherRules(raw.ktls.ciphers, raw.ktls.direction);
 

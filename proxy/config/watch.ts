@@ -1,11 +1,16 @@
-// Watch the --config file and report each new version (config.watch). Polling
-// with fs.watchFile, not fs.watch: Kubernetes updates a mounted ConfigMap by
-// swapping a symlink, which inotify on the file misses, while stat() follows
-// the link and sees the new mtime. A change whose bytes are the same as the
-// last seen version is ignored, so touching the file reloads nothing.
+// Watch the --config file and report each new version (config.watch).
+//
+// Polling, not fs.watch: Kubernetes updates a mounted ConfigMap by swapping a
+// symlink, which inotify on the file misses, while stat() follows the link
+// and sees the new inode/mtime. Not fs.watchFile either: it takes its baseline
+// stat asynchronously, so a change made right after start could be missed.
+// Here the baseline is taken synchronously, a change is acted on only once the
+// file's stat has been stable for one interval (so a half-written file is not
+// loaded), and a change whose bytes equal the last seen version is ignored.
 
 import { createHash } from 'node:crypto';
-import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync, statSync, type Stats } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { ConfigError } from '../errors.js';
 import { reloadConfig, type LoadedConfig } from './load.js';
 
@@ -34,32 +39,72 @@ function digest(path: string): string | undefined {
   }
 }
 
+type StatKey = string;
+
+function statKey(s: Stats | undefined): StatKey {
+  return s ? `${s.ino}:${s.size}:${s.mtimeMs}` : 'missing';
+}
+
+function statSyncOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
 /** Start watching `initial.file`; returns null when the config has no file. */
 export function watchConfigFile(initial: LoadedConfig, options: WatchOptions): ConfigWatcher | null {
   const file = initial.file;
   if (file === null) return null;
   let current = initial;
   let lastDigest = digest(file);
-  const listener = (curr: Stats, prev: Stats): void => {
-    if (curr.mtimeMs === prev.mtimeMs && curr.size === prev.size && curr.ino === prev.ino) return;
-    const d = digest(file);
-    if (d === undefined || d === lastDigest) return;
-    lastDigest = d;
-    const next = reloadConfig(current);
-    if (next instanceof Error) {
-      options.onError(next);
-      return;
+  let lastKey = statKey(statSyncOrUndefined(file));
+  /** The stat seen on the previous poll when it differed from lastKey (waiting to be stable). */
+  let pendingKey: StatKey | undefined;
+  let polling = false;
+  let closed = false;
+
+  const poll = async (): Promise<void> => {
+    if (polling || closed) return;
+    polling = true;
+    try {
+      const key = statKey(await stat(file).catch(() => undefined));
+      if (closed) return;
+      if (key === lastKey) {
+        pendingKey = undefined;
+        return;
+      }
+      if (key !== pendingKey) {
+        pendingKey = key; // changed: act when it looks the same on the next poll
+        return;
+      }
+      pendingKey = undefined;
+      lastKey = key;
+      const d = digest(file);
+      if (d === undefined || d === lastDigest) return;
+      lastDigest = d;
+      const next = reloadConfig(current);
+      if (next instanceof Error) {
+        options.onError(next);
+        return;
+      }
+      current = next;
+      options.onChange(next);
+    } finally {
+      polling = false;
     }
-    current = next;
-    options.onChange(next);
   };
-  watchFile(file, { interval: options.intervalMs ?? 1000, persistent: options.persistent ?? false }, listener);
+
+  const timer = setInterval(() => void poll(), options.intervalMs ?? 1000);
+  if (!options.persistent) timer.unref();
   return {
     get current() {
       return current;
     },
     close() {
-      unwatchFile(file, listener);
+      closed = true;
+      clearInterval(timer);
     },
   };
 }

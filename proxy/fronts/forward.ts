@@ -99,7 +99,7 @@ export class Forwarder {
       if (req.httpVersionMajor === 1) {
         // Set explicitly: http-proxy-3 would otherwise copy the request's
         // Connection header (which we stripped) and override node's decision.
-        const keepAlive = (res as http.ServerResponse).shouldKeepAlive && !this.draining;
+        const keepAlive = (res).shouldKeepAlive && !this.draining;
         proxyRes.headers.connection = keepAlive ? 'keep-alive' : 'close';
       }
     });
@@ -142,7 +142,7 @@ export class Forwarder {
       if (state.timer) clearTimeout(state.timer);
       if (state.timedOut === 'connect') this.fail(res, 'connect_timeout');
       else if (state.timedOut === 'response') this.fail(res, 'response_timeout');
-      else this.fail(res, upstreamReason(err as NodeJS.ErrnoException));
+      else this.fail(res, upstreamReason(err));
     });
   }
 
@@ -159,7 +159,7 @@ export class Forwarder {
     this.proxy.ws(req, socket, head, { agent: false }, (err) => {
       if (failed) return;
       failed = true;
-      this.opts.metrics.upstreamError(upstreamReason(err as NodeJS.ErrnoException));
+      this.opts.metrics.upstreamError(upstreamReason(err));
       if (socket.writable && !socket.destroyed) {
         socket.end('HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 27\r\nConnection: close\r\n\r\nupstream is not reachable.\n');
       }

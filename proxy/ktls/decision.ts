@@ -41,10 +41,10 @@ export interface KtlsDecision {
   readonly reason: KtlsReason;
 }
 
-/** What the decision needs from the kernel probe (proxy/ktls/probe.ts). */
+/** What the decision needs from the kernel probe (`KernelProbe` of proxy/ktls/probe.ts fits as is). */
 export interface KtlsProbeView {
-  /** The TLS ULP can be attached at all (CONFIG_TLS, module loadable). */
-  readonly kernelTls: boolean;
+  /** kTLS works for at least one version × cipher × direction (ULP attachable, a key accepted). */
+  readonly available: boolean;
   /** A second setsockopt(TLS_TX/TLS_RX) works: TLS 1.3 KeyUpdate can be followed (Linux >= 6.14). */
   readonly rekey: boolean;
   supports(version: TlsVersion, cipher: KernelCipher, direction: KtlsDirection): boolean;
@@ -118,7 +118,7 @@ interface SuiteView {
 const RULES: readonly Rule[] = [
   { reason: 'flag_off', stage: 'pre', blocks: (i) => !i.flag },
   { reason: 'native_unavailable', stage: 'pre', blocks: (i) => !i.nativeAvailable },
-  { reason: 'kernel_no_tls', stage: 'pre', blocks: (i) => !i.probe?.kernelTls },
+  { reason: 'kernel_no_tls', stage: 'pre', blocks: (i) => !i.probe?.available },
   { reason: 'sampled_out', stage: 'pre', blocks: (i) => !(i.draw < i.ktls.sampleRate) },
   { reason: 'version_not_offloadable', stage: 'post', blocks: (_i, s) => s.version === null },
   { reason: 'cipher_not_allowed', stage: 'post', blocks: (_i, s) => s.direction === null || s.kernelCipher === null },

@@ -21,19 +21,31 @@ export type KtlsErrorKind =
   | 'would_block'
   | 'other';
 
-/** Where the syscall was made; EIO and EINVAL mean different things at different stages. */
+/**
+ * Where the syscall was made; EIO and EINVAL mean different things at different stages.
+ * The named stages are the ones the classifier treats specially or that the project
+ * uses; any other string is accepted (and treated generically) so callers can be precise.
+ */
 export type KtlsStage =
   | 'ulp'
+  | 'tx'
+  | 'rx'
   | 'install_tx'
   | 'install_rx'
   | 'rekey_tx'
   | 'rekey_rx'
   | 'option'
+  | 'recv'
   | 'read'
   | 'read_plain'
+  | 'rx_partial'
   | 'write'
+  | 'send_control'
   | 'poll'
-  | 'probe';
+  | 'probe'
+  | 'fd'
+  // `string & Record<never, never>` keeps the names above in autocompletion while accepting any string.
+  | (string & Record<never, never>);
 
 export interface KtlsErrorClass {
   /** errno name ('EBADMSG'), or 'UNKNOWN' when `err` carried none. */
@@ -41,6 +53,14 @@ export interface KtlsErrorClass {
   kind: KtlsErrorKind;
   stage: KtlsStage;
 }
+
+/** The same shape under the name the record layer uses. */
+export type KtlsErrorInfo = KtlsErrorClass;
+
+/** Reads: EIO here means a non-data record met a read without a cmsg buffer. */
+const READ_STAGES: ReadonlySet<string> = new Set(['recv', 'read', 'read_plain']);
+/** Installs: EINVAL here means the kernel refuses the version/cipher combination. */
+const INSTALL_STAGES: ReadonlySet<string> = new Set(['tx', 'rx', 'install_tx', 'install_rx', 'option', 'probe']);
 
 const KIND_BY_ERRNO: Readonly<Record<string, KtlsErrorKind>> = {
   EBADMSG: 'decrypt_error',
@@ -70,19 +90,14 @@ function errnoOf(err: unknown): string {
 
 /**
  * Classifies a kTLS syscall failure. EIO only means "control record" on a read
- * (a plain read() meeting a non-data record once RX is in the kernel); elsewhere
- * it is 'other'. EINVAL (bad crypto info, unsupported combination) stays 'other'
- * except at install/option time, where it means the kernel refuses the combination.
+ * (a read without a cmsg buffer meeting a non-data record once RX is in the
+ * kernel); elsewhere it is 'other'. EINVAL (bad crypto info, unsupported
+ * combination) is 'unsupported' at install/option time and 'other' elsewhere.
  */
 export function classifyKtlsError(err: unknown, stage: KtlsStage): KtlsErrorClass {
   const errno = errnoOf(err);
   let kind: KtlsErrorKind = KIND_BY_ERRNO[errno] ?? 'other';
-  if (errno === 'EIO' && (stage === 'read' || stage === 'read_plain')) kind = 'control_record';
-  if (
-    errno === 'EINVAL' &&
-    (stage === 'install_tx' || stage === 'install_rx' || stage === 'option' || stage === 'probe')
-  ) {
-    kind = 'unsupported';
-  }
+  if (errno === 'EIO' && READ_STAGES.has(stage)) kind = 'control_record';
+  if (errno === 'EINVAL' && INSTALL_STAGES.has(stage)) kind = 'unsupported';
   return { errno, kind, stage };
 }

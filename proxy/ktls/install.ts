@@ -27,16 +27,16 @@ import type { HandoffResult } from '../handshake/types.js';
 import { INSTALL_FAILED } from './decision.js';
 import type { KtlsDecision } from './decision.js';
 import { classifyKtlsError } from './errno.js';
-import type { KtlsErrorInfo } from './errno.js';
+import type { KtlsErrorClass } from './errno.js';
 import { JsRecordReader, KernelTlsStream } from './kernel-stream.js';
 import type { KtlsConnectionEvents, RxEvent, RxSide, TxSide } from './kernel-stream.js';
 import { TrafficSecretChain } from './keyupdate.js';
 
 export interface InstallEvents extends KtlsConnectionEvents {
   /** The install failed before any key was in the kernel: the connection continues in userspace. */
-  installFailed?(info: KtlsErrorInfo): void;
+  installFailed?(info: KtlsErrorClass): void;
   /** The install failed after TX was in the kernel: the connection was destroyed. */
-  installAborted?(info: KtlsErrorInfo): void;
+  installAborted?(info: KtlsErrorClass): void;
 }
 
 export interface InstallInput {
@@ -60,13 +60,13 @@ export interface InstallResult {
   /** `input.decision`, or `install_failed` (userspace) when the keys never reached the kernel. */
   decision: KtlsDecision;
   /** Set when the install failed before any key was installed. */
-  installError: KtlsErrorInfo | null;
+  installError: KtlsErrorClass | null;
 }
 
 /** Thrown (after destroying the raw socket) when the connection cannot continue. */
 export class KtlsInstallError extends SidecarError {
-  readonly info: KtlsErrorInfo | null;
-  constructor(message: string, info: KtlsErrorInfo | null, cause?: unknown) {
+  readonly info: KtlsErrorClass | null;
+  constructor(message: string, info: KtlsErrorClass | null, cause?: unknown) {
     super(ErrorCodes.KTLS_INSTALL, message, cause === undefined ? undefined : { cause });
     this.info = info;
   }
@@ -112,7 +112,7 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
   let initialEvents: RxEvent[] = [];
 
   /** Before any key is in the kernel: the JS record layer takes over, nothing lost. */
-  const userspace = (info: KtlsErrorInfo): InstallResult => {
+  const userspace = (info: KtlsErrorClass): InstallResult => {
     events.syscallError?.(info);
     events.installFailed?.(info);
     const stream = new KernelTlsStream({
@@ -128,7 +128,7 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
   };
 
   const fd = socketFd(raw);
-  if (fd === null) return userspace({ errno: 'no_fd', kind: 'other', stage: 'fd' } as KtlsErrorInfo);
+  if (fd === null) return userspace({ errno: 'no_fd', kind: 'other', stage: 'ulp' });
 
   try {
     native.attachUlp(fd);
@@ -150,7 +150,7 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
         await readRestOfRecord(native, fd, reader, input.partialRecordTimeoutMs ?? 5000);
       } catch (err) {
         if (raw.destroyed) throw new KtlsInstallError('connection closed during install', null, err);
-        return userspace(err instanceof PartialReadError ? err.info : classifyKtlsError(err, 'rx_partial'));
+        return userspace(err instanceof PartialReadError ? err.info : classifyKtlsError(err, 'read_plain'));
       }
       const more = drainComplete(reader);
       initialEvents.push(...more.events);
@@ -168,7 +168,7 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
     native.setCryptoInfo(fd, 'tx', txInfo);
   } catch (err) {
     wipeCryptoInfo(txInfo);
-    return userspace(classifyKtlsError(err, 'tx'));
+    return userspace(classifyKtlsError(err, 'install_tx'));
   }
   // ---- TX is in the kernel: from here on, failure destroys the connection. ----
 
@@ -178,7 +178,7 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
       native.setCryptoInfo(fd, 'rx', rxInfo);
     } catch (err) {
       wipeCryptoInfo(rxInfo);
-      const info = classifyKtlsError(err, 'rx');
+      const info = classifyKtlsError(err, 'install_rx');
       events.syscallError?.(info);
       events.installAborted?.(info);
       txJs.wipe();
@@ -239,8 +239,8 @@ function drainComplete(reader: JsRecordReader): { events: RxEvent[]; stopped: bo
 }
 
 class PartialReadError extends Error {
-  readonly info: KtlsErrorInfo;
-  constructor(info: KtlsErrorInfo, message: string) {
+  readonly info: KtlsErrorClass;
+  constructor(info: KtlsErrorClass, message: string) {
     super(message);
     this.info = info;
   }
@@ -264,7 +264,7 @@ export function readRestOfRecord(native: KtlsNative, fd: number, reader: JsRecor
       else resolve();
     };
     const timer = setTimeout(() => {
-      finish(new PartialReadError({ errno: 'ETIMEDOUT', kind: 'other', stage: 'rx_partial' } as KtlsErrorInfo,
+      finish(new PartialReadError({ errno: 'ETIMEDOUT', kind: 'other', stage: 'read_plain' },
         'timed out waiting for the rest of a partial record'));
     }, timeoutMs);
     const tryRead = (): void => {
@@ -276,11 +276,11 @@ export function readRestOfRecord(native: KtlsNative, fd: number, reader: JsRecor
         try {
           r = native.recvPlain(fd, buf);
         } catch (err) {
-          return finish(new PartialReadError(classifyKtlsError(err, 'rx_partial'), 'reading the partial record failed'));
+          return finish(new PartialReadError(classifyKtlsError(err, 'read_plain'), 'reading the partial record failed'));
         }
         if (r === null) return; // EAGAIN: wait for the poller
         if (r.eof || r.bytes === 0) {
-          return finish(new PartialReadError({ errno: 'EOF', kind: 'closed', stage: 'rx_partial' } as KtlsErrorInfo,
+          return finish(new PartialReadError({ errno: 'EOF', kind: 'closed', stage: 'read_plain' },
             'peer closed in the middle of a record'));
         }
         reader.push(buf.subarray(0, r.bytes));
@@ -288,11 +288,11 @@ export function readRestOfRecord(native: KtlsNative, fd: number, reader: JsRecor
     };
     try {
       poller = native.createPoller(fd, (err) => {
-        if (err) finish(new PartialReadError(classifyKtlsError(err, 'rx_partial'), 'polling failed'));
+        if (err) finish(new PartialReadError(classifyKtlsError(err, 'read_plain'), 'polling failed'));
         else tryRead();
       });
     } catch (err) {
-      finish(new PartialReadError(classifyKtlsError(err, 'rx_partial'), 'poller creation failed'));
+      finish(new PartialReadError(classifyKtlsError(err, 'read_plain'), 'poller creation failed'));
       return;
     }
     tryRead();

@@ -30,14 +30,14 @@ import { AlertDescription, AlertLevel, ContentType, buildAlert, buildKeyUpdate, 
 import { ErrorCodes, SidecarError } from '../errors.js';
 import { resumeReading } from '../handshake/read-control.js';
 import { classifyKtlsError } from './errno.js';
-import type { KtlsErrorInfo } from './errno.js';
+import type { KtlsErrorClass, KtlsStage } from './errno.js';
 import { KeyUpdateRateLimiter, PostHandshakeParser, TrafficSecretChain } from './keyupdate.js';
 import type { PostHandshakeEvent } from './keyupdate.js';
 
 /** What a record layer direction's events report to metrics/logs (wired by the pipeline). */
 export interface KtlsConnectionEvents {
   /** Every failed syscall, already classified (errno name + kind + stage). */
-  syscallError?(info: KtlsErrorInfo): void;
+  syscallError?(info: KtlsErrorClass): void;
   /** A record failed authentication (kernel EBADMSG or JS open failure). */
   decryptError?(where: 'kernel' | 'userspace'): void;
   /** One KeyUpdate step: RX = the peer's, TX = ours. */
@@ -313,7 +313,6 @@ export class KernelTlsStream extends Duplex {
     if (this.destroyed) return;
     this.started = true;
     for (const ev of initial) {
-      this.s.rxBytesUserspace += ev.kind === 'data' ? ev.data.length : 0;
       if (!this.onRxEvent(ev, 'userspace', true)) return;
     }
     if (this.rxEnded) return;
@@ -342,7 +341,7 @@ export class KernelTlsStream extends Duplex {
       try {
         this.poller = this.native!.createPoller(this.fd, (err) => this.onKernelReadable(err));
       } catch (err) {
-        this.syscallFailed(err, 'rx_poll');
+        this.syscallFailed(err, 'poll');
         return;
       }
       if (this.rxWanted) this.poller.start();
@@ -388,7 +387,7 @@ export class KernelTlsStream extends Duplex {
   private onKernelReadable(err: NativeSyscallError | null): void {
     if (this.destroyed || this.rxEnded) return;
     if (err) {
-      this.syscallFailed(err, 'rx_poll');
+      this.syscallFailed(err, 'poll');
       return;
     }
     const buf = this.rxBuf!;
@@ -427,7 +426,7 @@ export class KernelTlsStream extends Duplex {
   }
 
   private onKernelRxError(err: unknown): void {
-    const info = classifyKtlsError(err, 'recv');
+    const info = classifyKtlsError(err, 'read');
     this.events.syscallError?.(info);
     switch (info.kind) {
       case 'would_block':
@@ -734,7 +733,7 @@ export class KernelTlsStream extends Duplex {
       try {
         n = this.native!.sendRecord(this.fd, type, data);
       } catch (err) {
-        const c = classifyKtlsError(err, 'send_control');
+        const c = classifyKtlsError(err, 'write');
         this.events.syscallError?.(c);
         return cb(new SidecarError(ErrorCodes.KTLS_CONTROL, `kernel TLS control record send failed: ${c.errno}`, { cause: err }));
       }
@@ -792,7 +791,7 @@ export class KernelTlsStream extends Duplex {
     else this.rxSide.reader.rx.wipe();
   }
 
-  private syscallFailed(err: unknown, stage: string): void {
+  private syscallFailed(err: unknown, stage: KtlsStage): void {
     const info = classifyKtlsError(err, stage);
     this.events.syscallError?.(info);
     this.destroy(new SidecarError(ErrorCodes.KTLS_CONTROL, `kernel TLS ${stage} failed: ${info.errno}`, { cause: err }));
@@ -804,7 +803,7 @@ export class KernelTlsStream extends Duplex {
     try {
       return this.native.getCryptoInfo(this.fd, dir).recSeq;
     } catch (err) {
-      this.events.syscallError?.(classifyKtlsError(err, `get_${dir}`));
+      this.events.syscallError?.(classifyKtlsError(err, 'option'));
       return -1n;
     }
   }

@@ -72,8 +72,10 @@ export interface KernelProbeDetails {
     attach: string;
   };
   module: {
-    /** /sys/module/tls exists (loaded, or built in). */
+    /** /sys/module/tls exists (loaded, or built in), after the probe. */
     loaded: boolean;
+    /** The probe's own TCP_ULP "tls" loaded the module (root/CAP_NET_ADMIN only). */
+    autoloadedByProbe: boolean;
     /** modules.builtin lists tls.ko; null when /lib/modules/<release> is not visible. */
     builtin: boolean | null;
     /** Path of tls.ko* under /lib/modules/<release>; null when not found or not visible. */
@@ -99,6 +101,8 @@ export interface KernelProbeDetails {
 
 /** The summary the decision code uses, plus the details for doctor and metrics. */
 export interface KernelProbe {
+  /** The TLS ULP attached (CONFIG_TLS present, module loaded or loadable). Structurally a decision.ts KtlsProbeView. */
+  kernelTls: boolean;
   /** kTLS works for at least one version × cipher × direction. */
   available: boolean;
   /** TLS 1.3 KeyUpdate: a second TLS_TX is accepted (Linux >= 6.14). */
@@ -190,6 +194,7 @@ async function probeModule(release: string): Promise<KernelProbeDetails['module'
   const config = await readKernelConfig(release);
   return {
     loaded: existsSync('/sys/module/tls'),
+    autoloadedByProbe: false,
     builtin,
     file,
     modulesDirVisible,
@@ -434,6 +439,7 @@ function buildProbe(details: KernelProbeDetails, reasonIfNot: KernelUnavailableR
   const byKey = new Map(details.ciphers.map((c) => [comboKey(c.version, c.cipher, c.direction), c]));
   const available = reasonIfNot === null;
   return {
+    kernelTls: details.ulp.attach === 'ok',
     available,
     rekey: details.rekey.supported,
     reasonIfNot,
@@ -462,7 +468,7 @@ export async function probeKernel(opts: ProbeOptions = {}): Promise<KernelProbe>
     durationMs: 0,
     native: { available: false, reason: 'not checked', path: '' },
     ulp: { listed: null, availableUlps: null, attach: 'not_tried' },
-    module: { loaded: false, builtin: null, file: null, modulesDirVisible: false, config: null, configDevice: null, configSource: null },
+    module: { loaded: false, autoloadedByProbe: false, builtin: null, file: null, modulesDirVisible: false, config: null, configDevice: null, configSource: null },
     ciphers: [],
     rekey: { supported: false, errno: null, reason: null, action: null },
     options: emptyOptions('not tried'),
@@ -473,18 +479,11 @@ export async function probeKernel(opts: ProbeOptions = {}): Promise<KernelProbe>
   let reasonIfNot: KernelUnavailableReason | null = null;
   let reasonDetail: string | null = null;
   try {
-    const [ulpText, mod, nic] = await Promise.all([
-      readText('/proc/sys/net/ipv4/tcp_available_ulp'),
-      probeModule(release),
-      probeNicOffload(opts.skipNicOffload === true),
-    ]);
+    const loadedBefore = existsSync('/sys/module/tls');
+    const [mod, nic] = await Promise.all([probeModule(release), probeNicOffload(opts.skipNicOffload === true)]);
     details.module = mod;
     details.nicOffload = nic;
-    if (ulpText !== null) {
-      details.ulp.availableUlps = ulpText.trim().split(/\s+/).filter(Boolean);
-      details.ulp.listed = details.ulp.availableUlps.includes('tls');
-    }
-    if (!nic.visible) problems.push({ what: 'NIC TLS offload', reason: nic.note, action: 'none needed: software kTLS does not need it' });
+    if (!nic.visible && opts.skipNicOffload !== true) problems.push({ what: 'NIC TLS offload', reason: nic.note, action: 'none needed: software kTLS does not need it' });
 
     let n: KtlsNative | null;
     if (opts.native) {
@@ -509,6 +508,15 @@ export async function probeKernel(opts: ProbeOptions = {}): Promise<KernelProbe>
         reasonDetail = `could not open a loopback TCP pair to probe the kernel: ${err instanceof Error ? err.message : String(err)}`;
         problems.push({ what: 'kernel probe', reason: reasonDetail, action: 'make sure 127.0.0.1 is usable in the container' });
       }
+    }
+
+    // Read after the trials: TCP_ULP "tls" may just have autoloaded the module (with CAP_NET_ADMIN).
+    mod.loaded = existsSync('/sys/module/tls');
+    mod.autoloadedByProbe = mod.loaded && !loadedBefore;
+    const ulpText = await readText('/proc/sys/net/ipv4/tcp_available_ulp');
+    if (ulpText !== null) {
+      details.ulp.availableUlps = ulpText.trim().split(/\s+/).filter(Boolean);
+      details.ulp.listed = details.ulp.availableUlps.includes('tls');
     }
 
     if (trials && trials.attach !== 'ok') {

@@ -5,7 +5,9 @@
 import type { Duplex } from 'node:stream';
 import type net from 'node:net';
 import type tls from 'node:tls';
+import type { KtlsFlag } from '../admin/flag.js';
 import type { ConnectionLabels, TlsVersionLabel } from '../admin/metrics.js';
+import type { Config } from '../config/schema.js';
 import type { HandshakeFacts } from './facts.js';
 
 /**
@@ -21,6 +23,12 @@ export interface RecordLayerInput {
   /** The accepted TCP socket underneath it (the fd a kernel record layer would use). */
   raw: net.Socket;
   facts: Readonly<HandshakeFacts>;
+  /**
+   * What a kTLS decision needs besides the connection: the runtime flag (may
+   * be absent in tools/tests: treat as off) and the ktls.* config of the
+   * generation that accepted the connection.
+   */
+  policy: { flag: KtlsFlag | undefined; ktls: Config['ktls'] };
 }
 
 export interface RecordLayer {

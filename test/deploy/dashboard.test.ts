@@ -39,6 +39,7 @@ function allExprs(d: Dashboard): string[] {
 
 t.test('files/dashboard.json is the output of helpers/dashboard.ts (regenerate after edits)', (t) => {
   t.same(dashboard, buildDashboard());
+  t.end();
 });
 
 t.test('the dashboard ships in a ConfigMap labelled grafana_dashboard: "1"', async (t) => {
@@ -65,6 +66,7 @@ t.test('panel ids are unique and panels do not overlap', (t) => {
       }
     }
   }
+  t.end();
 });
 
 t.test('the dashboard covers what an operator needs during the kTLS rollout', (t) => {
@@ -81,6 +83,7 @@ t.test('the dashboard covers what an operator needs during the kTLS rollout', (t
   ]) {
     t.ok(titles.some((x) => want.test(x)), `a panel matches ${want}`);
   }
+  t.end();
 });
 
 t.test('every metric the dashboard queries is documented in docs/metrics.md', (t) => {
@@ -90,4 +93,5 @@ t.test('every metric the dashboard queries is documented in docs/metrics.md', (t
   t.ok(used.size > 10, `${used.size} metrics used`);
   const missing = [...used].filter((m) => !documented.has(m)).sort();
   t.same(missing, [], 'metrics queried by the dashboard but absent from docs/metrics.md');
+  t.end();
 });

@@ -28,12 +28,13 @@ const all = instructions(text);
 const lastFrom = all.map((i) => i.cmd).lastIndexOf('FROM');
 const runtime = all.slice(lastFrom);
 
-t.test('multi-stage: a build stage and a runtime stage from a real upstream Node 20 image', (t) => {
-  const froms = all.filter((i) => i.cmd === 'FROM');
-  t.equal(froms.length, 2);
+t.test('multi-stage from a real upstream Node 20 image: build, production dependencies, runtime', (t) => {
+  const froms = all.filter((i) => i.cmd === 'FROM').map((i) => i.args);
+  t.same(froms, ['${NODE_IMAGE} AS build', '${NODE_IMAGE} AS prod-deps', '${NODE_IMAGE} AS runtime']);
   const arg = all.find((i) => i.cmd === 'ARG' && i.args.startsWith('NODE_IMAGE='));
   t.match(arg?.args, /^NODE_IMAGE=docker\.io\/library\/node:20-[a-z]+-slim$/, 'an upstream name anyone can pull');
-  for (const f of froms) t.match(f.args, /^\$\{NODE_IMAGE\} AS \w+$/);
+  t.ok(all.indexOf(arg as Instruction) < all.findIndex((i) => i.cmd === 'FROM'), 'declared before the first FROM');
+  t.end();
 });
 
 t.test('the runtime stage runs as a numeric non-root user', (t) => {
@@ -44,23 +45,32 @@ t.test('the runtime stage runs as a numeric non-root user', (t) => {
   t.not(m?.[1], '0');
   const last = runtime.filter((i) => ['USER', 'RUN', 'ENTRYPOINT'].includes(i.cmd)).map((i) => i.cmd);
   t.ok(last.lastIndexOf('USER') > last.lastIndexOf('RUN'), 'USER comes after every RUN of the runtime stage');
+  t.end();
 });
 
 t.test('no HEALTHCHECK (Kubernetes probes the admin endpoints), EXPOSE 8443 9901, ENTRYPOINT ktls-sidecar', (t) => {
   t.notOk(all.some((i) => i.cmd === 'HEALTHCHECK'));
   t.same(runtime.filter((i) => i.cmd === 'EXPOSE').map((i) => i.args), ['8443 9901']);
   t.same(runtime.filter((i) => i.cmd === 'ENTRYPOINT').map((i) => JSON.parse(i.args) as unknown), [['ktls-sidecar']]);
+  t.end();
 });
 
 t.test('the runtime stage gets production dependencies and the built addon, not the build tools', (t) => {
-  const build = all.slice(0, lastFrom).map((i) => `${i.cmd} ${i.args}`).join('\n');
-  t.match(build, /npm ci/);
-  t.match(build, /npm prune --omit=dev/);
-  t.match(build, /test -f native\/build\/Release\/ktls_native\.node/, 'a build without the addon fails');
+  const stageOf = (name: string): string => {
+    const start = all.findIndex((i) => i.cmd === 'FROM' && i.args.endsWith(` AS ${name}`));
+    const next = all.findIndex((i, n) => n > start && i.cmd === 'FROM');
+    return all.slice(start, next < 0 ? undefined : next).map((i) => `${i.cmd} ${i.args}`).join('\n');
+  };
+  t.match(stageOf('build'), /npm ci --ignore-scripts/);
+  t.match(stageOf('build'), /test -f native\/build\/Release\/ktls_native\.node/, 'a build without the addon fails');
+  t.match(stageOf('prod-deps'), /npm ci --omit=dev/);
+  t.notMatch(stageOf('prod-deps'), /apt-get/);
   const copies = runtime.filter((i) => i.cmd === 'COPY').map((i) => i.args);
-  t.ok(copies.some((c) => /--from=build .*node_modules/.test(c)));
+  t.ok(copies.some((c) => /^--from=prod-deps \S*node_modules/.test(c)), 'node_modules from the production-only stage');
+  t.notOk(copies.some((c) => /^--from=build \S*node_modules/.test(c)), 'never the build stage node_modules (dev deps)');
   t.ok(copies.some((c) => /ktls_native\.node/.test(c)));
   t.notOk(runtime.some((i) => i.cmd === 'RUN' && /apt-get install|npm (ci|install)/.test(i.args)), 'nothing is installed at runtime');
+  t.end();
 });
 
 t.test('OCI labels name the image, its license and version', (t) => {
@@ -69,6 +79,7 @@ t.test('OCI labels name the image, its license and version', (t) => {
     t.match(labels, new RegExp(`org\\.opencontainers\\.image\\.${k}=`), k);
   }
   t.match(labels, /licenses="Apache-2.0"/);
+  t.end();
 });
 
 t.test('.dockerignore keeps host build output and secrets-prone files out of the context', (t) => {
@@ -77,4 +88,5 @@ t.test('.dockerignore keeps host build output and secrets-prone files out of the
   t.ok(ignore.includes('native/build/'), 'a host-built addon never reaches the image');
   t.notOk(ignore.some((l) => /^!(node_modules|dist|\.git)/.test(l)));
   for (const needed of ['package.json', 'package-lock.json', 'proxy/', 'native/']) t.ok(ignore.includes(`!${needed}`), needed);
+  t.end();
 });

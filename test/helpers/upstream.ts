@@ -120,7 +120,7 @@ export function startUpstream(): Promise<TestUpstream> {
   });
   const wss = new WebSocketServer({ server });
   wss.on('connection', (ws) => {
-    ws.on('message', (data, isBinary) => ws.send(isBinary ? data : `echo:${data.toString()}`));
+    ws.on('message', (data: Buffer, isBinary) => ws.send(isBinary ? data : `echo:${data.toString('utf8')}`));
   });
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => {

@@ -210,7 +210,7 @@ export async function startServer(tlsOptions: tls.TlsOptions, opts: ServerOption
         rec.mode = 'userspace';
         rec.reason = h.reason;
         serveApp(h.tlsSocket, rec, null);
-        h.tlsSocket.on('error', (e) => { rec.error ??= e.message; });
+        h.tlsSocket.on('error', (e: Error) => { rec.error ??= e.message; });
         h.tlsSocket.on('close', () => finish(rec));
         return;
       }
@@ -245,7 +245,8 @@ export async function startServer(tlsOptions: tls.TlsOptions, opts: ServerOption
         if (Date.now() > deadline) throw new Error(`server saw no connection #${i}`);
         await new Promise<void>((r) => { arrived.push(r); setTimeout(r, 100); });
       }
-      const c = conns[i] as ConnRecord;
+      const c = conns[i];
+      if (!c) throw new Error('unreachable');
       let timer: NodeJS.Timeout | undefined;
       try {
         return await Promise.race([c.done, new Promise<never>((_, rej) => {
@@ -409,7 +410,7 @@ export function nodeTls(port: number, certs: Certs, o: { tlsOpts?: tls.Connectio
       else { allOk = true; s.end(); }
     });
     s.on('end', () => { gotEnd = true; });
-    s.on('error', (e) => { res.error ??= e.message; });
+    s.on('error', (e: Error) => { res.error ??= e.message; });
     s.on('close', () => {
       res.ok = allOk && gotEnd && !res.error;
       setImmediate(() => resolve(res)); // a late 'session' (TLS 1.3 tickets) gets its turn
@@ -465,7 +466,7 @@ export function curl(port: number, certs: Certs, o: { version: 'TLSv1.2' | 'TLSv
     let err = '';
     p.stderr.on('data', (d: Buffer) => { err += d.toString('latin1'); });
     p.on('exit', (code) => {
-      let ok = false;
+      let ok: boolean;
       try {
         const h = sha256(body);
         ok = fs.readFileSync(path.join(dir, 'hdr'), 'latin1').toLowerCase().includes(`x-req-sha256: ${h}`) &&

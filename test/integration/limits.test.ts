@@ -1,6 +1,7 @@
 // Connections that never reach a front: plain HTTP and garbage on the TLS
 // port, a client stalling mid-handshake, the connection limit. Each is
 // counted by reason and none disturbs another connection.
+import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import t from 'tap';
@@ -17,7 +18,7 @@ t.teardown(() => up.close());
 const common = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url];
 // The limit test gets its own sidecar so connections of other tests cannot count against it.
 const [sc, limited] = await Promise.all([
-  startSidecar([...common, '--timeouts-handshake', '700ms']),
+  startSidecar([...common, '--timeouts-handshake', '700ms', '--timeouts-headers', '400ms']),
   startSidecar([...common, '--limits-max-connections', '4']),
 ]);
 t.teardown(() => Promise.all([sc.stop(), limited.stop()]));
@@ -89,8 +90,22 @@ t.test('a stalled handshake does not block other connections', async (t) => {
   stalled.destroy();
 });
 
+t.test('a request whose headers never complete gets 408 after timeouts.headers', async (t) => {
+  const r = await new Promise<string>((resolve, reject) => {
+    const s = tls.connect({ host: '127.0.0.1', port, ca: fs.readFileSync(ca), servername: 'localhost' }, () => {
+      s.write('GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: ');
+    });
+    let data = '';
+    s.on('data', (d: Buffer) => (data += d.toString()));
+    s.on('error', reject);
+    s.on('close', () => resolve(data));
+  });
+  t.match(r, /^HTTP\/1\.1 408 /);
+  t.ok(metricValue(await sc.metrics(), 'ktls_sidecar_connections_closed_total', { reason: 'headers_timeout' }) >= 1);
+});
+
 t.test('connections over limits.maxConnections are refused and counted; open ones keep working', async (t) => {
-  const agent = new (await import('node:https')).Agent({ keepAlive: true, maxSockets: 4, ca: (await import('node:fs')).readFileSync(ca) });
+  const agent = new (await import('node:https')).Agent({ keepAlive: true, maxSockets: 4, ca: fs.readFileSync(ca) });
   t.teardown(() => agent.destroy());
   // Four keep-alive connections fill the limit.
   await Promise.all([0, 1, 2, 3].map(() => request(limited.tlsPort, { ca, agent, path: "/slow?ms=200" })));

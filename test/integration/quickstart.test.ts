@@ -12,6 +12,11 @@ function curl(args: string[]): Promise<{ code: number; stdout: string }> {
   });
 }
 
+// The short CLI runs start now, in parallel with the demo test below.
+const badPort = runCli(['--listen-port', '70000']);
+const badCert = runCli(['--tls-cert', '/nonexistent/cert.pem', '--tls-key', '/nonexistent/key.pem']);
+const version = runCli(['--version']);
+
 t.test('--demo serves the demo upstream over TLS (curl -k)', async (t) => {
   const sc = await startSidecar(['--demo', '--upstream-url', 'http://127.0.0.1:0']);
   t.teardown(() => sc.stop());
@@ -42,7 +47,7 @@ t.test('--demo serves the demo upstream over TLS (curl -k)', async (t) => {
 });
 
 t.test('a config error exits 2 with one line naming the key', async (t) => {
-  const r = await runCli(['--listen-port', '70000']);
+  const r = await badPort;
   t.equal(r.code, 2);
   const lines = r.stderr.trim().split('\n');
   t.equal(lines.length, 1, r.stderr);
@@ -50,14 +55,14 @@ t.test('a config error exits 2 with one line naming the key', async (t) => {
 });
 
 t.test('a missing certificate file exits 2 naming tls.cert', async (t) => {
-  const r = await runCli(['--tls-cert', '/nonexistent/cert.pem', '--tls-key', '/nonexistent/key.pem']);
+  const r = await badCert;
   t.equal(r.code, 2);
   t.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   t.match(r.stderr, /tls\.cert/);
 });
 
 t.test('--version prints the package version', async (t) => {
-  const r = await runCli(['--version']);
+  const r = await version;
   t.equal(r.code, 0);
   t.match(r.stdout.trim(), /^\d+\.\d+\.\d+/);
 });

@@ -22,11 +22,15 @@ const [plain, pp] = await Promise.all([
 ]);
 t.teardown(() => Promise.all([plain.stop(), pp.stop()]));
 
+/** tls.connect honours allowHalfOpen (passed to the TLSSocket) though @types/node omits it. */
+type HalfOpenOptions = tls.ConnectionOptions & { allowHalfOpen: boolean };
+
 /** Connect, send `data`, half-close, collect all until the sidecar closes. */
 function exchange(port: number, data: Buffer, opts: tls.ConnectionOptions = {}): Promise<{ got: Buffer; local: tls.TLSSocket }> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    const s = tls.connect({ host: '127.0.0.1', port, ca: fs.readFileSync(pki.caCert), servername: 'localhost', allowHalfOpen: true, ...opts }, () => {
+    const options: HalfOpenOptions = { host: '127.0.0.1', port, ca: fs.readFileSync(pki.caCert), servername: 'localhost', allowHalfOpen: true, ...opts };
+    const s = tls.connect(options, () => {
       s.write(data);
       s.end();
     });
@@ -52,13 +56,11 @@ t.test('PROXY v2 header carries the client address, SNI and ALPN', async (t) => 
   let localPort = 0;
   const { got } = await new Promise<{ got: Buffer }>((resolve, reject) => {
     const chunks: Buffer[] = [];
-    const s = tls.connect(
-      { host: '127.0.0.1', port: pp.tlsPort, ca: fs.readFileSync(pki.caCert), servername: 'localhost', allowHalfOpen: true },
-      () => {
-        localPort = s.localPort ?? 0;
-        s.end('ping');
-      },
-    );
+    const options: HalfOpenOptions = { host: '127.0.0.1', port: pp.tlsPort, ca: fs.readFileSync(pki.caCert), servername: 'localhost', allowHalfOpen: true };
+    const s = tls.connect(options, () => {
+      localPort = s.localPort ?? 0;
+      s.end('ping');
+    });
     s.on('data', (d: Buffer) => chunks.push(d));
     s.on('error', reject);
     s.on('close', () => resolve({ got: Buffer.concat(chunks) }));
@@ -79,4 +81,17 @@ t.test('tcp connections are counted with protocol tcp and plaintext bytes', asyn
   const m = await plain.metrics();
   t.ok(metricValue(m, 'ktls_sidecar_connections_opened_total', { protocol: 'tcp', ktls: 'off' }) >= 2);
   t.ok(metricValue(m, 'ktls_sidecar_bytes_received_total', { protocol: 'tcp' }) >= 2 * 1024 * 1024);
+});
+
+t.test('PROXY v2 header for IPv6 (and mixed) addresses round-trips', async (t) => {
+  const { buildProxyV2Header, parseProxyV2Header } = await import('../../proxy/fronts/proxy-protocol.js');
+  const h = parseProxyV2Header(
+    buildProxyV2Header({ sourceAddress: '2001:db8::1', sourcePort: 40000, destAddress: '127.0.0.1', destPort: 8443, alpn: 'h2', servername: 'a.example' }),
+  );
+  t.equal(h?.family, 'inet6');
+  t.equal(h?.sourceAddress, '2001:db8:0:0:0:0:0:1');
+  t.equal(h?.destAddress, '0:0:0:0:0:ffff:7f00:1');
+  t.equal(h?.sourcePort, 40000);
+  t.equal(h?.tlvs.get(PP2_TYPE_ALPN)?.toString(), 'h2');
+  t.equal(h?.tlvs.get(PP2_TYPE_AUTHORITY)?.toString(), 'a.example');
 });

@@ -11,6 +11,7 @@ import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir, release } from 'node:os';
 import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
+import { Duplex } from 'node:stream';
 import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import { installKtls } from '../../proxy/ktls/install.js';
 import type { InstallResult } from '../../proxy/ktls/install.js';
@@ -44,6 +45,7 @@ function makeCert(): { key: Buffer; cert: Buffer } {
 
 interface ServerConn {
   install: InstallResult;
+  leftover: number;
   fd: number;
   kernelTx: boolean;
   kernelRx: boolean;
@@ -51,7 +53,7 @@ interface ServerConn {
 }
 
 /** Echo server: every accepted connection is handed off and installed in `mode`. */
-async function startEcho(mode: 'tx' | 'txrx', pem: { key: Buffer; cert: Buffer }) {
+async function startEcho(mode: 'tx' | 'txrx', pem: { key: Buffer; cert: Buffer }, onHandoff: () => void = () => {}) {
   const tlsServer = tls.createServer({ ...pem, minVersion: 'TLSv1.2', ciphers: `${tls.DEFAULT_CIPHERS}:ECDHE-ECDSA-CHACHA20-POLY1305` });
   const engine = new HandshakeEngine(tlsServer, { handshakeTimeoutMs: 60_000, maxBufferedBytes: 1 << 20 });
   const conns: Promise<ServerConn>[] = [];
@@ -60,6 +62,8 @@ async function startEcho(mode: 'tx' | 'txrx', pem: { key: Buffer; cert: Buffer }
       const hs = await engine.accept(raw, { offload: () => true });
       if (hs.mode !== 'handoff') throw new Error(`no hand-off: ${hs.reason}`);
       const fd = socketFd(hs.raw)!;
+      const leftover = hs.leftover.length;
+      onHandoff();
       const install = await installKtls({
         handoff: hs,
         decision: { mode, reason: 'enabled' },
@@ -80,7 +84,7 @@ async function startEcho(mode: 'tx' | 'txrx', pem: { key: Buffer; cert: Buffer }
         s.on('end', () => (last = s.stats()));
         s.on('close', () => resolve({ ...last, ...s.stats() }));
       });
-      return { install, fd, kernelTx, kernelRx, stats };
+      return { install, leftover, fd, kernelTx, kernelRx, stats };
     })());
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -151,5 +155,106 @@ t.test('kernel handoff echo', { skip }, async (t) => {
         t.notOk(st.truncated);
       });
     }
+  }
+});
+
+/**
+ * Between a TLS 1.3 client and its TCP socket: after the ClientHello, it
+ * forwards the client's Finished flight (CCS + the first protected record)
+ * plus the first 10 bytes of the next record, and the rest only on
+ * release(). The engine thus hands off with a leftover that ends mid-record,
+ * and the install must read exactly the missing bytes before TLS_RX. (Node's
+ * client writes its Finished and first data together, so this works on record
+ * boundaries, not on write calls.)
+ */
+class SplitAfterFinished extends Duplex {
+  private writes = 0;
+  private pending: Buffer = Buffer.alloc(0);
+  private split = false;
+  private released = false;
+
+  constructor(private readonly sock: net.Socket) {
+    super();
+    sock.on('data', (d: Buffer) => this.push(d));
+    sock.on('end', () => this.push(null));
+    sock.on('error', (e) => this.destroy(e));
+  }
+
+  override _read(): void {}
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    this.writes++;
+    if (this.writes === 1 || this.released) {
+      this.sock.write(chunk, cb);
+      return;
+    }
+    this.pending = Buffer.concat([this.pending, chunk]);
+    if (!this.split) this.trySplit();
+    cb();
+  }
+
+  private trySplit(): void {
+    // Walk records: CCS (20) records, then the Finished (first 23), then 10 bytes of the next record.
+    let off = 0;
+    for (;;) {
+      if (this.pending.length < off + 5) return;
+      const type = this.pending[off]!;
+      const end = off + 5 + this.pending.readUInt16BE(off + 3);
+      if (this.pending.length < end) return;
+      off = end;
+      if (type === 23) break;
+    }
+    if (this.pending.length < off + 10) return;
+    this.split = true;
+    this.sock.write(this.pending.subarray(0, off + 10));
+    this.pending = this.pending.subarray(off + 10);
+  }
+
+  release(): void {
+    this.released = true;
+    if (this.pending.length) this.sock.write(this.pending);
+    this.pending = Buffer.alloc(0);
+  }
+
+  override _final(cb: () => void): void {
+    this.sock.end(cb);
+  }
+}
+
+t.test('leftover ending mid-record: the rest is read exactly, then the kernel takes over', { skip }, async (t) => {
+  const pem = makeCert();
+  for (const mode of ['tx', 'txrx'] as const) {
+    t.test(mode, async (t) => {
+      let shim: SplitAfterFinished | null = null;
+      const srv = await startEcho(mode, pem, () => shim!.release());
+      t.teardown(srv.close);
+      const payload = randomBytes(300_000);
+      const sock = net.connect(srv.port, '127.0.0.1');
+      await new Promise((r) => sock.once('connect', r));
+      shim = new SplitAfterFinished(sock);
+      const echoed = await new Promise<Buffer>((resolve, reject) => {
+        const c = tls.connect({ socket: shim!, rejectUnauthorized: false, minVersion: 'TLSv1.3' }, () => c.write(payload));
+        const got: Buffer[] = [];
+        let n = 0;
+        c.on('data', (d: Buffer) => {
+          got.push(d);
+          n += d.length;
+          if (n === payload.length) c.end();
+        });
+        c.on('end', () => resolve(Buffer.concat(got)));
+        c.on('error', reject);
+      });
+      t.equal(sha(echoed), sha(payload), 'byte-exact both ways');
+      const conn = await srv.conns[0]!;
+      t.equal(conn.leftover, 10, 'hand-off leftover was 10 bytes of a record');
+      t.equal(conn.install.decision.mode, mode);
+      const st = await conn.stats;
+      t.equal(st.rxBytesKernel + st.rxBytesUserspace, payload.length);
+      if (mode === 'txrx') {
+        t.ok(st.rxBytesUserspace > 0, `completed record decrypted in JS (${st.rxBytesUserspace} B)`);
+        t.ok(st.rxBytesKernel > 0, `rest decrypted by the kernel (${st.rxBytesKernel} B)`);
+      }
+      t.ok(st.closeNotifyIn && st.closeNotifyOut);
+    });
   }
 });

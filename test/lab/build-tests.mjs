@@ -1,15 +1,16 @@
 // test/lab/build-tests.mjs [SOURCE...]: prepares the kernel tests for the lab VM, on the host.
 //
 // 1. tsc -p test/lab/tsconfig.lab.json: test/kernel/** + proxy/** + native/index.ts (and
-//    whatever they import) -> .lab/build/, same layout as the checkout. Emit only (noCheck):
+//    whatever they import) -> node_modules/.cache/ktls-sidecar-lab/build/ (BUILD below),
+//    same layout as the checkout. Emit only (noCheck):
 //    type errors are `npm run typecheck`'s job. Under TCG, loading TypeScript in the guest
 //    costs more than the tests themselves.
-// 2. The tap library, bundled with esbuild into ONE module at .lab/build/node_modules/tap,
-//    which is where Node resolves `import t from 'tap'` from .lab/build/** first. Loading
+// 2. The tap library, bundled with esbuild into ONE module at BUILD/node_modules/tap,
+//    which is where Node resolves `import t from 'tap'` from BUILD/** first. Loading
 //    tap's ~300 files one by one over 9p under TCG took 8-24 s per process; the bundle
 //    takes a fraction of that. Everything else resolves to the checkout's node_modules.
 // 3. Non-TypeScript files next to the sources (fixtures, JSON, .mjs) are linked into
-//    .lab/build so that paths relative to import.meta.url still work; so are config/ and
+//    BUILD so that paths relative to import.meta.url still work; so are config/ and
 //    package.json. native/binding.gyp is NOT linked: native/index.ts finds the package
 //    root (and the built addon) by looking for it, which must land on the checkout.
 //
@@ -19,10 +20,14 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
+import process from 'node:process';
 import { fileURLToPath } from 'node:url';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const out = join(repo, '.lab', 'build');
+// Under node_modules/.cache (where tools keep caches): ESLint, tsc's include globs, tap
+// and git all leave it alone, and bare imports from there still resolve to node_modules.
+const outRel = 'node_modules/.cache/ktls-sidecar-lab/build';
+const out = join(repo, outRel);
 const log = (msg) => process.stderr.write(`build-tests: ${msg}\n`);
 
 function fail(msg) {
@@ -112,7 +117,7 @@ const wanted = process.argv.slice(2).map((f) => relative(repo, resolve(f)));
 const sources = (wanted.length > 0 ? wanted : findTests('test/kernel')).sort();
 for (const src of sources) {
   if (!existsSync(join(repo, src))) fail(`no such test file: ${src}`);
-  const compiled = join('.lab/build', src.replace(/\.ts$/, '.js').replace(/\.mts$/, '.mjs'));
+  const compiled = join(outRel, src.replace(/\.ts$/, '.js').replace(/\.mts$/, '.mjs'));
   if (!existsSync(join(repo, compiled))) fail(`${src} was not compiled to ${compiled} (outside test/kernel, proxy, native?)`);
   process.stdout.write(`${compiled}=${src}\n`);
 }

@@ -7,15 +7,23 @@
 // build-tests.mjs), KTLS_LAB_JOBS at a time, and this script prints the same stream
 // the tap CLI would: one indented subtest per file, then `# { total, pass, fail, ... }`.
 //
+// Options (env): KTLS_LAB_JOBS, KTLS_LAB_FILE_TIMEOUT, KTLS_LAB_SOURCE_MAPS (see below).
 // Each FILE is "<compiled path>=<source path>" (the source path names the subtest).
 // A file that times out (KTLS_LAB_FILE_TIMEOUT seconds, default 300), dies, or exits
 // non-zero without reporting a failure counts as one extra failure.
 // Exit code: 0 when every file passed, 1 otherwise.
 import { spawn } from 'node:child_process';
 import { availableParallelism, release } from 'node:os';
+import process from 'node:process';
+import { clearTimeout, setTimeout } from 'node:timers';
 
 const jobs = Math.max(1, Number(process.env.KTLS_LAB_JOBS) || availableParallelism());
 const fileTimeoutMs = (Number(process.env.KTLS_LAB_FILE_TIMEOUT) || 300) * 1000;
+// tap's own per-file timeout (30 s unless TAP_TIMEOUT says otherwise) is far too short
+// under TCG; it fires a little before ours, so that tap reports what was still pending.
+const tapTimeout = process.env.TAP_TIMEOUT ?? String(Math.max(1, Math.floor((fileTimeoutMs / 1000) * 0.95 - 5)));
+// Failures then point at the TypeScript sources (KTLS_LAB_SOURCE_MAPS=0 turns it off).
+const nodeArgs = process.env.KTLS_LAB_SOURCE_MAPS === '0' ? [] : ['--enable-source-maps'];
 const files = process.argv.slice(2).map((arg) => {
   const eq = arg.indexOf('=');
   return eq < 0 ? { path: arg, name: arg } : { path: arg.slice(0, eq), name: arg.slice(eq + 1) };
@@ -34,7 +42,7 @@ function parseSummary(text) {
 function runFile(file) {
   return new Promise((resolve) => {
     const started = Date.now();
-    const child = spawn(process.execPath, [file.path], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+    const child = spawn(process.execPath, [...nodeArgs, file.path], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TAP_TIMEOUT: tapTimeout } });
     let out = '';
     let err = '';
     let timedOut = false;
@@ -64,7 +72,7 @@ function report(r) {
   if (r.timedOut) notes.push(`timed out after ${fileTimeoutMs / 1000} s (KTLS_LAB_FILE_TIMEOUT)`);
   if (r.signal) notes.push(`killed by ${r.signal}`);
   if (!parseSummary(r.out)) notes.push('no tap summary line (the file did not finish)');
-  if (r.code !== 0 && !(counts.fail > 0)) notes.push(`exit code ${r.code}`);
+  if (r.code !== 0 && r.code !== null && !(counts.fail > 0)) notes.push(`exit code ${r.code}`);
   if (notes.length > 0 && !(counts.fail > 0)) extraFail = 1;
   if (r.timedOut && counts.fail > 0) extraFail = 1;
   for (const k of Object.keys(totals)) totals[k] += counts[k] ?? 0;
@@ -86,7 +94,7 @@ function report(r) {
   process.stdout.write(`${ok ? 'ok' : 'not ok'} ${point} - ${r.file.name} # time=${Math.round(r.seconds * 1000)}ms\n`);
 }
 
-process.stdout.write(`TAP version 14\n# kernel ${release()}, ${files.length} files, ${jobs} jobs\n`);
+process.stdout.write(`TAP version 14\n# kernel ${release()}, ${files.length} files, ${jobs} jobs, file timeout ${fileTimeoutMs / 1000} s\n`);
 const started = Date.now();
 const queue = [...files];
 await Promise.all(

@@ -58,12 +58,12 @@ for k in $KERNELS; do
 	log=$RESULTS/$name.tap
 	lab_log "==== kernel $k (${RELEASE[$k]}) ===="
 	ks=$(lab_now)
-	# stderr (the guest's, plus run-in-vm's timing line) goes to the terminal and the log
-	KTLS_LAB_TIMEOUT=${KTLS_LAB_SUITE_TIMEOUT:-900} KTLS_LAB_STREAM=1 KTLS_LAB_TIMING=1 \
-		"$LAB_DIR/run-in-vm.sh" --kernel "$k" -- node test/lab/guest-run.mjs "${FILES[@]}" \
-		> >(tee "$log") 2> >(tee "$log.stderr" >&2)
-	rc=$?
-	wait # for the tee processes, so the logs are complete
+	rm -f "$log.timing"
+	# stdout (the TAP) to the terminal and the log; a pipeline, so the log is complete
+	# when we read it. stderr passes through untouched.
+	KTLS_LAB_TIMEOUT=${KTLS_LAB_SUITE_TIMEOUT:-900} KTLS_LAB_STREAM=1 KTLS_LAB_TIMING=1 KTLS_LAB_TIMING_FILE=$log.timing \
+		"$LAB_DIR/run-in-vm.sh" --kernel "$k" -- node test/lab/guest-run.mjs "${FILES[@]}" | tee "$log"
+	rc=${PIPESTATUS[0]}
 	# tap's summary line, as guest-run.mjs prints it: "# { total: N, pass: N, fail: N, skip: N }"
 	line=$(grep -E '^# \{ .*\}\s*$' "$log" | tail -1)
 	count() { sed -nE "s/.*[{ ]$1: ([0-9]+).*/\1/p" <<<"$line"; }
@@ -74,8 +74,8 @@ for k in $KERNELS; do
 		fail=$((fail + 1)) total=$((total + 1))
 		lab_log "kernel $k: no complete test run (run-in-vm rc=$rc; 124 = timeout, 125 = VM/lab failure)"
 	fi
-	boot=$(sed -nE 's/.*boot-to-command ([0-9.?]+) s.*/\1/p' "$log.stderr" | tail -1)
-	suite=$(sed -nE 's/.*, command ([0-9.?]+) s.*/\1/p' "$log.stderr" | tail -1)
+	boot=$(sed -nE 's/.*boot-to-command ([0-9.?]+) s.*/\1/p' "$log.timing" 2>/dev/null | tail -1)
+	suite=$(sed -nE 's/.*, command ([0-9.?]+) s.*/\1/p' "$log.timing" 2>/dev/null | tail -1)
 	result="RESULT kernel=$k release=${RELEASE[$k]} total=$total pass=$pass fail=$fail skip=$skip rc=$rc boot=${boot:-?} suite=${suite:-?} wall=$(lab_elapsed "$ks")"
 	echo "$result" >> "$SUMMARY"
 	results+=("$result")

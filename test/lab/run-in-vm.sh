@@ -31,7 +31,8 @@
 #   KTLS_LAB_CPU      qemu -cpu (default max: TCG emulates AES-NI, PCLMULQDQ, AVX2)
 #   KTLS_LAB_ACCEL    tcg (default) | kvm (kvm only where /dev/kvm really works)
 #   KTLS_LAB_STREAM   1 (default): print output live; 0: after the VM stopped
-#   KTLS_LAB_TIMING   1 (default): one "run-in-vm: timing:" line on stderr
+#   KTLS_LAB_TIMING   1 (default): one "run-in-vm: timing:" line on stderr (and
+#                     appended to $KTLS_LAB_TIMING_FILE if set)
 #   KTLS_LAB_PVH      1 (default): boot the extracted vmlinux; 0: the bzImage (~3 s slower)
 #   KTLS_LAB_PRELOAD  modules loaded before the command (default aesni_intel,
 #                     as udev would on real hardware; "" for none)
@@ -281,9 +282,11 @@ if [ "${KTLS_LAB_TIMING:-1}" = 1 ]; then
 	# host-clock timestamps of command start and end: no polling needed.
 	ts=$(stat -c %.9Y "$SHARE/started" 2>/dev/null || echo "")
 	te=$(stat -c %.9Y "$SHARE/rc" 2>/dev/null || echo "")
-	awk -v k="$KVER" -v t0="$t0" -v ts="$ts" -v te="$te" -v t1="$t1" 'BEGIN {
+	timing=$(awk -v k="$KVER" -v t0="$t0" -v ts="$ts" -v te="$te" -v t1="$t1" 'BEGIN {
 		printf "run-in-vm: timing: kernel %s: boot-to-command %s s, command %s s, total %.2f s\n", k,
-			(ts == "" ? "?" : sprintf("%.2f", ts - t0)), (ts == "" || te == "" ? "?" : sprintf("%.2f", te - ts)), t1 - t0 }' >&2
+			(ts == "" ? "?" : sprintf("%.2f", ts - t0)), (ts == "" || te == "" ? "?" : sprintf("%.2f", te - ts)), t1 - t0 }')
+	echo "$timing" >&2
+	[ -z "${KTLS_LAB_TIMING_FILE:-}" ] || echo "$timing" >> "$KTLS_LAB_TIMING_FILE"
 fi
 if [ "$TIMEOUT" != 0 ] && { [ $qrc -eq 124 ] || [ $qrc -eq 137 ]; }; then
 	lab_log "TIMEOUT: the VM was killed after ${TIMEOUT}s (KTLS_LAB_TIMEOUT)"

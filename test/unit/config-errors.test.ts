@@ -116,6 +116,19 @@ t.test('a value outside an enum', (t) => {
   t.end();
 });
 
+t.test('the admin server on the TLS port', (t) => {
+  const e = configError(t, { argv: ['--demo', '--admin-port', '8443', '--admin-host', '0.0.0.0'], env: {}, cwd: t.testdir() });
+  t.equal(e.key, 'admin.port');
+  t.end();
+});
+
+t.test('maxConnections of 0', (t) => {
+  const e = configError(t, { argv: ['--demo'], env: { KTLS_SIDECAR_LIMITS_MAX_CONNECTIONS: '0' }, cwd: t.testdir() });
+  t.equal(e.key, 'limits.maxConnections');
+  t.match(e.reason, /at least 1.*KTLS_SIDECAR_LIMITS_MAX_CONNECTIONS/);
+  t.end();
+});
+
 t.test('a bad upstream URL', (t) => {
   const e = configError(t, { argv: ['--demo', '--upstream-url', 'ftp://x'], env: {}, cwd: t.testdir() });
   t.equal(e.key, 'upstream.url');

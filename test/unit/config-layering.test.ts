@@ -100,6 +100,12 @@ t.test('env variables without the prefix are ignored', (t) => {
   t.end();
 });
 
+t.test('the native addon variables (KTLS_SIDECAR_NATIVE_*) are not config keys and are left alone', (t) => {
+  const c = loadConfig({ argv: demo, env: { KTLS_SIDECAR_NATIVE_PATH: '/x.node', KTLS_SIDECAR_NATIVE_BUILD: '0' }, cwd: t.testdir() });
+  t.same(c.sources.map((s) => s.layer), ['default', 'flag']);
+  t.end();
+});
+
 t.test('the result is deeply frozen', (t) => {
   const c = loadConfig({ argv: demo, env: {}, cwd: t.testdir() });
   t.ok(Object.isFrozen(c));

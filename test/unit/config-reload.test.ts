@@ -2,7 +2,7 @@
 // config with env and flags still on top; a bad one gives the ConfigError and
 // the caller keeps the old config.
 import t from 'tap';
-import { writeFileSync } from 'node:fs';
+import { renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../../proxy/errors.js';
 import { loadConfig, reloadConfig, watchConfigFile, type LoadedConfig } from '../../proxy/config/index.js';
@@ -67,6 +67,21 @@ t.test('the watch reports a changed file, then an invalid one', async (t) => {
   await p;
   t.same(events, ['change enabled=false', 'error ktls.enabled']);
   t.equal(watcher.current.ktls.enabled, false, 'the last valid config stays current');
+});
+
+t.test('the watch sees a Kubernetes-style symlink swap', async (t) => {
+  const dir = t.testdir({ v1: { 'c.yaml': 'ktls:\n  enabled: true\n' }, v2: { 'c.yaml': 'ktls:\n  enabled: false\n' } });
+  symlinkSync(join(dir, 'v1'), join(dir, 'data'));
+  symlinkSync(join('data', 'c.yaml'), join(dir, 'c.yaml'));
+  const first = loadConfig({ argv: ['--demo', '--config', 'c.yaml'], env: {}, cwd: dir });
+  const changed = new Promise<LoadedConfig>((resolve, reject) => {
+    const w = watchConfigFile(first, { intervalMs: 20, persistent: true, onChange: resolve, onError: reject });
+    t.teardown(() => w?.close());
+  });
+  // What the kubelet does: a new target, then an atomic rename of the link.
+  symlinkSync(join(dir, 'v2'), join(dir, 'data.tmp'));
+  renameSync(join(dir, 'data.tmp'), join(dir, 'data'));
+  t.equal((await changed).ktls.enabled, false);
 });
 
 t.test('no file, no watcher', (t) => {

@@ -59,7 +59,7 @@ t.test('ClientHello of a real Node client: SNI and the 32-byte random', async (t
   t.same(ch.random, body.subarray(6, 38));
 });
 
-t.test('ServerHello: supported_versions wins over legacy_version; ALPN and PSK are read', async (t) => {
+t.test('ServerHello: supported_versions wins over legacy_version; ALPN and PSK are read', (t) => {
   const sh = parseServerHello(serverHello({ version: 0x0304, suite: 0x1302, psk: true }));
   t.equal(sh.version, 0x0304);
   t.equal(sh.cipherSuite, 0x1302);
@@ -68,19 +68,23 @@ t.test('ServerHello: supported_versions wins over legacy_version; ALPN and PSK a
   const sh12 = parseServerHello(serverHello({ suite: 0xc02f, alpn: 'http/1.1' }));
   t.equal(sh12.version, 0x0303);
   t.equal(sh12.alpn, 'http/1.1');
+  t.end();
 });
 
-t.test('HelloRetryRequest is recognised by its magic random', async (t) => {
+t.test('HelloRetryRequest is recognised by its magic random', (t) => {
   t.equal(parseServerHello(serverHello({ random: HRR_RANDOM, version: 0x0304, suite: 0x1301 })).helloRetryRequest, true);
+  t.end();
 });
 
-t.test('ALPN from EncryptedExtensions', async (t) => {
+t.test('ALPN from EncryptedExtensions', (t) => {
   const p = Buffer.from('h2');
   const ee = Buffer.concat([Buffer.from([0, 9, 0, 16, 0, 5, 0, 3, 2]), p]);
   t.equal(alpnFromEncryptedExtensions(ee), 'h2');
   t.equal(alpnFromEncryptedExtensions(Buffer.from([0, 0])), null);
+  t.end();
 });
 
-t.test('a truncated ServerHello throws a wire error', async (t) => {
+t.test('a truncated ServerHello throws a wire error', (t) => {
   t.throws(() => parseServerHello(Buffer.from([3, 3, 1, 2])), TlsWireError);
+  t.end();
 });

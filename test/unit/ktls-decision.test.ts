@@ -6,11 +6,11 @@ import type { KernelCipher, KtlsDirection, TlsVersion } from '../../proxy/tls/cr
 
 // ---- probes: real kernels seen in the lab, as capability tables ----------------------------
 
-function probe(opts: { kernelTls?: boolean; rekey?: boolean; tx?: KernelCipher[]; rx?: KernelCipher[] }): KtlsProbeView {
+function probe(opts: { available?: boolean; rekey?: boolean; tx?: KernelCipher[]; rx?: KernelCipher[] }): KtlsProbeView {
   const tx = new Set(opts.tx ?? []);
   const rx = new Set(opts.rx ?? []);
   return {
-    kernelTls: opts.kernelTls ?? true,
+    available: opts.available ?? true,
     rekey: opts.rekey ?? false,
     supports: (_v: TlsVersion, c: KernelCipher, d: KtlsDirection) => (d === 'tx' ? tx : rx).has(c),
   };
@@ -18,7 +18,7 @@ function probe(opts: { kernelTls?: boolean; rekey?: boolean; tx?: KernelCipher[]
 const ALL: KernelCipher[] = ['AES_GCM_128', 'AES_GCM_256', 'CHACHA20_POLY1305', 'AES_CCM_128'];
 const K61 = probe({ rekey: false, tx: ALL, rx: ALL }); // Debian 6.1: every cipher, no rekey
 const K7 = probe({ rekey: true, tx: ALL, rx: ALL }); // 7.x: rekey
-const NO_KTLS = probe({ kernelTls: false });
+const NO_KTLS = probe({ available: false });
 const GCM_TX_ONLY = probe({ rekey: true, tx: ['AES_GCM_128', 'AES_GCM_256'], rx: [] });
 
 // ---- facts ---------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ t.test('cross product: every result obeys the policy it claims', async (t) => {
     if (!off && !['enabled', 'rekey_unsupported', 'kernel_cipher_unsupported'].includes(d.reason)) bad.push(`mode ${d.mode} with reason ${d.reason}`);
     if (!off && d.reason !== 'enabled' && d.mode !== 'tx') bad.push(`downgrade reason ${d.reason} with mode ${d.mode}`);
     if (!off) {
-      if (!inp.flag || !inp.nativeAvailable || !inp.probe?.kernelTls) bad.push('offloaded without flag/native/kernel');
+      if (!inp.flag || !inp.nativeAvailable || !inp.probe?.available) bad.push('offloaded without flag/native/kernel');
       if (!(inp.draw < inp.ktls.sampleRate)) bad.push('offloaded though sampled out');
       if (inp.facts.kernelCipher === null) bad.push('offloaded a non-AEAD suite');
       if (!inp.probe!.supports(inp.facts.tlsVersion as TlsVersion, inp.facts.kernelCipher!, 'tx')) bad.push('TX cipher unsupported');

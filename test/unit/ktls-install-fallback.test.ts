@@ -16,7 +16,7 @@ import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import { installKtls } from '../../proxy/ktls/install.js';
 import type { InstallResult } from '../../proxy/ktls/install.js';
 import type { KtlsStreamStats } from '../../proxy/ktls/kernel-stream.js';
-import type { KtlsErrorInfo } from '../../proxy/ktls/errno.js';
+import type { KtlsErrorClass } from '../../proxy/ktls/errno.js';
 import { native, nativeStatus } from '../../native/index.js';
 
 function hostHasKtls(): boolean {
@@ -37,7 +37,7 @@ function makeCert(): { key: Buffer; cert: Buffer } {
 
 interface Served {
   install: InstallResult;
-  failures: KtlsErrorInfo[];
+  failures: KtlsErrorClass[];
   keyUpdates: string[];
   stats: Promise<KtlsStreamStats>;
 }
@@ -51,7 +51,7 @@ async function startEcho(t: { teardown(fn: () => void): void }, mode: 'tx' | 'tx
     served.push((async () => {
       const hs = await engine.accept(raw, { offload: () => true });
       if (hs.mode !== 'handoff') throw new Error(`no hand-off: ${hs.reason}`);
-      const failures: KtlsErrorInfo[] = [];
+      const failures: KtlsErrorClass[] = [];
       const keyUpdates: string[] = [];
       const install = await installKtls({
         handoff: hs,

@@ -2,6 +2,7 @@
 // per-connection accounting (open/close/bytes) that operators rely on.
 import t from 'tap';
 import {
+  classifyEngineFailure,
   createMetrics,
   normalizeLabels,
   statusClass,
@@ -153,4 +154,16 @@ t.test('two metric sets in one process do not collide', async (t) => {
   a.connectionAccepted();
   t.equal(sample(await a.registry.metrics(), 'ktls_sidecar_connections_accepted_total'), 1);
   t.equal(sample(await b.registry.metrics(), 'ktls_sidecar_connections_accepted_total'), 0);
+});
+
+t.test('handshake engine failures map to a metric reason or a rejection', (t) => {
+  t.same(classifyEngineFailure('not_tls'), { kind: 'rejected', reason: 'not_tls' });
+  t.same(classifyEngineFailure('buffer_limit'), { kind: 'rejected', reason: 'handshake_buffer_limit' });
+  t.same(classifyEngineFailure('unsupported_version'), { kind: 'handshake_failure', reason: 'protocol_version' });
+  t.same(classifyEngineFailure('client_cert_rejected'), { kind: 'handshake_failure', reason: 'client_cert_invalid' });
+  t.same(classifyEngineFailure('peer_closed'), { kind: 'handshake_failure', reason: 'reset' });
+  t.same(classifyEngineFailure('timeout'), { kind: 'handshake_failure', reason: 'timeout' });
+  t.same(classifyEngineFailure('protocol_error'), { kind: 'handshake_failure', reason: 'protocol_error' });
+  t.same(classifyEngineFailure('something_new'), { kind: 'handshake_failure', reason: 'other' });
+  t.end();
 });

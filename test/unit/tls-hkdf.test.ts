@@ -16,25 +16,28 @@ const RFC8448 = {
   serverApplicationIv: 'cf782b88dd83549aadf1e984',
 };
 
-t.test('RFC 8448: client application traffic secret gives the published key and iv', async (t) => {
+t.test('RFC 8448: client application traffic secret gives the published key and iv', (t) => {
   const k = tls13TrafficKeys('sha256', hex(RFC8448.clientApplicationSecret), 16);
   t.equal(k.key.toString('hex'), RFC8448.clientApplicationKey);
   t.equal(k.iv.toString('hex'), RFC8448.clientApplicationIv);
+  t.end();
 });
 
-t.test('RFC 8448: server application traffic secret gives the published key and iv', async (t) => {
+t.test('RFC 8448: server application traffic secret gives the published key and iv', (t) => {
   const k = tls13TrafficKeys('sha256', hex(RFC8448.serverApplicationSecret), 16);
   t.equal(k.key.toString('hex'), RFC8448.serverApplicationKey);
   t.equal(k.iv.toString('hex'), RFC8448.serverApplicationIv);
+  t.end();
 });
 
-t.test('RFC 8448: server handshake traffic secret gives the published key and iv', async (t) => {
+t.test('RFC 8448: server handshake traffic secret gives the published key and iv', (t) => {
   const k = tls13TrafficKeys('sha256', hex(RFC8448.serverHandshakeSecret), 16);
   t.equal(k.key.toString('hex'), RFC8448.serverHandshakeKey);
   t.equal(k.iv.toString('hex'), RFC8448.serverHandshakeIv);
+  t.end();
 });
 
-t.test('"traffic upd" is HKDF-Expand-Label(secret, "traffic upd", "", Hash.length)', async (t) => {
+t.test('"traffic upd" is HKDF-Expand-Label(secret, "traffic upd", "", Hash.length)', (t) => {
   const secret = hex(RFC8448.serverApplicationSecret);
   const next = tls13NextTrafficSecret('sha256', secret);
   t.equal(next.length, 32);
@@ -42,8 +45,10 @@ t.test('"traffic upd" is HKDF-Expand-Label(secret, "traffic upd", "", Hash.lengt
   t.not(next.toString('hex'), secret.toString('hex'));
   const next384 = tls13NextTrafficSecret('sha384', Buffer.alloc(48, 7));
   t.equal(next384.length, 48, 'SHA-384 suites keep 48-byte secrets');
+  t.end();
 });
 
-t.test('HKDF-Expand-Label rejects over-long output', async (t) => {
+t.test('HKDF-Expand-Label rejects over-long output', (t) => {
   t.throws(() => hkdfExpandLabel('sha256', Buffer.alloc(32), 'key', Buffer.alloc(0), 255 * 32 + 1), RangeError);
+  t.end();
 });

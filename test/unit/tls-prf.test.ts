@@ -10,17 +10,19 @@ const OUTPUT =
   'e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a6b301791e90d35c9c9a46b4e14baf9af0fa022f7' +
   '077def17abfd3797c0564bab4fbc91666e9def9b97fce34f796789baa48082d122ee42c5a72e5a5110fff70187347b66';
 
-t.test('TLS 1.2 PRF with P_SHA256 matches the published vector', async (t) => {
+t.test('TLS 1.2 PRF with P_SHA256 matches the published vector', (t) => {
   const out = tls12Prf('sha256', hex(SECRET), 'test label', hex(SEED), 100);
   t.equal(out.toString('hex'), OUTPUT);
+  t.end();
 });
 
-t.test('PRF output is a prefix-stable stream (shorter output = prefix)', async (t) => {
+t.test('PRF output is a prefix-stable stream (shorter output = prefix)', (t) => {
   const out = tls12Prf('sha256', hex(SECRET), 'test label', hex(SEED), 13);
   t.equal(out.toString('hex'), OUTPUT.slice(0, 26));
+  t.end();
 });
 
-t.test('key block splits client key | server key | client IV | server IV (AEAD: no MAC keys)', async (t) => {
+t.test('key block splits client key | server key | client IV | server IV (AEAD: no MAC keys)', (t) => {
   const master = Buffer.alloc(48, 0x42);
   const cr = Buffer.alloc(32, 1);
   const sr = Buffer.alloc(32, 2);
@@ -30,10 +32,12 @@ t.test('key block splits client key | server key | client IV | server IV (AEAD: 
   t.same(kb.serverWriteKey, block.subarray(32, 64));
   t.same(kb.clientWriteIv, block.subarray(64, 68));
   t.same(kb.serverWriteIv, block.subarray(68, 72));
+  t.end();
 });
 
-t.test('key block for ChaCha20 has 12-byte write IVs', async (t) => {
+t.test('key block for ChaCha20 has 12-byte write IVs', (t) => {
   const kb = tls12KeyBlock('sha256', Buffer.alloc(48, 1), Buffer.alloc(32, 3), Buffer.alloc(32, 4), 32, 12);
   t.equal(kb.clientWriteIv.length, 12);
   t.equal(kb.serverWriteIv.length, 12);
+  t.end();
 });

@@ -31,23 +31,25 @@ function split(rec: Buffer): [Buffer, Buffer] {
   return [rec.subarray(0, 5), rec.subarray(5)];
 }
 
-t.test('RFC 8448: the client Finished record opens to the published Finished message', async (t) => {
+t.test('RFC 8448: the client Finished record opens to the published Finished message', (t) => {
   const p = RecordProtection.tls13('AES_GCM_128', hex(CLIENT_HS_SECRET));
   const o = p.open(...split(hex(CLIENT_FINISHED_RECORD)));
   t.ok(o);
   t.equal(o?.type, ContentType.HANDSHAKE);
   t.equal(o?.data.toString('hex'), CLIENT_FINISHED_MESSAGE);
   t.equal(p.seq, 1n);
+  t.end();
 });
 
-t.test('RFC 8448: sealing the client Finished reproduces the record byte for byte', async (t) => {
+t.test('RFC 8448: sealing the client Finished reproduces the record byte for byte', (t) => {
   const p = RecordProtection.tls13('AES_GCM_128', hex(CLIENT_HS_SECRET));
   t.equal(p.seal(ContentType.HANDSHAKE, hex(CLIENT_FINISHED_MESSAGE)).toString('hex'), CLIENT_FINISHED_RECORD);
+  t.end();
 });
 
 for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
   for (const cipher of CIPHERS) {
-    t.test(`${version} ${cipher}: seal/open round trip over several records`, async (t) => {
+    t.test(`${version} ${cipher}: seal/open round trip over several records`, (t) => {
       const [tx, rx] = pair(version, cipher);
       for (const len of [0, 1, 1000, MAX_PLAINTEXT]) {
         const pt = Buffer.alloc(len, len % 251);
@@ -58,11 +60,12 @@ for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
         t.ok(o?.data.equals(pt), `${len} bytes`);
       }
       t.equal(rx.seq, 4n);
+      t.end();
     });
   }
 }
 
-t.test('TLS 1.3: inner content type and padding survive, outer type is always application_data', async (t) => {
+t.test('TLS 1.3: inner content type and padding survive, outer type is always application_data', (t) => {
   const [tx, rx] = pair('TLSv1.3', 'AES_GCM_256');
   const rec = tx.seal(ContentType.ALERT, Buffer.from([1, 0]), 100);
   t.equal(rec[0], ContentType.APPLICATION_DATA);
@@ -70,15 +73,17 @@ t.test('TLS 1.3: inner content type and padding survive, outer type is always ap
   const o = rx.open(...split(rec));
   t.equal(o?.type, ContentType.ALERT);
   t.same(o?.data, Buffer.from([1, 0]));
+  t.end();
 });
 
-t.test('TLS 1.3: an all-padding inner plaintext is rejected', async (t) => {
+t.test('TLS 1.3: an all-padding inner plaintext is rejected', (t) => {
   const [tx, rx] = pair('TLSv1.3', 'AES_GCM_128');
   const rec = tx.seal(0, Buffer.alloc(0), 10); // inner type 0 → nothing but zeros
   t.equal(rx.open(...split(rec)), null);
+  t.end();
 });
 
-t.test('a tampered record does not open and does not advance the sequence number', async (t) => {
+t.test('a tampered record does not open and does not advance the sequence number', (t) => {
   const [tx, rx] = pair('TLSv1.3', 'CHACHA20_POLY1305');
   const rec = tx.seal(ContentType.APPLICATION_DATA, Buffer.from('hello'));
   const bad = Buffer.from(rec);
@@ -86,17 +91,19 @@ t.test('a tampered record does not open and does not advance the sequence number
   t.equal(rx.open(...split(bad)), null);
   t.equal(rx.seq, 0n);
   t.ok(rx.open(...split(rec)));
+  t.end();
 });
 
-t.test('a receiver one record ahead cannot open (sequence number is authenticated)', async (t) => {
+t.test('a receiver one record ahead cannot open (sequence number is authenticated)', (t) => {
   for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     const [tx, rx] = pair(version, 'AES_GCM_128');
     rx.seq = 1n;
     t.equal(rx.open(...split(tx.seal(ContentType.APPLICATION_DATA, Buffer.from('x')))), null, version);
   }
+  t.end();
 });
 
-t.test('TLS 1.2 GCM: explicit nonce is sent on the wire and counts up from its start value', async (t) => {
+t.test('TLS 1.2 GCM: explicit nonce is sent on the wire and counts up from its start value', (t) => {
   const [tx, rx] = pair('TLSv1.2', 'AES_GCM_128');
   const r1 = tx.seal(ContentType.APPLICATION_DATA, Buffer.from('a'));
   const r2 = tx.seal(ContentType.APPLICATION_DATA, Buffer.from('b'));
@@ -104,9 +111,10 @@ t.test('TLS 1.2 GCM: explicit nonce is sent on the wire and counts up from its s
   t.equal(r2.readBigUInt64BE(5), 0x1235n);
   t.equal(rx.open(...split(r1))?.explicitNonce, 0x1234n);
   t.equal(tx.nextExplicitNonce, 0x1236n);
+  t.end();
 });
 
-t.test('CryptoInfo round trip keeps the exact state (TLS 1.3 AES: salt||iv, ChaCha20: whole iv)', async (t) => {
+t.test('CryptoInfo round trip keeps the exact state (TLS 1.3 AES: salt||iv, ChaCha20: whole iv)', (t) => {
   for (const cipher of CIPHERS) {
     const [tx, rx] = pair('TLSv1.3', cipher);
     tx.seal(ContentType.HANDSHAKE, Buffer.from('ticket'));
@@ -118,9 +126,10 @@ t.test('CryptoInfo round trip keeps the exact state (TLS 1.3 AES: salt||iv, ChaC
     rx.open(...split(tx.seal(ContentType.APPLICATION_DATA, Buffer.from('skip'))));
     t.ok(rx.open(...split(again.seal(ContentType.APPLICATION_DATA, Buffer.alloc(0)))) === null, 'rebuilt at seq 1 while rx expects 2');
   }
+  t.end();
 });
 
-t.test('TLS 1.2 CryptoInfo carries the next explicit nonce in iv and the write IV in salt', async (t) => {
+t.test('TLS 1.2 CryptoInfo carries the next explicit nonce in iv and the write IV in salt', (t) => {
   const [tx, rx] = pair('TLSv1.2', 'AES_GCM_256');
   tx.seal(ContentType.HANDSHAKE, Buffer.from('finished'));
   const info = tx.toCryptoInfo();
@@ -132,9 +141,10 @@ t.test('TLS 1.2 CryptoInfo carries the next explicit nonce in iv and the write I
   const o = rx.open(...split(again.seal(ContentType.APPLICATION_DATA, Buffer.from('data'))));
   t.equal(o?.data.toString(), 'data');
   t.equal(o?.explicitNonce, 0x1235n);
+  t.end();
 });
 
-t.test('TLS 1.3 KeyUpdate: both sides move to the next secret and sequence 0', async (t) => {
+t.test('TLS 1.3 KeyUpdate: both sides move to the next secret and sequence 0', (t) => {
   const [tx, rx] = pair('TLSv1.3', 'AES_GCM_256');
   tx.seal(ContentType.APPLICATION_DATA, Buffer.from('one'));
   rx.open(...split(tx.seal(ContentType.APPLICATION_DATA, Buffer.from('two'))));
@@ -144,14 +154,16 @@ t.test('TLS 1.3 KeyUpdate: both sides move to the next secret and sequence 0', a
   t.equal(rx.open(...split(rec)), null, 'old key no longer opens');
   rx.keyUpdate();
   t.equal(rx.open(...split(rec))?.data.toString(), 'three');
+  t.end();
 });
 
-t.test('KeyUpdate is refused for TLS 1.2', async (t) => {
+t.test('KeyUpdate is refused for TLS 1.2', (t) => {
   const [tx] = pair('TLSv1.2', 'CHACHA20_POLY1305');
   t.throws(() => tx.keyUpdate());
+  t.end();
 });
 
-t.test('wipe() zeroes the key material it holds', async (t) => {
+t.test('wipe() zeroes the key material it holds', (t) => {
   const info = RecordProtection.tls13('AES_GCM_128', Buffer.alloc(32, 1)).toCryptoInfo();
   const p = RecordProtection.fromCryptoInfo(info, Buffer.alloc(32, 1));
   p.wipe();
@@ -159,9 +171,11 @@ t.test('wipe() zeroes the key material it holds', async (t) => {
   t.ok(after.key.equals(Buffer.alloc(16)), 'key zeroed');
   t.ok(Buffer.concat([after.salt, after.iv]).equals(Buffer.alloc(12)), 'iv zeroed');
   t.ok(p.trafficSecret()?.equals(Buffer.alloc(32)), 'secret zeroed');
+  t.end();
 });
 
-t.test('oversized plaintext is refused', async (t) => {
+t.test('oversized plaintext is refused', (t) => {
   const [tx] = pair('TLSv1.3', 'AES_GCM_128');
   t.throws(() => tx.seal(ContentType.APPLICATION_DATA, Buffer.alloc(MAX_PLAINTEXT + 1)), RangeError);
+  t.end();
 });

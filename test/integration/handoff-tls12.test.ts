@@ -1,0 +1,71 @@
+// TLS 1.2 handoffs against real clients, plus the userspace fallback for a
+// suite the kernel cannot hold.
+import t from 'tap';
+import { curl, makeCerts, nodeTls, PLAIN_STEPS, sClient, serverTlsOptions, startServer } from './handoff-harness.js';
+
+const certs = makeCerts();
+t.teardown(() => certs.cleanup());
+
+const CIPHERS = ['ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-CHACHA20-POLY1305', 'AES128-GCM-SHA256'];
+
+for (const cipher of CIPHERS) {
+  t.test(`s_client ${cipher}: echo incl. a 12 KB line, close_notify, seq 1/1`, async (t) => {
+    const s = await startServer(serverTlsOptions(certs, 'TLSv1.2', cipher));
+    t.teardown(() => s.close());
+    const cli = await sClient(s.port, certs, { version: 'TLSv1.2', cipher, steps: PLAIN_STEPS });
+    const srv = await s.conn(0);
+    t.equal(cli.exit, 0);
+    t.same(cli.problems, []);
+    t.equal(srv.mode, 'handoff');
+    t.equal(srv.facts?.cipher, cipher);
+    t.equal(srv.txSeq, 1n, 'server Finished was the only record under server_write_key');
+    t.equal(srv.rxSeq, 1n, 'client Finished was the only record under client_write_key');
+    t.equal(srv.stats?.closeNotifyIn, true);
+    t.equal(srv.error, undefined);
+  });
+}
+
+t.test('node tls client ECDHE-RSA-AES256-GCM-SHA384: 120 KB up / 370 KB down byte-exact', async (t) => {
+  const s = await startServer(serverTlsOptions(certs, 'TLSv1.2', 'ECDHE-RSA-AES256-GCM-SHA384'));
+  t.teardown(() => s.close());
+  const cli = await nodeTls(s.port, certs, { tlsOpts: { maxVersion: 'TLSv1.2' } });
+  const srv = await s.conn(0);
+  t.ok(cli.ok, cli.error ?? 'client ok');
+  t.equal(srv.mode, 'handoff');
+  t.equal(srv.received.length, 2);
+});
+
+t.test('curl TLS 1.2 ChaCha20 POST 30 KB / 200 KB', async (t) => {
+  const s = await startServer(serverTlsOptions(certs, 'TLSv1.2', 'ECDHE-ECDSA-CHACHA20-POLY1305'));
+  t.teardown(() => s.close());
+  const cli = await curl(s.port, certs, { version: 'TLSv1.2', cipher: 'ECDHE-ECDSA-CHACHA20-POLY1305' });
+  const srv = await s.conn(0);
+  t.ok(cli.ok, cli.detail ?? 'curl ok');
+  t.equal(srv.mode, 'handoff');
+  t.equal(srv.facts?.kernelCipher, 'CHACHA20_POLY1305');
+});
+
+t.test('a CBC suite stays on the TLSSocket with reason cipher_not_offloadable, offload() not asked', async (t) => {
+  const s = await startServer(serverTlsOptions(certs, 'TLSv1.2', 'ECDHE-RSA-AES128-SHA256'));
+  t.teardown(() => s.close());
+  const cli = await nodeTls(s.port, certs, { tlsOpts: { maxVersion: 'TLSv1.2', ciphers: 'ECDHE-RSA-AES128-SHA256' } });
+  const srv = await s.conn(0);
+  t.ok(cli.ok, cli.error ?? 'client ok');
+  t.equal(srv.mode, 'userspace');
+  t.equal(srv.reason, 'cipher_not_offloadable');
+  t.equal(srv.offloadAsked, undefined);
+  t.equal(srv.facts?.cipher, 'ECDHE-RSA-AES128-SHA256');
+  t.equal(srv.facts?.kernelCipher, null);
+  t.equal(srv.received.length, 2, 'both requests served by Node TLS');
+});
+
+t.test('offload() returning false keeps the connection on the TLSSocket (reason offload_declined)', async (t) => {
+  const s = await startServer(serverTlsOptions(certs, 'TLSv1.2'), { offload: () => false });
+  t.teardown(() => s.close());
+  const cli = await nodeTls(s.port, certs, { tlsOpts: { maxVersion: 'TLSv1.2' } });
+  const srv = await s.conn(0);
+  t.ok(cli.ok, cli.error ?? 'client ok');
+  t.equal(srv.mode, 'userspace');
+  t.equal(srv.reason, 'offload_declined');
+  t.equal(srv.offloadAsked?.tlsVersion, 'TLSv1.2');
+});

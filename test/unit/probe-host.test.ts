@@ -1,0 +1,70 @@
+// The kernel probe on the machine running the unit tests. What it must say is worked out
+// here independently from the same sources (tcp_available_ulp, the kernel config), so the
+// test holds on a kTLS host as well as on one without CONFIG_TLS (like the CI machine).
+import t from 'tap';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { release } from 'node:os';
+import { gunzipSync } from 'node:zlib';
+import { loadNative } from '../../native/index.js';
+import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS, probeKernel } from '../../proxy/ktls/probe.js';
+
+const ulps = readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').trim().split(/\s+/);
+// The module may be loadable (CAP_NET_ADMIN autoload) even when not listed yet.
+const config = existsSync('/proc/config.gz') ? gunzipSync(readFileSync('/proc/config.gz')).toString() : existsSync(`/boot/config-${release()}`) ? readFileSync(`/boot/config-${release()}`, 'utf8') : '';
+const noConfigTls = /^# CONFIG_TLS is not set$/m.test(config);
+
+t.test('without CONFIG_TLS: not available, reason kernel_no_config_tls, ENOENT from TCP_ULP', { skip: noConfigTls ? false : 'this kernel has CONFIG_TLS' }, async (t) => {
+  const p = await probeKernel({ skipNicOffload: true });
+  t.equal(p.available, false);
+  t.equal(p.kernelTls, false);
+  t.equal(p.rekey, false);
+  t.equal(p.reasonIfNot, 'kernel_no_config_tls');
+  t.match(p.reasonDetail, /built without CONFIG_TLS/);
+  t.equal(p.details.ulp.attach, 'ENOENT');
+  t.equal(p.details.ulp.listed, ulps.includes('tls'));
+  t.equal(p.details.module.config, 'n');
+  t.match(p.details.problems.find((x) => x.what === 'kernel TLS (TCP_ULP "tls")'), { reason: /CONFIG_TLS/, action: /CONFIG_TLS=m or =y/ });
+  for (const v of TLS_VERSIONS) {
+    for (const c of KERNEL_CIPHERS) {
+      for (const d of KTLS_DIRECTIONS) {
+        t.equal(p.supports(v, c, d), false, `${v} ${c} ${d} unsupported`);
+        t.match(p.reasonFor(v, c, d), /CONFIG_TLS/);
+      }
+    }
+  }
+  t.equal(p.details.options.TLS_TX_ZEROCOPY_RO.supported, false);
+  t.equal(p.details.tlsStat, null, 'no /proc/net/tls_stat');
+});
+
+t.test('with kTLS in the kernel: available, and the ULP attached', { skip: noConfigTls ? 'this kernel lacks CONFIG_TLS' : false }, async (t) => {
+  const p = await probeKernel({ skipNicOffload: true });
+  t.equal(p.details.ulp.attach === 'ok', p.kernelTls);
+  t.equal(p.available, p.details.ciphers.some((c) => c.supported));
+});
+
+t.test('without the addon: reason native_unavailable, nothing tried, the file facts still there', async (t) => {
+  const p = await probeKernel({ skipNicOffload: true, native: loadNative('/nonexistent/ktls_native.node') });
+  t.equal(p.available, false);
+  t.equal(p.reasonIfNot, 'native_unavailable');
+  t.match(p.reasonDetail, /native kTLS addon is unavailable: .*not built/);
+  t.equal(p.details.ulp.attach, 'not_tried');
+  t.same(p.details.ulp.availableUlps, ulps);
+  t.equal(p.details.native.available, false);
+  t.equal(p.details.ciphers.length, 16);
+  t.notOk(p.supports('TLSv1.3', 'AES_GCM_128', 'tx'));
+  t.match(p.details.problems.find((x) => x.what === 'native addon'), { action: /native\/build\.mjs/ });
+});
+
+t.test('NIC offload: honest about what is not visible', async (t) => {
+  const ethtool = spawnSync('ethtool', ['--version']);
+  const p = await probeKernel();
+  if ((ethtool.error as { code?: string } | undefined)?.code === 'ENOENT') {
+    t.equal(p.details.nicOffload.visible, false);
+    t.match(p.details.nicOffload.note, /not visible: `ethtool` is not installed/);
+  } else {
+    t.equal(p.details.nicOffload.visible, true);
+    t.ok(p.details.nicOffload.interfaces.every((i) => i.name !== 'lo'));
+  }
+  t.ok(p.details.durationMs > 0, 'the probe timed itself');
+});
