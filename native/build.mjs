@@ -74,8 +74,12 @@ function main() {
   if (r.error || r.status !== 0 || !existsSync(built)) {
     // The first compiler error says more than gyp's closing "not ok" lines.
     const lines = `${r.stdout ?? ''}\n${r.stderr ?? ''}`.split('\n').filter(Boolean);
-    const firstError = lines.find((l) => /\berror\b/.test(l) && !l.startsWith('gyp ERR!'));
-    const tail = firstError ?? lines.slice(-2).join(' | ');
+    const firstError =
+      lines.find((l) => /\berror:/.test(l)) ?? // compiler
+      lines.find((l) => l.startsWith('gyp: ')) ?? // binding.gyp / configure
+      lines.find((l) => /^\w*Error: /.test(l)) ?? // a tool that threw
+      lines.filter((l) => !l.startsWith('gyp ERR!')).slice(-1)[0];
+    const tail = firstError?.trim();
     warn(r.error ? `node-gyp could not run: ${r.error.message}` : `node-gyp exited ${r.status}${tail ? `: ${tail}` : ''}`);
     return;
   }

@@ -42,6 +42,9 @@ interface Generation {
   readonly handshaker: Handshaker;
   readonly front: HttpFront | TcpFront;
   readonly upstreamUrl: string;
+  /** Connections accepted by this generation and not yet closed. */
+  conns: number;
+  retired: boolean;
 }
 
 /** The tls.* keys as the TLS modules take them. */
@@ -139,7 +142,7 @@ export class Sidecar {
             idleMs: config.timeouts.idle,
             metrics: this.metrics,
           });
-    return { config, contexts, handshaker, front, upstreamUrl };
+    return { config, contexts, handshaker, front, upstreamUrl, conns: 0, retired: false };
   }
 
   /**
@@ -197,9 +200,16 @@ export class Sidecar {
   }
 
   private retire(gen: Generation): void {
-    // The old generation's front keeps serving its open connections; it is
-    // dropped from the set when the sidecar stops (cheap: a few objects).
-    if (gen.front instanceof HttpFront && this.draining) gen.front.drain();
+    // The old generation's front keeps serving its open connections and is
+    // closed (upstream keep-alive pool included) when the last one ends.
+    gen.retired = true;
+    this.dropIfDone(gen);
+  }
+
+  private dropIfDone(gen: Generation): void {
+    if (!gen.retired || gen.conns > 0 || !this.gens.has(gen)) return;
+    this.gens.delete(gen);
+    if (gen.front instanceof HttpFront) gen.front.close();
   }
 
   // ------------------------------------------------------------ connections
@@ -221,8 +231,11 @@ export class Sidecar {
       return;
     }
     this.raws.set(raw, undefined);
+    gen.conns++;
     raw.once('close', () => {
       this.raws.delete(raw);
+      gen.conns--;
+      this.dropIfDone(gen);
       if (this.raws.size === 0) this.onIdle?.();
     });
     raw.setNoDelay(true);
@@ -267,8 +280,28 @@ export class Sidecar {
       return;
     }
 
+    // limits.maxHandshakeBufferBytes: the raw socket's byte count (it includes
+    // the handshake ciphertext node's TLS stack buffers) is checked while the
+    // handshake runs and once at its end, so an oversized flight never passes.
+    const limit = gen.config.limits.maxHandshakeBufferBytes;
+    let overLimit = false;
+    const checkLimit = (): boolean => {
+      if (limit > 0 && raw.bytesRead > limit && !overLimit) {
+        overLimit = true;
+        raw.destroy();
+      }
+      return overLimit;
+    };
+    const poll = setInterval(checkLimit, 50);
     const outcome = await gen.handshaker.handshake(raw);
     clearTimeout(deadline);
+    clearInterval(poll);
+    if (checkLimit()) {
+      if (outcome.ok) outcome.tls.destroy();
+      this.metrics.connectionRejected('handshake_buffer_limit');
+      this.logReject(raw, 'handshake_buffer_limit', acceptedAt, id, remoteAddress, remotePort);
+      return;
+    }
     if (!outcome.ok) {
       const reason = timedOut ? 'timeout' : outcome.reason;
       this.metrics.handshakeFailed(reason);

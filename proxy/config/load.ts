@@ -99,7 +99,7 @@ function suggest(name: string, candidates: Iterable<string>): string {
   return best !== undefined && bestD <= Math.max(2, Math.floor(name.length / 4)) ? ` (did you mean ${best}?)` : '';
 }
 
-interface ParsedArgs {
+export interface ParsedArgs {
   configFile: string | undefined;
   values: Map<string, string>;
 }

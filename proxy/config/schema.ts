@@ -133,11 +133,11 @@ export const schema = {
       default: false,
     },
     drainOnDisable: {
-      doc: 'tcp mode, when the flag turns off: close open kTLS connections (after ktls.drainTimeout) or keep them until they end.',
+      doc: 'tcp mode, when the flag turns off: close open kTLS connections (at ktls.drainTimeout) or keep them until they end. HTTP kTLS connections always drain (Connection: close / GOAWAY).',
       format: ['close', 'keep'],
       default: 'keep',
     },
-    drainTimeout: { doc: 'With drainOnDisable=close: grace period before open kTLS connections are closed.', format: 'duration', default: '30s' },
+    drainTimeout: { doc: 'When the flag turns off: grace period before kTLS connections asked to drain are closed.', format: 'duration', default: '30s' },
     keyUpdateRateLimit: { doc: 'Most peer KeyUpdates per minute on one kTLS connection; more close it.', format: 'count', default: 10 },
   },
   config: {

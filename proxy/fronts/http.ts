@@ -42,6 +42,10 @@ export class HttpFront {
       connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(opts.timeouts.headers / 4))),
     });
     this.server.timeout = opts.timeouts.idle;
+    // node:http starts its connection tracking (headersTimeout checks,
+    // closeIdleConnections) on 'listening'. This server never listens (it is
+    // fed connections), so start the tracking the same way.
+    this.server.emit('listening');
     this.server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
       const facts = this.facts.get(req.socket);
       if (!facts) {

@@ -76,6 +76,8 @@ export class HandshakeConnection implements EngineSink {
   private recordsOut = 0;
   private bytesIn = 0;
   private bytesOut = 0;
+  /** Client handshake ciphertext given to OpenSSL so far (bounded by maxBufferedBytes). */
+  private handshakeBytes = 0;
   clientRandomHex: string | null = null;
 
   constructor(private readonly ctx: EngineContext, private readonly raw: net.Socket, private readonly hooks: OffloadHooks) {
@@ -110,7 +112,8 @@ export class HandshakeConnection implements EngineSink {
     this.inFramer.push(chunk);
     if (this.phase !== 'feeding') return;
     if (this.inFramer.length > this.ctx.maxBufferedBytes + HARD_SLACK) {
-      this.fallback('handshake_buffer_limit');
+      // Backstop: pause() keeps this from happening with a plain net.Socket.
+      this.fail('buffer_limit', `over ${this.ctx.maxBufferedBytes} bytes buffered before the client Finished`);
       return;
     }
     if (this.inFramer.length >= this.ctx.maxBufferedBytes && !this.pausedForBuffer) {
@@ -175,6 +178,12 @@ export class HandshakeConnection implements EngineSink {
           return;
         }
         this.inFramer.take();
+        if (this.handshakeBytes + rec.raw.length > this.ctx.maxBufferedBytes) {
+          // A client flight bigger than the whole buffering budget is not a real client.
+          this.fail('buffer_limit', `client handshake flight over ${this.ctx.maxBufferedBytes} bytes`);
+          return;
+        }
+        this.handshakeBytes += rec.raw.length;
         this.feed(rec.raw);
         // One record per turn: OpenSSL processes it (and emits its key-log
         // lines) before the next record is classified.

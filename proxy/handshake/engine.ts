@@ -32,6 +32,7 @@ export type {
   HandshakeEngineOptions, HandshakeFacts, HandshakeResult, HandoffResult, NegotiatedFacts, OffloadHooks,
   PeerCertificateSummary, UserspaceReason, UserspaceResult,
 } from './types.js';
+import { HandshakeError } from './errors.js';
 export { HandshakeError, HANDSHAKE_FAILURE_REASONS } from './errors.js';
 export type { HandshakeFailureReason } from './errors.js';
 export { resumeReading } from './read-control.js';
@@ -55,6 +56,7 @@ export class HandshakeEngine {
   private readonly live = new Set<HandshakeConnection>();
   private pendingNewSession = 0;
   private droppedAfterHandoff = 0;
+  private closed = false;
   private readonly ctx: EngineContext;
   private readonly listeners: Array<[string, (...args: unknown[]) => void]> = [];
 
@@ -133,6 +135,10 @@ export class HandshakeEngine {
    * is a closed label. On rejection the raw socket is already destroyed.
    */
   accept(raw: net.Socket, hooks: OffloadHooks): Promise<HandshakeResult> {
+    if (this.closed) {
+      raw.destroy();
+      return Promise.reject(new HandshakeError('internal_error', 'handshake engine is closed'));
+    }
     const conn = new HandshakeConnection(this.ctx, raw, hooks);
     this.live.add(conn);
     return conn.run();
@@ -148,6 +154,7 @@ export class HandshakeEngine {
 
   /** Detach from the server (connections in progress fail with reason `internal_error`). */
   close(): void {
+    this.closed = true;
     for (const [event, fn] of this.listeners) this.server.off(event, fn);
     this.listeners.length = 0;
     for (const conn of [...this.live]) conn.fail('internal_error', 'handshake engine closed');

@@ -85,7 +85,6 @@ export type UserspaceReason =
   | 'offload_declined' // offload() returned false
   | 'offload_hook_error' // offload() threw
   | 'read_stop_unavailable' // this Node lacks what stopReading() needs
-  | 'handshake_buffer_limit' // the client sent more than the buffering bound allows before its Finished
   | 'tracker_desync' // the wire did not match what OpenSSL reported
   | 'handoff_verify_failed' // derived state did not verify (e.g. TLS 1.2 client Finished)
   | 'engine_not_quiet'; // OpenSSL kept writing after the handshake past quiesceMs
@@ -130,11 +129,15 @@ export interface HandshakeEngineOptions {
   /** From accept() to a result; a slower handshake fails with reason `timeout`. */
   readonly handshakeTimeoutMs: number;
   /**
-   * Bound on client ciphertext read but not yet given to OpenSSL during the
-   * handshake. Reaching it pauses reading (TCP pushes back); at the client
-   * Finished reading stops, so `leftover` ≤ maxBufferedBytes + one socket
-   * read (64 KiB) + the socket's readable highWaterMark. Minimum 32 KiB (two
-   * maximal records).
+   * Per-connection buffering budget of the handshake (config
+   * `maxHandshakeBufferBytes`). Two bounds follow from it:
+   * - client ciphertext read but not yet given to OpenSSL: reaching the
+   *   budget pauses reading (TCP pushes back on the client); at the client
+   *   Finished reading stops, so `leftover` ≤ maxBufferedBytes + one socket
+   *   read (64 KiB) + the socket's readable highWaterMark;
+   * - the client's handshake flight itself (everything before its Finished,
+   *   incl. rejected 0-RTT): over the budget → failure `buffer_limit`.
+   * Minimum 32 KiB (two maximal records).
    */
   readonly maxBufferedBytes: number;
   /** Longest wait for OpenSSL to go quiet after the handshake (tickets, newSession callbacks). Default 2000. */

@@ -184,7 +184,7 @@ export function cipherPolicyOf(value: CipherPolicySource): CipherPolicy {
   if (isCipherPolicy(value)) return value;
   let p = arrayCache.get(value);
   if (!p) {
-    p = isRuleList(value) ? policyFromRules(value) : parseCipherPolicy(value as readonly string[]);
+    p = isRuleList(value) ? policyFromRules(value) : parseCipherPolicy(value);
     arrayCache.set(value, p);
   }
   return p;

@@ -25,13 +25,15 @@ import type net from 'node:net';
 import type { KtlsNative, NativeSyscallError, Poller } from '../../native/index.js';
 import type { KernelCipher, TlsVersion } from '../tls/crypto-info.js';
 import { wipeCryptoInfo } from '../tls/crypto-info.js';
-import { MAX_PLAINTEXT, RecordProtection } from '../tls/record-protection.js';
+import { MAX_PLAINTEXT } from '../tls/record-protection.js';
+import type { RecordProtection } from '../tls/record-protection.js';
 import { AlertDescription, AlertLevel, ContentType, buildAlert, buildKeyUpdate, parseAlert } from '../tls/control.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import { resumeReading } from '../handshake/read-control.js';
 import { classifyKtlsError } from './errno.js';
 import type { KtlsErrorClass, KtlsStage } from './errno.js';
-import { KeyUpdateRateLimiter, PostHandshakeParser, TrafficSecretChain } from './keyupdate.js';
+import { KeyUpdateRateLimiter, PostHandshakeParser } from './keyupdate.js';
+import type { TrafficSecretChain } from './keyupdate.js';
 import type { PostHandshakeEvent } from './keyupdate.js';
 
 /** What a record layer direction's events report to metrics/logs (wired by the pipeline). */
@@ -760,6 +762,12 @@ export class KernelTlsStream extends Duplex {
           cb(err);
           return;
         }
+        if (this.raw.writableEnded) {
+          // gracefulEnd() already said goodbye and sent FIN.
+          done();
+          cb();
+          return;
+        }
         this.raw.end(() => {
           done();
           cb();
@@ -815,17 +823,14 @@ export class KernelTlsStream extends Duplex {
       if (side.side !== 'kernel') continue;
       const base = dir === 'tx' ? this.txSeqBase : this.rxSeqBase;
       const seq = this.kernelSeq(dir);
-      if (seq < 0n || base < 0n) {
-        if (dir === 'tx') this.s.txRecordsKernel = -1;
-        else this.s.rxRecordsKernel = -1;
-        continue;
-      }
-      const n = Number(seq - base);
+      // -1 once any epoch could not be read: a partial count would mislead.
+      const unknown = seq < 0n || base < 0n || (dir === 'tx' ? this.s.txRecordsKernel : this.s.rxRecordsKernel) < 0;
+      const n = unknown ? -1 : Number(seq - base);
       if (dir === 'tx') {
-        this.s.txRecordsKernel += n;
+        this.s.txRecordsKernel = unknown ? -1 : this.s.txRecordsKernel + n;
         this.txSeqBase = seq;
       } else {
-        this.s.rxRecordsKernel += n;
+        this.s.rxRecordsKernel = unknown ? -1 : this.s.rxRecordsKernel + n;
         this.rxSeqBase = seq;
       }
     }

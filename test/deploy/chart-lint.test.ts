@@ -2,7 +2,7 @@
 // schema refusing what the sidecar would refuse.
 import t from 'tap';
 import { basename } from 'node:path';
-import { exampleValuesFiles, lint } from './helpers/render.js';
+import { exampleValuesFiles, lint, render } from './helpers/render.js';
 
 t.test('helm lint --strict passes with the default values', async (t) => {
   const r = await lint();
@@ -38,6 +38,16 @@ t.test('values schema rejects a numeric ktls.sampleRate above 1 and accepts 0.05
   t.match(bad.output, /ktls\/sampleRate/);
   const ok = await lint({ set: { 'ktls.sampleRate': '0.05' } });
   t.equal(ok.code, 0, ok.output);
+});
+
+// `helm lint` only logs a template's fail(); install and template stop on it, so render.
+t.test('sidecar.env may not pin the runtime flag (env beats the watched file on every reload)', async (t) => {
+  await t.rejects(
+    render({ setJson: { 'sidecar.env': [{ name: 'KTLS_SIDECAR_KTLS_ENABLED', value: 'true' }] } }),
+    /must not set KTLS_SIDECAR_KTLS_ENABLED/,
+  );
+  const ms = await render({ setJson: { 'sidecar.env': [{ name: 'KTLS_SIDECAR_LOG_LEVEL', value: 'debug' }] } });
+  t.ok(ms.some((m) => m.kind === 'Deployment'), 'other KTLS_SIDECAR_* variables are fine');
 });
 
 for (const [what, set, message] of invalid) {

@@ -121,16 +121,25 @@ up_port=$(head -n1 "$work/upstream.port")
 tls_port=$(free_port)
 admin_port=$(free_port)
 
-cat >"$work/config/config.yaml" <<EOF
+# The config directory is laid out the way the kubelet writes a ConfigMap volume: config.yaml ->
+# ..data/config.yaml, ..data -> a timestamped directory, swapped atomically on update.
+write_config_version() {  # $1 = version dir name, $2 = ktls.enabled
+  mkdir -p "$work/config/$1"
+  cat >"$work/config/$1/config.yaml" <<EOF
 listen: { host: 127.0.0.1, port: $tls_port }
 mode: http
 upstream: { url: "http://127.0.0.1:$up_port" }
 tls: { cert: /etc/ktls-sidecar/tls/tls.crt, key: /etc/ktls-sidecar/tls/tls.key }
 admin: { host: 127.0.0.1, port: $admin_port }
 config: { watch: true }
-ktls: { enabled: true, direction: tx }
+ktls: { enabled: $2, direction: tx }
 EOF
-chmod 0644 "$work/config/config.yaml"
+  chmod 0755 "$work/config/$1"; chmod 0644 "$work/config/$1/config.yaml"
+  ln -sfn "$1" "$work/config/..data_tmp"
+  mv -T "$work/config/..data_tmp" "$work/config/..data"
+}
+write_config_version ..2026_01_01_00_00_00.1 true
+ln -s ..data/config.yaml "$work/config/config.yaml"
 
 # As in the pod: read-only root, no capabilities, no privilege escalation, the image's own user.
 if podman_run -d --name "$name" --network=host --read-only --cap-drop=ALL --security-opt=no-new-privileges \
@@ -172,6 +181,22 @@ if doctor=$(podman exec "$name" ktls-sidecar doctor --json 2>/dev/null; true) &&
   pass "ktls-sidecar doctor --json inside the container"
 else
   fail "ktls-sidecar doctor --json" "${doctor:0:300}"
+fi
+
+# The chart's rollback path: a ConfigMap update flips ktls.enabled live, without a restart.
+write_config_version ..2026_01_01_00_01_00.2 false
+flag=
+for _ in $(seq 150); do  # the sidecar polls its file every second; allow 30 s before calling it failed
+  flag=$(curl -sS --max-time 2 "http://127.0.0.1:$admin_port/ktls" 2>/dev/null)
+  [[ "$flag" == *'"enabled":false'* ]] && break
+  sleep 0.2
+done
+restarts=$(podman inspect --format '{{.RestartCount}}' "$name" 2>/dev/null)
+if [[ "$flag" == *'"enabled":false'* && "$restarts" == 0 ]] \
+   && curl -sS --max-time 5 "http://127.0.0.1:$admin_port/metrics" | grep -q '^ktls_sidecar_ktls_enabled 0'; then
+  pass "ConfigMap-style update of ktls.enabled applied live (GET /ktls: $flag)"
+else
+  fail "ConfigMap-style flag flip" "GET /ktls: $flag, restarts: $restarts" "$(podman logs "$name" 2>&1 | tail -n 5)"
 fi
 
 # SIGTERM to PID 1 (the sidecar itself, no init): it must drain and exit 0 well before the kill.

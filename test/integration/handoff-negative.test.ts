@@ -1,7 +1,8 @@
 // Negative controls: corrupt one field of the handed-off state and a real
 // peer MUST reject the connection (proves the peers check what we derive),
 // and handshake failures reject with the right reason label.
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import t from 'tap';
@@ -113,3 +114,38 @@ async function captureClientHello(): Promise<Buffer> {
   srv.close();
   return hello;
 }
+
+/** A client certificate of ~50 KB (1800 SAN entries): its handshake flight alone is over 32 KiB. */
+function bigClientCert(): { key: Buffer; cert: Buffer } {
+  const dir = certs.dir;
+  const san = Array.from({ length: 1800 }, (_, i) => `DNS:host-${i}.example.test`).join(',');
+  fs.writeFileSync(certs.file('big.cnf'), `[big]\nextendedKeyUsage=clientAuth\nsubjectAltName=${san}\n`);
+  const run = (...a: string[]): void => { execFileSync('openssl', a, { cwd: dir, stdio: 'ignore' }); };
+  run('req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'big.key', '-out', 'big.csr', '-subj', '/CN=big');
+  run('x509', '-req', '-in', 'big.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'big.pem', '-days', '1',
+    '-extfile', 'big.cnf', '-extensions', 'big');
+  return { key: fs.readFileSync(certs.file('big.key')), cert: fs.readFileSync(certs.file('big.pem')) };
+}
+
+const big = bigClientCert();
+const mtls = { ...serverTlsOptions(certs, 'TLSv1.3'), requestCert: true, rejectUnauthorized: true, ca: certs.ca };
+
+t.test('client handshake flight over maxBufferedBytes (50 KB certificate, 32 KiB budget) → reason buffer_limit', async (t) => {
+  const s = await startServer(mtls, { engine: { maxBufferedBytes: 32 * 1024 } });
+  t.teardown(() => s.close());
+  const cli = await nodeTls(s.port, certs, { tlsOpts: { minVersion: 'TLSv1.3', ...big } });
+  const srv = await s.conn(0);
+  t.notOk(cli.ok);
+  t.equal(srv.failure?.reason, 'buffer_limit');
+  t.equal(srv.failure?.code, 'ERR_KTLS_SIDECAR_LIMIT');
+});
+
+t.test('the same 50 KB certificate within a 256 KiB budget hands off normally', async (t) => {
+  const s = await startServer(mtls, { engine: { maxBufferedBytes: 256 * 1024 } });
+  t.teardown(() => s.close());
+  const cli = await nodeTls(s.port, certs, { tlsOpts: { minVersion: 'TLSv1.3', ...big } });
+  const srv = await s.conn(0);
+  t.ok(cli.ok, cli.error ?? 'client ok');
+  t.equal(srv.mode, 'handoff');
+  t.equal(srv.facts?.authorized, true);
+});

@@ -67,3 +67,24 @@ t.test('TLS 1.3 tickets through the engine-managed newSession store reach the cl
   t.ok(store.size > 0, 'the store saw the session');
   t.equal(srv.txSeq, 2n, 'both tickets counted in TX');
 });
+
+t.test('TLS 1.2 session-ID resumption through async resumeSession/newSession (OpenSSL pauses mid-handshake)', async (t) => {
+  const cache = new Map<string, Buffer>();
+  const s = await startServer(serverTlsOptions(certs, 'TLSv1.2'), {
+    engine: { newSession: (id, data, done) => { cache.set(id.toString('hex'), data); setTimeout(done, 5); } },
+    onTlsServer: (srv) => srv.on('resumeSession', (id: Buffer, cb: (err: Error | null, data: Buffer | null) => void) => {
+      setTimeout(() => cb(null, cache.get(id.toString('hex')) ?? null), 5);
+    }),
+  });
+  t.teardown(() => s.close());
+  const sess = certs.file('sessid.pem');
+  await sClient(s.port, certs, { version: 'TLSv1.2', args: ['-no_ticket', '-sess_out', sess], steps: PLAIN_STEPS });
+  await s.conn(0);
+  const cli = await sClient(s.port, certs, { version: 'TLSv1.2', args: ['-no_ticket', '-sess_in', sess], steps: PLAIN_STEPS });
+  const srv = await s.conn(1);
+  t.equal(cli.exit, 0);
+  t.same(cli.problems, []);
+  t.equal(srv.facts?.resumed, true);
+  t.equal(srv.mode, 'handoff');
+  t.equal(srv.stats?.closeNotifyIn, true);
+});

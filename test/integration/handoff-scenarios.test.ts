@@ -3,8 +3,9 @@
 // Finished, and records split over 7-byte TCP segments.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import tls from 'node:tls';
 import t from 'tap';
-import { KU_STEPS, makeCerts, nodeTls, sClient, serverTlsOptions, startServer } from './handoff-harness.js';
+import { gen, KU_STEPS, makeCerts, sha256, nodeTls, sClient, serverTlsOptions, startServer } from './handoff-harness.js';
 
 const certs = makeCerts();
 t.teardown(() => certs.cleanup());
@@ -133,4 +134,24 @@ t.test('rejected 0-RTT: the client\'s early data records are skipped, the handof
   t.ok((srv.facts?.counts.earlyDataRecordsSkipped ?? 0) > 0, `early data records skipped: ${srv.facts?.counts.earlyDataRecordsSkipped}`);
   t.equal(srv.facts?.resumed, false);
   t.equal(srv.stats?.keyUpdatesIn.length, 3);
+});
+
+t.test('client sending its request, close_notify and FIN right behind its Finished gets the full response', async (t) => {
+  const s = await startServer(serverTlsOptions(certs, 'TLSv1.3'));
+  t.teardown(() => s.close());
+  const body = gen(5000, 'half-close');
+  const reply = await new Promise<Buffer>((resolve, reject) => {
+    const c = tls.connect({ port: s.port, host: '127.0.0.1', servername: 'localhost', ca: certs.ca });
+    const chunks: Buffer[] = [];
+    c.on('secureConnect', () => c.end(Buffer.concat([Buffer.from('REQ 5000 3000\n'), body])));
+    c.on('data', (d: Buffer) => chunks.push(d));
+    c.on('end', () => resolve(Buffer.concat(chunks)));
+    c.on('error', reject);
+  });
+  const srv = await s.conn(0);
+  const h = sha256(body);
+  t.ok(reply.equals(Buffer.concat([Buffer.from(`RES ${h} 3000\n`), gen(3000, h)])), 'response byte-exact');
+  t.equal(srv.mode, 'handoff');
+  t.equal(srv.stats?.closeNotifyIn, true);
+  t.equal(srv.stats?.closeNotifyOut, true);
 });

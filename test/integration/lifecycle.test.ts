@@ -58,7 +58,8 @@ t.test('SIGTERM drains: the in-flight request finishes, readiness 503, idle keep
   const goaway = new Promise<void>((r) => h2.once('goaway', () => r()));
 
   const seenBefore = up.seen.length;
-  const inflight = request(sc.tlsPort, { path: '/slow?ms=1500', ca: pki.caCert });
+  let inflightDone = false;
+  const inflight = request(sc.tlsPort, { path: '/slow?ms=1500', ca: pki.caCert }).finally(() => (inflightDone = true));
   await until(() => up.seen.length > seenBefore, 'the upstream to receive the request');
   sc.proc.kill('SIGTERM');
   await sc.waitForLog((l) => l.event === 'drain');
@@ -67,9 +68,9 @@ t.test('SIGTERM drains: the in-flight request finishes, readiness 503, idle keep
   t.equal(ready.status, 503, 'readiness 503 while draining');
   await t.rejects(request(sc.tlsPort, { ca: pki.caCert }), 'no new connections');
   await idleClosed;
-  t.pass('idle keep-alive connection closed');
+  t.notOk(inflightDone, 'idle keep-alive connection closed while the request is still in flight');
   await goaway;
-  t.pass('HTTP/2 session got GOAWAY');
+  t.notOk(inflightDone, 'HTTP/2 session got GOAWAY while the request is still in flight');
   const r = await inflight;
   t.equal(r.status, 200);
   t.equal(r.body.toString(), 'slow\n');

@@ -17,11 +17,12 @@ const up = await startUpstream();
 t.teardown(() => up.close());
 const common = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url];
 // The limit test gets its own sidecar so connections of other tests cannot count against it.
-const [sc, limited] = await Promise.all([
+const [sc, limited, tinyBuffer] = await Promise.all([
   startSidecar([...common, '--timeouts-handshake', '700ms', '--timeouts-headers', '400ms']),
   startSidecar([...common, '--limits-max-connections', '4']),
+  startSidecar([...common, '--limits-max-handshake-buffer-bytes', '64']),
 ]);
-t.teardown(() => Promise.all([sc.stop(), limited.stop()]));
+t.teardown(() => Promise.all([sc.stop(), limited.stop(), tinyBuffer.stop()]));
 const port = sc.tlsPort;
 const ca = pki.caCert;
 
@@ -116,4 +117,10 @@ t.test('connections over limits.maxConnections are refused and counted; open one
   t.equal(after, before + 1);
   const again = await request(limited.tlsPort, { ca, agent });
   t.equal(again.status, 200, 'an open connection still works');
+});
+
+t.test('a handshake flight over limits.maxHandshakeBufferBytes is refused and counted', async (t) => {
+  await t.rejects(request(tinyBuffer.tlsPort, { ca }));
+  t.comment(JSON.stringify({ tls: tinyBuffer.tlsPort, admin: tinyBuffer.adminPort, exit: tinyBuffer.proc.exitCode, err: tinyBuffer.stderr() }));
+  t.ok(metricValue(await tinyBuffer.metrics(), 'ktls_sidecar_connections_rejected_total', { reason: 'handshake_buffer_limit' }) >= 1);
 });

@@ -118,7 +118,8 @@ for (const version of VERSIONS) {
       );
       t.match(err, { name: 'NativeSyscallError', code: 'EBADMSG', syscall: 'recvmsg' });
       t.equal(classifyKtlsError(err, 'recv').kind, 'decrypt_error');
-      t.equal(tlsCounter('TlsDecryptError'), before + 1, 'TlsDecryptError +1');
+      // >, not +1: /proc/net/tls_stat is per network namespace, shared with test files running in parallel.
+      t.ok(tlsCounter('TlsDecryptError') > before, 'TlsDecryptError moved');
     });
 
     t.test(`${name}: a plain read meeting a control record gives EIO`, { skip: skipOutsideLab }, async (t) => {

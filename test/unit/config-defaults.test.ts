@@ -6,12 +6,26 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { loadConfig, schemaDefaults, schemaKeys } from '../../proxy/config/index.js';
+import { renderDefaultYaml, withConfigTable } from '../../proxy/config/reference.js';
+
+const REGENERATE = 'regenerate with: node --import tsx proxy/config/reference.ts';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const defaultYaml = join(root, 'config/default.yaml');
 
 t.test('config/default.yaml holds exactly the schema defaults', (t) => {
   t.same(parse(readFileSync(defaultYaml, 'utf8')), schemaDefaults());
+  t.end();
+});
+
+t.test('config/default.yaml is the rendering of the schema, comments included', (t) => {
+  t.equal(readFileSync(defaultYaml, 'utf8'), renderDefaultYaml(), REGENERATE);
+  t.end();
+});
+
+t.test('the key table in docs/config.md is the rendering of the schema', (t) => {
+  const doc = readFileSync(join(root, 'docs/config.md'), 'utf8');
+  t.equal(doc, withConfigTable(doc), REGENERATE);
   t.end();
 });
 

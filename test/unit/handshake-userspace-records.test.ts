@@ -98,7 +98,7 @@ t.test('application data both ways; large writes are split into ≤ 16 KiB recor
 });
 
 t.test('leftover (whole record + half of the next) is decrypted first, then the socket', async (t) => {
-  let second = Buffer.alloc(0);
+  let second: Buffer = Buffer.alloc(0);
   const p = await connect('TLSv1.3', 'CHACHA20_POLY1305', (cTx) => {
     const a = cTx.seal(ContentType.APPLICATION_DATA, Buffer.from('first,'));
     second = cTx.seal(ContentType.APPLICATION_DATA, Buffer.from('second'));

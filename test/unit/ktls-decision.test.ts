@@ -85,8 +85,9 @@ const rows: Row[] = [
 ];
 
 for (const [name, inp, mode, reason] of rows) {
-  t.test(name, async (t) => {
+  t.test(name, (t) => {
     t.strictSame(decide(inp), { mode, reason });
+    t.end();
   });
 }
 
@@ -117,7 +118,7 @@ function* everyInput(): Generator<DecisionInput> {
 
 const PRE_REASONS = new Set<KtlsReason>(['flag_off', 'native_unavailable', 'kernel_no_tls', 'sampled_out']);
 
-t.test('cross product: preHandshake and decide agree on every input', async (t) => {
+t.test('cross product: preHandshake and decide agree on every input', (t) => {
   let n = 0;
   let skipped = 0;
   const bad: string[] = [];
@@ -135,9 +136,10 @@ t.test('cross product: preHandshake and decide agree on every input', async (t) 
   }
   t.equal(bad.length, 0, bad.slice(0, 5).join('; '));
   t.ok(n > 5000 && skipped > 0 && skipped < n, `${n} inputs, ${skipped} skip the engine`);
+  t.end();
 });
 
-t.test('cross product: every result obeys the policy it claims', async (t) => {
+t.test('cross product: every result obeys the policy it claims', (t) => {
   const bad: string[] = [];
   const seen = new Set<string>();
   for (const inp of everyInput()) {
@@ -166,9 +168,10 @@ t.test('cross product: every result obeys the policy it claims', async (t) => {
   // The table reaches every reason but install_failed (set by the install step).
   for (const r of KTLS_REASONS) if (r !== 'install_failed') t.ok([...seen].some((s) => s.endsWith(`/${r}`)), `reason ${r} reachable`);
   t.ok(seen.has('tx/enabled') && seen.has('txrx/enabled') && seen.has('tx/rekey_unsupported') && seen.has('tx/kernel_cipher_unsupported'));
+  t.end();
 });
 
-t.test('raising sampleRate never turns an offloaded connection off', async (t) => {
+t.test('raising sampleRate never turns an offloaded connection off', (t) => {
   let checked = 0;
   for (const inp of everyInput()) {
     const d = decide(inp);
@@ -178,9 +181,10 @@ t.test('raising sampleRate never turns an offloaded connection off', async (t) =
     checked++;
   }
   t.ok(checked > 0);
+  t.end();
 });
 
-t.test('preHandshake: engine runs only when nothing pre-handshake blocks', async (t) => {
+t.test('preHandshake: engine runs only when nothing pre-handshake blocks', (t) => {
   t.strictSame(preHandshake(input()), { engine: true });
   t.strictSame(preHandshake(input({ flag: false })), { engine: false, decision: { mode: 'userspace', reason: 'flag_off' } });
   t.strictSame(preHandshake(input({ probe: null })), { engine: false, decision: { mode: 'userspace', reason: 'kernel_no_tls' } });
@@ -188,26 +192,30 @@ t.test('preHandshake: engine runs only when nothing pre-handshake blocks', async
   t.strictSame(preHandshake(input({ ktls: cfg({ sampleRate: 0.1 }), draw: 0.5 })), { engine: false, decision: { mode: 'userspace', reason: 'sampled_out' } });
   // Per-connection facts are unknown before the handshake: an empty cipher list still runs the engine.
   t.strictSame(preHandshake(input({ ktls: cfg({ ciphers: [] }) })), { engine: true });
+  t.end();
 });
 
-t.test('a draw outside [0,1) is a caller bug and throws', async (t) => {
+t.test('a draw outside [0,1) is a caller bug and throws', (t) => {
   for (const draw of [-0.1, 1, 1.5, Number.NaN]) {
     t.throws(() => decide(input({ draw })), RangeError);
     t.throws(() => preHandshake(input({ draw })), RangeError);
   }
+  t.end();
 });
 
-t.test('decide is pure: same input, same output; input untouched', async (t) => {
+t.test('decide is pure: same input, same output; input untouched', (t) => {
   const inp = input({ probe: K61 });
   const copy = JSON.stringify({ ...inp, probe: undefined });
   const a = decide(inp);
   const b = decide(inp);
   t.strictSame(a, b);
   t.equal(JSON.stringify({ ...inp, probe: undefined }), copy);
+  t.end();
 });
 
-t.test('labels', async (t) => {
+t.test('labels', (t) => {
   t.strictSame(decisionLabels({ mode: 'txrx', reason: 'enabled' }), { ktls: 'on', ktls_reason: 'enabled', direction: 'txrx' });
   t.strictSame(decisionLabels({ mode: 'tx', reason: 'rekey_unsupported' }), { ktls: 'on', ktls_reason: 'rekey_unsupported', direction: 'tx' });
   t.strictSame(decisionLabels(INSTALL_FAILED), { ktls: 'off', ktls_reason: 'install_failed', direction: 'none' });
+  t.end();
 });

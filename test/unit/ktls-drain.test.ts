@@ -52,7 +52,7 @@ t.test('flag off: http fronts drain, leftovers are closed at the timeout', async
   t.equal(reg.size, 0);
 });
 
-t.test('tcp: keep leaves it alone, close drains it', async (t) => {
+t.test('tcp: keep leaves it alone, close drains it', (t) => {
   for (const mode of ['keep', 'close'] as const) {
     const reg = new KtlsConnectionRegistry();
     const log: string[] = [];
@@ -70,6 +70,7 @@ t.test('tcp: keep leaves it alone, close drains it', async (t) => {
     }
     reg.cancelDrain();
   }
+  t.end();
 });
 
 t.test('flag back on before the timeout: no forced close', async (t) => {
@@ -91,7 +92,7 @@ t.test('flag back on before the timeout: no forced close', async (t) => {
   t.strictSame(log, ['drain a', 'drain a', 'close a']);
 });
 
-t.test('a front whose hook throws is closed instead', async (t) => {
+t.test('a front whose hook throws is closed instead', (t) => {
   const reg = new KtlsConnectionRegistry();
   const log: string[] = [];
   const errs: unknown[] = [];
@@ -100,18 +101,20 @@ t.test('a front whose hook throws is closed instead', async (t) => {
   t.strictSame(log, ['drain x', 'close x']);
   t.equal(errs.length, 1);
   reg.cancelDrain();
+  t.end();
 });
 
-t.test('track() unregisters on close', async (t) => {
+t.test('track() unregisters on close', (t) => {
   const reg = new KtlsConnectionRegistry();
   const ee = new EventEmitter();
   reg.track(ee, target('tcp', [], 'y'));
   t.equal(reg.size, 1);
   ee.emit('close');
   t.equal(reg.size, 0);
+  t.end();
 });
 
-t.test('only on→off drains', async (t) => {
+t.test('only on→off drains', (t) => {
   const reg = new KtlsConnectionRegistry();
   const flag = createKtlsFlag({ enabled: false });
   const log: string[] = [];
@@ -122,4 +125,5 @@ t.test('only on→off drains', async (t) => {
   flag.set(false, 'sighup');
   t.strictSame(log, ['drain z']);
   reg.cancelDrain();
+  t.end();
 });

@@ -38,7 +38,7 @@ function dataOf(events: RxEvent[]): Buffer {
   return Buffer.concat(events.flatMap((e) => (e.kind === 'data' ? [e.data] : [])));
 }
 
-t.test('data records fed one byte at a time come out byte-exact', async (t) => {
+t.test('data records fed one byte at a time come out byte-exact', (t) => {
   const { peer, reader } = tls13Pair('CHACHA20_POLY1305', 2n);
   const msgs = [randomBytes(1), randomBytes(16384), randomBytes(700)];
   const wire = Buffer.concat(msgs.map((m) => peer.seal(ContentType.APPLICATION_DATA, m)));
@@ -50,9 +50,10 @@ t.test('data records fed one byte at a time come out byte-exact', async (t) => {
   t.same(dataOf(events), Buffer.concat(msgs));
   t.equal(reader.records, 3);
   t.equal(reader.rx.seq, 5n);
+  t.end();
 });
 
-t.test('missingBytes: header first, then exactly the rest of the record', async (t) => {
+t.test('missingBytes: header first, then exactly the rest of the record', (t) => {
   const { peer, reader } = tls13Pair();
   const rec = peer.seal(ContentType.APPLICATION_DATA, Buffer.from('hello'));
   t.equal(reader.missingBytes(), 0);
@@ -64,9 +65,10 @@ t.test('missingBytes: header first, then exactly the rest of the record', async 
   reader.push(rec.subarray(9));
   t.equal(reader.missingBytes(), 0);
   t.same(dataOf(drain(reader)), Buffer.from('hello'));
+  t.end();
 });
 
-t.test('TLS 1.3 KeyUpdate: RX moves to the next key before the next record', async (t) => {
+t.test('TLS 1.3 KeyUpdate: RX moves to the next key before the next record', (t) => {
   for (const requested of [true, false]) {
     const { peer, reader } = tls13Pair('AES_GCM_256');
     const wire = Buffer.concat([
@@ -81,18 +83,20 @@ t.test('TLS 1.3 KeyUpdate: RX moves to the next key before the next record', asy
     t.same(dataOf(ev), Buffer.from('beforeafter'));
     t.equal(reader.rx.seq, 1n, 'sequence restarts at the new key');
   }
+  t.end();
 });
 
-t.test('KeyUpdate not at the end of its record is fatal', async (t) => {
+t.test('KeyUpdate not at the end of its record is fatal', (t) => {
   const { peer, reader } = tls13Pair();
   const twoMsgs = Buffer.concat([buildKeyUpdate(false), buildKeyUpdate(false)]);
   reader.push(peer.seal(ContentType.HANDSHAKE, twoMsgs));
   const ev = drain(reader);
   t.equal(ev.length, 1);
   t.match(ev[0], { kind: 'fatal', alert: 10 });
+  t.end();
 });
 
-t.test('a tampered record is a decrypt error and stops the reader', async (t) => {
+t.test('a tampered record is a decrypt error and stops the reader', (t) => {
   const { peer, reader } = tls13Pair();
   const rec = peer.seal(ContentType.APPLICATION_DATA, Buffer.from('x'.repeat(50)));
   rec[rec.length - 1]! ^= 1;
@@ -102,30 +106,34 @@ t.test('a tampered record is a decrypt error and stops the reader', async (t) =>
   t.equal(ev.length, 1);
   t.match(ev[0], { kind: 'fatal', alert: 20, why: /^decrypt_error/ });
   t.equal(reader.next(), null);
+  t.end();
 });
 
-t.test('alerts: close_notify and a malformed one', async (t) => {
+t.test('alerts: close_notify and a malformed one', (t) => {
   const { peer, reader } = tls13Pair();
   reader.push(peer.seal(ContentType.ALERT, Buffer.from([1, 0])));
   t.strictSame(drain(reader), [{ kind: 'alert', level: 1, description: 0 }]);
   const p2 = tls13Pair();
   p2.reader.push(p2.peer.seal(ContentType.ALERT, Buffer.from([1])));
   t.match(drain(p2.reader), [{ kind: 'fatal', alert: 50 }]);
+  t.end();
 });
 
-t.test('TLS 1.3: an unprotected record after the handshake is fatal', async (t) => {
+t.test('TLS 1.3: an unprotected record after the handshake is fatal', (t) => {
   const { reader } = tls13Pair();
   reader.push(Buffer.from([21, 3, 3, 0, 2, 1, 0]));
   t.match(drain(reader), [{ kind: 'fatal', alert: 10 }]);
+  t.end();
 });
 
-t.test('oversized record header → record_overflow without waiting for its body', async (t) => {
+t.test('oversized record header → record_overflow without waiting for its body', (t) => {
   const { reader } = tls13Pair();
   reader.push(Buffer.from([23, 3, 3, 0xff, 0xff]));
   t.match(drain(reader), [{ kind: 'fatal', alert: 22 }]);
+  t.end();
 });
 
-t.test('TLS 1.2 GCM: data, and a renegotiation ClientHello becomes an event', async (t) => {
+t.test('TLS 1.2 GCM: data, and a renegotiation ClientHello becomes an event', (t) => {
   const { peer, reader } = tls12Pair();
   reader.push(peer.seal(ContentType.APPLICATION_DATA, Buffer.from('one')));
   reader.push(peer.seal(ContentType.HANDSHAKE, buildHandshakeMessage(1, randomBytes(60))));
@@ -133,26 +141,29 @@ t.test('TLS 1.2 GCM: data, and a renegotiation ClientHello becomes an event', as
   const ev = drain(reader);
   t.strictSame(ev.map((e) => e.kind), ['data', 'renegotiation', 'data']);
   t.same(dataOf(ev), Buffer.from('onetwo'));
+  t.end();
 });
 
-t.test('PostHandshakeParser: a KeyUpdate split across two records', async (t) => {
+t.test('PostHandshakeParser: a KeyUpdate split across two records', (t) => {
   const p = new PostHandshakeParser(true);
   const ku = buildKeyUpdate(true);
   t.strictSame(p.push(ku.subarray(0, 2)), []);
   t.ok(p.pending);
   t.strictSame(p.push(ku.subarray(2)), [{ kind: 'key_update', requested: true }]);
   t.notOk(p.pending);
+  t.end();
 });
 
-t.test('PostHandshakeParser: what a client must not send after the handshake', async (t) => {
+t.test('PostHandshakeParser: what a client must not send after the handshake', (t) => {
   t.match(new PostHandshakeParser(true).push(buildHandshakeMessage(4, Buffer.alloc(10))), [{ kind: 'fatal', alert: 10 }]);
   t.match(new PostHandshakeParser(true).push(buildHandshakeMessage(24, Buffer.from([2]))), [{ kind: 'fatal', alert: 50 }]);
   t.match(new PostHandshakeParser(true).push(buildHandshakeMessage(24, Buffer.from([0, 0]))), [{ kind: 'fatal', alert: 50 }]);
   t.match(new PostHandshakeParser(false).push(buildKeyUpdate(false)), [{ kind: 'fatal', alert: 10 }], 'no KeyUpdate in TLS 1.2');
   t.match(new PostHandshakeParser(true).push(Buffer.alloc(0)), [{ kind: 'fatal' }]);
+  t.end();
 });
 
-t.test('TrafficSecretChain: each next() key opens what the peer sends after its KeyUpdate', async (t) => {
+t.test('TrafficSecretChain: each next() key opens what the peer sends after its KeyUpdate', (t) => {
   for (const cipher of ['AES_GCM_128', 'AES_GCM_256', 'CHACHA20_POLY1305'] as const) {
     const { peer, secret } = tls13Pair(cipher);
     const chain = new TrafficSecretChain(cipher, secret);
@@ -168,9 +179,10 @@ t.test('TrafficSecretChain: each next() key opens what the peer sends after its 
     t.equal(chain.generation, 3);
     chain.wipe();
   }
+  t.end();
 });
 
-t.test('TrafficSecretChain does not keep the caller buffer alive', async (t) => {
+t.test('TrafficSecretChain does not keep the caller buffer alive', (t) => {
   const secret = randomBytes(32);
   const chain = new TrafficSecretChain('AES_GCM_128', secret);
   const copy = Buffer.from(secret);
@@ -180,9 +192,10 @@ t.test('TrafficSecretChain does not keep the caller buffer alive', async (t) => 
   const rx = RecordProtection.fromCryptoInfo(chain.next());
   const rec = peer.seal(ContentType.APPLICATION_DATA, Buffer.from('ok'));
   t.same(rx.open(rec.subarray(0, 5), rec.subarray(5))?.data, Buffer.from('ok'));
+  t.end();
 });
 
-t.test('KeyUpdateRateLimiter: N per window, then refuses until the window slides', async (t) => {
+t.test('KeyUpdateRateLimiter: N per window, then refuses until the window slides', (t) => {
   let now = 0;
   const l = new KeyUpdateRateLimiter(3, () => now);
   t.ok(l.allow());
@@ -195,4 +208,5 @@ t.test('KeyUpdateRateLimiter: N per window, then refuses until the window slides
   t.notOk(l.allow());
   const none = new KeyUpdateRateLimiter(0, () => 0);
   t.notOk(none.allow(), 'limit 0 refuses every KeyUpdate');
+  t.end();
 });

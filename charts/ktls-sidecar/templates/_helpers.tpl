@@ -131,6 +131,11 @@ ports:
   - name: admin
     containerPort: {{ .Values.sidecar.ports.admin }}
     protocol: TCP
+{{- range .Values.sidecar.env }}
+{{- if eq (.name | default "") "KTLS_SIDECAR_KTLS_ENABLED" "KTLS_SIDECAR_CONFIG_WATCH" "KTLS_SIDECAR_CONFIG" }}
+{{- fail (printf "sidecar.env must not set %s: env overrides the config file on every reload, which would pin the runtime flag (use ktls.enabled)" .name) }}
+{{- end }}
+{{- end }}
 {{- with .Values.sidecar.env }}
 env:
   {{- toYaml . | nindent 2 }}
