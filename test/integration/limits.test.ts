@@ -120,7 +120,9 @@ t.test('connections over limits.maxConnections are refused and counted; open one
 });
 
 t.test('a handshake flight over limits.maxHandshakeBufferBytes is refused and counted', async (t) => {
+  t.comment(JSON.stringify(await tinyBuffer.admin('/healthz').catch((e: Error) => e.message)));
   await t.rejects(request(tinyBuffer.tlsPort, { ca }));
+  t.comment(JSON.stringify(await tinyBuffer.admin('/healthz').catch((e: Error) => e.message)));
   t.comment(JSON.stringify({ tls: tinyBuffer.tlsPort, admin: tinyBuffer.adminPort, exit: tinyBuffer.proc.exitCode, err: tinyBuffer.stderr() }));
   t.ok(metricValue(await tinyBuffer.metrics(), 'ktls_sidecar_connections_rejected_total', { reason: 'handshake_buffer_limit' }) >= 1);
 });
