@@ -285,19 +285,23 @@ export class Sidecar {
     // handshake runs and once at its end, so an oversized flight never passes.
     const limit = gen.config.limits.maxHandshakeBufferBytes;
     let overLimit = false;
-    const checkLimit = (): boolean => {
-      if (limit > 0 && raw.bytesRead > limit && !overLimit) {
+    const overLimitNow = (): boolean => limit > 0 && raw.bytesRead > limit;
+    const poll = setInterval(() => {
+      // Mid-handshake the raw socket is the one to close (node's TLS socket
+      // follows its parent), exactly as the handshake deadline does.
+      if (!overLimit && overLimitNow()) {
         overLimit = true;
         raw.destroy();
       }
-      return overLimit;
-    };
-    const poll = setInterval(checkLimit, 50);
+    }, 50);
     const outcome = await gen.handshaker.handshake(raw);
     clearTimeout(deadline);
     clearInterval(poll);
-    if (checkLimit()) {
+    if (overLimit || overLimitNow()) {
+      // After a completed handshake only the TLS socket may be destroyed: it
+      // closes the raw socket itself, and closing both would close the fd twice.
       if (outcome.ok) outcome.tls.destroy();
+      else if (!raw.destroyed) raw.destroy();
       this.metrics.connectionRejected('handshake_buffer_limit');
       this.logReject(raw, 'handshake_buffer_limit', acceptedAt, id, remoteAddress, remotePort);
       return;
@@ -306,7 +310,7 @@ export class Sidecar {
       const reason = timedOut ? 'timeout' : outcome.reason;
       this.metrics.handshakeFailed(reason);
       this.logReject(raw, `handshake_${reason}`, acceptedAt, id, remoteAddress, remotePort, outcome.error);
-      raw.destroy();
+      if (!raw.destroyed) raw.destroy();
       return;
     }
     const tls = outcome.tls;
@@ -475,9 +479,13 @@ export class Sidecar {
       }
       const left = this.raws.size;
       for (const [raw, conn] of this.raws) {
-        if (conn) markClose(conn, 'shutdown');
-        (conn ?? raw).destroy();
-        raw.destroy();
+        if (conn) {
+          // The plaintext stream closes the TLS socket, which closes the raw one.
+          markClose(conn, 'shutdown');
+          conn.destroy();
+        } else {
+          raw.destroy();
+        }
       }
       for (const g of this.gens) if (g.front instanceof HttpFront) g.front.close();
       this.logger.info({ event: 'drain_done', closed_by_timeout: left }, 'drain finished');

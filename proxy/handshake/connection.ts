@@ -78,6 +78,7 @@ export class HandshakeConnection implements EngineSink {
   private bytesOut = 0;
   /** Client handshake ciphertext given to OpenSSL so far (bounded by maxBufferedBytes). */
   private handshakeBytes = 0;
+  private drainedAtStop = 0;
   clientRandomHex: string | null = null;
 
   constructor(private readonly ctx: EngineContext, private readonly raw: net.Socket, private readonly hooks: OffloadHooks) {
@@ -253,7 +254,10 @@ export class HandshakeConnection implements EngineSink {
     // OpenSSL needs nothing more from the client: stop reading the fd now,
     // so what follows the Finished stays bounded and ends up in `leftover`.
     this.raw.off('data', this.onRawData);
-    this.inFramer.push(stopReading(this.raw));
+    const drained = stopReading(this.raw);
+    this.bytesIn += drained.length;
+    this.drainedAtStop = drained.length;
+    this.inFramer.push(drained);
     this.readingStopped = true;
     this.pausedForBuffer = false;
     this.feed(rec.raw); // may emit 'secureConnection' synchronously
@@ -399,6 +403,7 @@ export class HandshakeConnection implements EngineSink {
       bytesIn: this.bytesIn,
       bytesOut: this.bytesOut,
       leftoverBytes,
+      drainedAtStop: this.drainedAtStop,
       earlyDataRecordsSkipped: this.tracker.earlyDataRecordsSkipped,
     };
   }

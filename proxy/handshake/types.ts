@@ -47,6 +47,8 @@ export interface HandshakeCounts {
   readonly bytesOut: number;
   /** Client bytes read after its Finished (the handoff's `leftover`; 0 for userspace). */
   readonly leftoverBytes: number;
+  /** Of `leftoverBytes`: bytes Node had already read into the socket's stream buffer when reading stopped. */
+  readonly drainedAtStop: number;
   /** Rejected 0-RTT records skipped by OpenSSL. */
   readonly earlyDataRecordsSkipped: number;
 }

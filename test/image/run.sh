@@ -32,7 +32,7 @@ summary() {
   say "image: $passed passed, $failed failed"
 }
 cleanup() {
-  podman rm -f -t 0 "$name" >/dev/null 2>&1 || true
+  podman rm -f -t 0 "$name" "$name-app" "$name-chart" >/dev/null 2>&1 || true
   [[ -n "$upstream_pid" ]] && kill "$upstream_pid" 2>/dev/null
   rm -rf "$work"
 }
@@ -197,6 +197,40 @@ if [[ "$flag" == *'"enabled":false'* && "$restarts" == 0 ]] \
   pass "ConfigMap-style update of ktls.enabled applied live (GET /ktls: $flag)"
 else
   fail "ConfigMap-style flag flip" "GET /ktls: $flag, restarts: $restarts" "$(podman logs "$name" 2>&1 | tail -n 5)"
+fi
+
+# --- the chart's pod --------------------------------------------------------------------------
+# The image with the config the Helm chart renders (default values), at the chart's mount paths and
+# ports, on its own network namespace like a pod: the app container joins the sidecar's namespace and
+# listens on loopback 8080. The host reaches the pod only through published ports, as the kubelet
+# reaches the pod IP, so /readyz answering proves admin.host 0.0.0.0 is what probes need.
+mkdir -p "$work/chart-config"; chmod 0755 "$work/chart-config"
+if (cd "$repo" && npx tsx test/image/chart-config.ts) >"$work/chart-config/config.yaml" 2>"$work/chart-config.log"; then
+  chmod 0644 "$work/chart-config/config.yaml"
+  podman_run -d --name "$name-chart" -p 127.0.0.1::8443 -p 127.0.0.1::9901 \
+      --read-only --cap-drop=ALL --security-opt=no-new-privileges --tmpfs /tmp \
+      -v "$work/chart-config:/etc/ktls-sidecar/config:ro" -v "$work/tls:/etc/ktls-sidecar/tls:ro" \
+      "$image" --config /etc/ktls-sidecar/config/config.yaml >"$work/chart-run.log" 2>&1
+  podman_run -d --name "$name-app" --network "container:$name-chart" --read-only --cap-drop=ALL --entrypoint node "$image" \
+      -e 'require("http").createServer((q, r) => r.end("app-ok " + q.url + "\n")).listen(8080, "127.0.0.1")' >>"$work/chart-run.log" 2>&1
+  https_hp=$(podman port "$name-chart" 8443/tcp 2>/dev/null | head -n1)
+  admin_hp=$(podman port "$name-chart" 9901/tcp 2>/dev/null | head -n1)
+  ready=
+  for _ in $(seq 100); do
+    [[ -n "$admin_hp" ]] && curl -fsS -o /dev/null "http://$admin_hp/readyz" 2>/dev/null && { ready=1; break; }
+    sleep 0.2
+  done
+  body=$(curl -sS --max-time 10 --cacert "$work/tls/tls.crt" --resolve "localhost:${https_hp##*:}:127.0.0.1" \
+    "https://localhost:${https_hp##*:}/from-the-chart" 2>&1)
+  if [[ -n "$ready" && "$body" == "app-ok /from-the-chart" ]]; then
+    pass "chart-rendered config: probes reach the admin port from outside the pod, HTTPS reaches the app on loopback"
+  else
+    fail "chart-rendered config in a pod-like setup" "ready=${ready:-no} body=$body" "$(tail -n 3 "$work/chart-run.log")" \
+      "$(podman logs "$name-chart" 2>&1 | tail -n 5)"
+  fi
+  podman rm -f -t 0 "$name-app" "$name-chart" >/dev/null 2>&1
+else
+  fail "render the chart's config" "$(tail -n 5 "$work/chart-config.log")"
 fi
 
 # SIGTERM to PID 1 (the sidecar itself, no init): it must drain and exit 0 well before the kill.

@@ -6,7 +6,7 @@ import { curl, makeCerts, nodeTls, PLAIN_STEPS, sClient, serverTlsOptions, start
 const certs = makeCerts();
 t.teardown(() => certs.cleanup());
 
-const CIPHERS = ['ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-CHACHA20-POLY1305', 'AES128-GCM-SHA256'];
+const CIPHERS = ['ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384', 'ECDHE-RSA-CHACHA20-POLY1305', 'AES128-GCM-SHA256', 'ECDHE-ECDSA-AES128-CCM'];
 
 for (const cipher of CIPHERS) {
   t.test(`s_client ${cipher}: echo incl. a 12 KB line, close_notify, seq 1/1`, async (t) => {

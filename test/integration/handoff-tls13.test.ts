@@ -61,3 +61,16 @@ t.test('node https POST through the handoff', async (t) => {
   t.equal(srv.mode, 'handoff');
   t.equal(srv.stats?.closeNotifyOut, true);
 });
+
+t.test('s_client TLS_AES_128_CCM_SHA256 (kernel AES_CCM_128; policy decides whether to trust it)', async (t) => {
+  const cipher = 'TLS_AES_128_CCM_SHA256';
+  const s = await startServer(serverTlsOptions(certs, 'TLSv1.3', cipher));
+  t.teardown(() => s.close());
+  const cli = await sClient(s.port, certs, { version: 'TLSv1.3', cipher, steps: KU_STEPS });
+  const srv = await s.conn(0);
+  t.equal(cli.exit, 0);
+  t.same(cli.problems, []);
+  t.equal(srv.offloadAsked?.kernelCipher, 'AES_CCM_128');
+  t.equal(srv.mode, 'handoff');
+  t.equal(srv.stats?.keyUpdatesIn.length, 3);
+});

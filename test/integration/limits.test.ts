@@ -120,9 +120,10 @@ t.test('connections over limits.maxConnections are refused and counted; open one
 });
 
 t.test('a handshake flight over limits.maxHandshakeBufferBytes is refused and counted', async (t) => {
-  t.comment(JSON.stringify(await tinyBuffer.admin('/healthz').catch((e: Error) => e.message)));
   await t.rejects(request(tinyBuffer.tlsPort, { ca }));
-  t.comment(JSON.stringify(await tinyBuffer.admin('/healthz').catch((e: Error) => e.message)));
-  t.comment(tinyBuffer.logs.slice(-5).map((l) => JSON.stringify(l).slice(0, 250)).join('\n'));
   t.ok(metricValue(await tinyBuffer.metrics(), 'ktls_sidecar_connections_rejected_total', { reason: 'handshake_buffer_limit' }) >= 1);
+  // Regression: closing both the TLS and the raw socket once closed the fd
+  // twice, which took down an unrelated listener (the admin server).
+  const health = await tinyBuffer.admin('/healthz');
+  t.equal(health.status, 200, 'the admin server is unaffected');
 });

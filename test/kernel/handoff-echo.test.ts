@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import { HandshakeEngine } from '../../proxy/handshake/engine.js';
-import { installKtls } from '../../proxy/ktls/install.js';
+import { installKtls, KtlsInstallError } from '../../proxy/ktls/install.js';
 import type { InstallResult } from '../../proxy/ktls/install.js';
 import type { KtlsStreamStats } from '../../proxy/ktls/kernel-stream.js';
 import { native, nativeStatus, socketFd } from '../../native/index.js';
@@ -307,4 +307,37 @@ t.test('kernel TX under backpressure: 8 MiB to a client that reads only once the
   t.equal(sha(await clientGot), sha(big), '8 MiB byte-exact after the stall');
   t.ok(r.sawBackpressure, 'the stream pushed back while the client did not read');
   t.equal(r.stats.txBytesKernel, big.length);
+});
+
+t.test('RX refused after TX is in the kernel: the connection is closed, never half-installed', { skip }, async (t) => {
+  const pem = makeCert();
+  const tlsServer = tls.createServer({ ...pem, minVersion: 'TLSv1.3' });
+  const engine = new HandshakeEngine(tlsServer, { handshakeTimeoutMs: 60_000, maxBufferedBytes: 1 << 20 });
+  const outcome = new Promise<unknown>((resolve) => {
+    const server = net.createServer((raw) => {
+      void (async () => {
+        const hs = await engine.accept(raw, { offload: () => true });
+        if (hs.mode !== 'handoff') throw new Error(hs.reason);
+        // The kernel refuses an RX state whose version differs from TX (EINVAL): a
+        // real refusal that only comes after TLS_TX succeeded.
+        (hs.rx as { version: string }).version = 'TLSv1.2';
+        await installKtls({ handoff: hs, decision: { mode: 'txrx', reason: 'enabled' }, native: native(), rekeySupported: false, keyUpdateRateLimit: 10 });
+        return 'installed';
+      })().then(resolve, resolve);
+    }).listen(0, '127.0.0.1', () => {
+      // A client that sends nothing after the handshake: no leftover, so RX install is attempted.
+      const c = tls.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', rejectUnauthorized: false });
+      c.on('error', () => {});
+      c.resume(); // consume, so the server's close is seen
+      c.on('close', () => {
+        server.close();
+        engine.close();
+      });
+    });
+  });
+  const err = await outcome;
+  t.ok(err instanceof KtlsInstallError, `install rejected: ${String(err)}`);
+  const info = (err as KtlsInstallError).info;
+  t.equal(info?.stage, 'install_rx');
+  t.equal(info?.errno, 'EINVAL');
 });

@@ -5,12 +5,13 @@
 # lab VM, once per kernel, and exits non-zero if anything failed or a VM did not boot.
 #   1. test/lab/setup.sh: host tools (qemu, static busybox, ...) from apt if missing
 #   2. fetch-kernel.sh: each kernel, downloaded + unpacked into the lab cache on first use
-#   3. build-tests.mjs: tsc -> .lab/build (+ tap bundled into one module), on the host
+#   3. build-tests.mjs: tsc -> node_modules/.cache/ktls-sidecar-lab/build (+ tap bundled
+#      into one module), on the host
 #   4. run-in-vm.sh --kernel K -- node test/lab/guest-run.mjs ...: per kernel, in turn
 # Each kernel's TAP stream is printed live and kept in .lab/results/<spec>.tap; the
 # last lines are a per-kernel result line and a summary:
-#   kernel-lab: RESULT kernel=7.x release=7.3.4+deb13-amd64 total=6 pass=6 fail=0 skip=0 rc=0 boot=3.4 suite=12.0
-#   kernel-lab: 2 kernels, 12 passed, 0 failed, 0 skipped
+#   kernel-lab: RESULT kernel=<spec> release=<uname -r> total=N pass=N fail=N skip=N rc=N boot=<s> suite=<s> wall=<s>
+#   kernel-lab: <K> kernels, N passed, N failed, N skipped (<s> s)
 # and the RESULT lines are also written to $KTLS_LAB_SUMMARY (default .lab/results/summary.txt).
 #
 # Environment:

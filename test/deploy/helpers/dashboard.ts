@@ -221,18 +221,25 @@ export function buildDashboard(): Record<string, unknown> {
   row('Kernel');
   line(8, [
     {
-      w: 12,
+      w: 8,
       type: 'timeseries',
-      title: 'Kernel TLS counters (/proc/net/tls_stat)',
+      title: 'Kernel TLS counters (/proc/net/tls_stat) per second',
       description:
-        'Per-second change of the node\'s /proc/net/tls_stat counters (TlsTxSw, TlsRxSw, TlsTxDevice, TlsDecryptError, TlsRxRekeyOk, ...). ' +
+        'Per-second change of the /proc/net/tls_stat counters (TlsTxSw, TlsRxSw, TlsTxDevice, TlsDecryptError, TlsRxRekeyOk, ...). ' +
         'The counters are per network namespace, so each pod reports its own (the sidecar and the app share one).',
-      targets: targets([`sum by (counter) (rate(${M}kernel_tls_stat{${SEL}}[${RI}]))`, '{{counter}}']),
+      targets: targets([`sum by (counter) (rate(${M}kernel_tls_stat{counter!~"TlsCurr.*", ${SEL}}[${RI}]))`, '{{counter}}']),
       fieldConfig: ts('ops'),
       options: legendTable,
     },
     {
-      w: 6,
+      w: 5,
+      type: 'timeseries',
+      title: 'kTLS sockets open now (TlsCurr*)',
+      targets: targets([`sum by (counter) (${M}kernel_tls_stat{counter=~"TlsCurr.*", ${SEL}})`, '{{counter}}']),
+      fieldConfig: ts('short'),
+    },
+    {
+      w: 5,
       type: 'timeseries',
       title: 'Offload: attempted vs installed',
       targets: targets([`sum by (result, offload) (rate(${M}ktls_offload_total{${SEL}}[${RI}]))`, '{{offload}} {{result}}']),
