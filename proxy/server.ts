@@ -220,6 +220,7 @@ export class Sidecar {
     raw.on('error', () => undefined); // reflected in 'close'; never crash on a reset
     if (this.draining) {
       this.metrics.connectionRejected('draining');
+      this.logReject(raw, 'draining', acceptedAt);
       raw.destroy();
       return;
     }
@@ -260,10 +261,8 @@ export class Sidecar {
       clearTimeout(deadline);
       if (verdict === 'closed') {
         // Nothing sent: a TCP health check or port scan (or our own deadline).
-        if (timedOut) {
-          this.metrics.connectionRejected('handshake_timeout');
-          this.logReject(raw, 'handshake_timeout', acceptedAt, id, remoteAddress, remotePort);
-        }
+        if (timedOut) this.metrics.connectionRejected('handshake_timeout');
+        this.logReject(raw, timedOut ? 'handshake_timeout' : 'no_data', acceptedAt, id, remoteAddress, remotePort);
         return;
       }
       if (verdict === 'http') {
@@ -417,11 +416,17 @@ export class Sidecar {
   async readiness(): Promise<Readiness> {
     const checks: ReadinessCheck[] = [
       { name: 'listening', ok: this.listener.listening },
-      { name: 'certificates', ok: true, detail: this.gen.contexts.defaultEntry.summary.subject },
+      this.certificateCheck(),
       await this.upstreamCheck(),
       { name: 'not_draining', ok: !this.draining },
     ];
     return { ready: checks.every((c) => c.ok), checks };
+  }
+
+  private certificateCheck(): ReadinessCheck {
+    const c = this.gen.contexts.defaultEntry.summary;
+    const expired = Date.parse(c.notAfter) <= Date.now();
+    return { name: 'certificates', ok: !expired, detail: `${c.subject}, not after ${c.notAfter}${expired ? ' (expired)' : ''}` };
   }
 
   private upstreamTarget(): { host: string; port: number } {

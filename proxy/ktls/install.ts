@@ -52,6 +52,9 @@ export interface InstallInput {
   partialRecordTimeoutMs?: number;
   events?: InstallEvents;
   allowHalfOpen?: boolean;
+  /** TLS 1.3 TX key usage limit and its check cadence (see KernelTlsStreamOptions; tests lower them). */
+  txKeyRecordLimit?: bigint;
+  keyUsageCheckWrites?: number;
 }
 
 export interface InstallResult {
@@ -108,6 +111,8 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
     keyUpdateRateLimit: input.keyUpdateRateLimit,
     events,
     ...(input.allowHalfOpen === undefined ? {} : { allowHalfOpen: input.allowHalfOpen }),
+    ...(input.txKeyRecordLimit === undefined ? {} : { txKeyRecordLimit: input.txKeyRecordLimit }),
+    ...(input.keyUsageCheckWrites === undefined ? {} : { keyUsageCheckWrites: input.keyUsageCheckWrites }),
   };
   let initialEvents: RxEvent[] = [];
 

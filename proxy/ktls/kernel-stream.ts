@@ -188,6 +188,15 @@ export interface KernelTlsStreamOptions {
   now?: () => number;
   /** Longest wait for room in the socket buffer when sending a control record (default 5000 ms). */
   controlSendTimeoutMs?: number;
+  /**
+   * TLS 1.3: records under one TX key before we send our own KeyUpdate
+   * (RFC 8446 5.5: AES-GCM ≈ 2^24.5; default 2^24). Checked every
+   * `keyUsageCheckWrites` writes (default 1024; the kernel's sequence number
+   * is read back with getsockopt) — so the limit can be overshot by what
+   * those writes hold.
+   */
+  txKeyRecordLimit?: bigint;
+  keyUsageCheckWrites?: number;
 }
 
 /** Counters for the connection's close log line. */
@@ -234,6 +243,10 @@ export class KernelTlsStream extends Duplex {
   private readonly limiter: KeyUpdateRateLimiter;
   private readonly controlSendTimeoutMs: number;
   private readonly parser: PostHandshakeParser;
+  private readonly txKeyRecordLimit: bigint;
+  private readonly keyUsageCheckWrites: number;
+  private writesSinceKeyCheck = 0;
+  private txRotationQueued = false;
 
   private poller: Poller | null = null;
   private rxBuf: Buffer | null = null;
@@ -264,6 +277,8 @@ export class KernelTlsStream extends Duplex {
     this.limiter = new KeyUpdateRateLimiter(opts.keyUpdateRateLimit, opts.now);
     this.controlSendTimeoutMs = opts.controlSendTimeoutMs ?? 5000;
     this.parser = new PostHandshakeParser(opts.version === 'TLSv1.3');
+    this.txKeyRecordLimit = opts.txKeyRecordLimit ?? 1n << 24n;
+    this.keyUsageCheckWrites = Math.max(1, opts.keyUsageCheckWrites ?? 1024);
     if ((opts.tx.side === 'kernel' || opts.rx.side === 'kernel') && !opts.native) {
       throw new TypeError('KernelTlsStream: a kernel side needs the native addon');
     }
@@ -535,20 +550,41 @@ export class KernelTlsStream extends Duplex {
       this.rxSeqBase = 0n;
     }
     this.events.keyUpdate?.('rx', 'ok');
-    if (requested) return this.answerKeyUpdate();
+    // RFC 8446 4.6.3: answer before sending more data (or close, if we cannot).
+    if (requested) return this.sendOurKeyUpdate('rekey_unsupported');
     return true;
   }
 
-  /** Send our KeyUpdate(update_not_requested) under the current TX key, then switch TX to the next key. */
-  private answerKeyUpdate(): boolean {
+  /**
+   * TLS 1.3 key usage limit: after a data write, every `keyUsageCheckWrites`
+   * writes, rotate TX with our own KeyUpdate(update_not_requested) once the
+   * current key has protected `txKeyRecordLimit` records.
+   */
+  private afterDataWrite(): void {
+    if (this.version !== 'TLSv1.3' || this.txRotationQueued || this.txClosed) return;
+    if (++this.writesSinceKeyCheck < this.keyUsageCheckWrites) return;
+    this.writesSinceKeyCheck = 0;
+    const tx = this.txSide;
+    const used = tx.side === 'js' ? tx.protection.seq : this.kernelSeq('tx');
+    if (used < this.txKeyRecordLimit) return;
+    this.sendOurKeyUpdate('key_usage_limit');
+  }
+
+  /**
+   * Queue our KeyUpdate(update_not_requested) under the current TX key, then
+   * switch TX to the next key. Where TX cannot be rekeyed (kernel without
+   * rekey), end the connection gracefully with `reasonIfImpossible`.
+   */
+  private sendOurKeyUpdate(reasonIfImpossible: string): boolean {
     const tx = this.txSide;
     if (tx.side === 'kernel' && (!this.rekeySupported || !tx.secrets)) {
-      // RFC 8446 4.6.3: we must answer before sending more data, and cannot: close instead.
       this.events.keyUpdate?.('tx', 'unsupported');
-      this.gracefulEnd('rekey_unsupported');
+      this.gracefulEnd(reasonIfImpossible);
       return false;
     }
+    this.txRotationQueued = true;
     this.runTx((done) => {
+      this.txRotationQueued = false;
       if (this.txClosed || this.destroyed) return done();
       const msg = buildKeyUpdate(false);
       if (tx.side === 'js') {
@@ -643,6 +679,7 @@ export class KernelTlsStream extends Duplex {
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     this.runTx((done) => this.txData([chunk], (err) => {
       done(err);
+      if (!err) this.afterDataWrite();
       cb(err);
     }));
   }
@@ -650,6 +687,7 @@ export class KernelTlsStream extends Duplex {
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: (err?: Error | null) => void): void {
     this.runTx((done) => this.txData(chunks.map((c) => c.chunk), (err) => {
       done(err);
+      if (!err) this.afterDataWrite();
       cb(err);
     }));
   }

@@ -17,12 +17,13 @@ const up = await startUpstream();
 t.teardown(() => up.close());
 const common = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url];
 // The limit test gets its own sidecar so connections of other tests cannot count against it.
-const [sc, limited, tinyBuffer] = await Promise.all([
-  startSidecar([...common, '--timeouts-handshake', '700ms', '--timeouts-headers', '400ms']),
+const [sc, limited, tinyBuffer, shortIdle] = await Promise.all([
+  startSidecar([...common, '--timeouts-handshake', '1500ms', '--timeouts-headers', '1000ms']),
   startSidecar([...common, '--limits-max-connections', '4']),
   startSidecar([...common, '--limits-max-handshake-buffer-bytes', '64']),
+  startSidecar([...common, '--timeouts-idle', '500ms']),
 ]);
-t.teardown(() => Promise.all([sc.stop(), limited.stop(), tinyBuffer.stop()]));
+t.teardown(() => Promise.all([sc.stop(), limited.stop(), tinyBuffer.stop(), shortIdle.stop()]));
 const port = sc.tlsPort;
 const ca = pki.caCert;
 
@@ -126,4 +127,17 @@ t.test('a handshake flight over limits.maxHandshakeBufferBytes is refused and co
   // twice, which took down an unrelated listener (the admin server).
   const health = await tinyBuffer.admin('/healthz');
   t.equal(health.status, 200, 'the admin server is unaffected');
+});
+
+t.test('an idle keep-alive connection is closed after timeouts.idle and counted idle_timeout', async (t) => {
+  const agent = new (await import('node:https')).Agent({ keepAlive: true, ca: fs.readFileSync(ca) });
+  t.teardown(() => agent.destroy());
+  const r = await request(shortIdle.tlsPort, { ca, agent });
+  t.equal(r.status, 200);
+  const idle = Object.values(agent.freeSockets).flat()[0];
+  t.ok(idle, 'the connection is kept alive');
+  await new Promise<void>((resolve) => idle?.once('close', () => resolve()));
+  const line = await shortIdle.waitForLog((l) => l.event === 'connection_closed' && l['protocol'] === 'http1');
+  t.equal(line['close_reason'], 'idle_timeout');
+  t.ok(metricValue(await shortIdle.metrics(), 'ktls_sidecar_connections_closed_total', { reason: 'idle_timeout' }) >= 1);
 });

@@ -25,7 +25,7 @@ async function deadPort(): Promise<number> {
 const certArgs = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key];
 const [down, slow] = await Promise.all([
   startSidecar([...certArgs, '--upstream-url', `http://127.0.0.1:${await deadPort()}`]),
-  startSidecar([...certArgs, '--upstream-url', up.url, '--timeouts-upstream-response', '300ms']),
+  startSidecar([...certArgs, '--upstream-url', up.url, '--timeouts-upstream-response', '1000ms']),
 ]);
 t.teardown(() => Promise.all([down.stop(), slow.stop()]));
 

@@ -10,6 +10,7 @@ import t from 'tap';
 import net from 'node:net';
 import tls from 'node:tls';
 import { execFileSync, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -43,7 +44,7 @@ interface Served {
 }
 
 /** Line-echo server whose record layer follows the real decision for this kernel. */
-async function startEcho(t: { teardown(fn: () => void): void }, probe: KernelProbe, forceTls13Rx: boolean) {
+async function startEcho(t: { teardown(fn: () => void): void }, probe: KernelProbe, forceTls13Rx: boolean, extra: { txKeyRecordLimit?: bigint; keyUsageCheckWrites?: number } = {}) {
   const tlsServer = tls.createServer({ ...makeCert(), minVersion: 'TLSv1.3' });
   const engine = new HandshakeEngine(tlsServer, { handshakeTimeoutMs: 60_000, maxBufferedBytes: 1 << 20 });
   const served: Promise<Served>[] = [];
@@ -71,6 +72,7 @@ async function startEcho(t: { teardown(fn: () => void): void }, probe: KernelPro
         native: native(),
         rekeySupported: probe.rekey,
         keyUpdateRateLimit: 10,
+        ...extra,
         events: { keyUpdate: (d, r) => keyUpdates.push(`${d}:${r}`) },
       });
       const s = install.stream;
@@ -126,6 +128,35 @@ function sClient(port: number, steps: string[]): Promise<{ code: number | null; 
   });
 }
 
+/** Node client: 20 chunks, one per round trip (each echo is its own server write); resolves at end or error. */
+function pingPong(port: number, chunks: Buffer[]): Promise<{ echoed: Buffer; error: string | null }> {
+  return new Promise((resolve) => {
+    const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    const got: Buffer[] = [];
+    let n = 0;
+    let i = 0;
+    let sent = 0;
+    const total = chunks.reduce((a, b) => a + b.length, 0);
+    const send = (): void => {
+      const ch = chunks[i++]!;
+      sent += ch.length;
+      c.write(ch);
+    };
+    c.once('secureConnect', send);
+    c.on('data', (d: Buffer) => {
+      got.push(d);
+      n += d.length;
+      if (n === total) c.end();
+      else if (n === sent) send();
+    });
+    let error: string | null = null;
+    c.on('error', (e: Error) => (error = e.message));
+    c.on('close', () => resolve({ echoed: Buffer.concat(got), error }));
+  });
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
 t.test('TLS 1.3 KeyUpdate with kTLS', { skip }, async (t) => {
   const probe = await probeKernel({ skipNicOffload: true });
   t.ok(probe.available, `kTLS available (${probe.reasonDetail ?? 'ok'})`);
@@ -150,7 +181,31 @@ t.test('TLS 1.3 KeyUpdate with kTLS', { skip }, async (t) => {
       t.ok((after['TlsTxRekeyOk'] ?? 0) - (before['TlsTxRekeyOk'] ?? 0) >= 1, 'kernel counted our TX rekey');
       t.equal(after['TlsDecryptError'] ?? 0, before['TlsDecryptError'] ?? 0);
     });
+    t.test('rekey kernel: the TX key usage limit rotates the kernel TX key with our own KeyUpdate', async (t) => {
+      const srv = await startEcho(t, probe, false, { txKeyRecordLimit: 4n, keyUsageCheckWrites: 1 });
+      const before = readTlsStatSync() ?? {};
+      const chunks = Array.from({ length: 20 }, () => randomBytes(3000));
+      const r = await pingPong(srv.port, chunks);
+      t.equal(r.error, null);
+      t.equal(sha(r.echoed), sha(Buffer.concat(chunks)), 'byte-exact across our KeyUpdates');
+      const s = await srv.served[0]!;
+      const st = await s.stats;
+      t.ok(st.keyUpdatesOut >= 3, `${st.keyUpdatesOut} server KeyUpdates`);
+      const after = readTlsStatSync() ?? {};
+      t.equal((after['TlsTxRekeyOk'] ?? 0) - (before['TlsTxRekeyOk'] ?? 0), st.keyUpdatesOut, 'each one a kernel TX rekey');
+    });
   } else {
+    t.test('kernel without rekey: the TX key usage limit ends the connection gracefully', async (t) => {
+      const srv = await startEcho(t, probe, false, { txKeyRecordLimit: 4n, keyUsageCheckWrites: 1 });
+      const chunks = Array.from({ length: 20 }, () => randomBytes(3000));
+      const r = await pingPong(srv.port, chunks);
+      t.equal(r.error, null, 'a clean close, not an error');
+      t.ok(r.echoed.length < 20 * 3000, `closed after ${r.echoed.length} B`);
+      const st = await (await srv.served[0]!).stats;
+      t.equal(st.endReason, 'key_usage_limit');
+      t.ok(st.closeNotifyOut);
+    });
+
     t.test('kernel without rekey: tx / rekey_unsupported; k followed in JS; K ends gracefully', async (t) => {
       const srv = await startEcho(t, probe, false);
       const r = await sClient(srv.port, ['line-one', 'k', 'line-two', 'K', 'never-echoed']);

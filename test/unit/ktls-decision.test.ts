@@ -2,6 +2,7 @@ import t from 'tap';
 import { decide, preHandshake, decisionLabels, KTLS_REASONS, INSTALL_FAILED } from '../../proxy/ktls/decision.js';
 import type { DecisionInput, KtlsDecisionConfig, KtlsProbeView, HandshakeFactsView, KtlsReason } from '../../proxy/ktls/decision.js';
 import { DEFAULT_KTLS_CIPHERS } from '../../proxy/ktls/cipher-policy.js';
+import { loadConfig } from '../../proxy/config/index.js';
 import type { KernelCipher, KtlsDirection, TlsVersion } from '../../proxy/tls/crypto-info.js';
 
 // ---- probes: real kernels seen in the lab, as capability tables ----------------------------
@@ -217,5 +218,22 @@ t.test('labels', (t) => {
   t.strictSame(decisionLabels({ mode: 'txrx', reason: 'enabled' }), { ktls: 'on', ktls_reason: 'enabled', direction: 'txrx' });
   t.strictSame(decisionLabels({ mode: 'tx', reason: 'rekey_unsupported' }), { ktls: 'on', ktls_reason: 'rekey_unsupported', direction: 'tx' });
   t.strictSame(decisionLabels(INSTALL_FAILED), { ktls: 'off', ktls_reason: 'install_failed', direction: 'none' });
+  t.end();
+});
+
+t.test('the loaded config.ktls feeds decide() as is (resolved cipher rules, per-cipher override)', (t) => {
+  const cfg = loadConfig({
+    argv: ['--demo', '--ktls-direction', 'txrx', '--ktls-ciphers', 'TLS_AES_128_GCM_SHA256:tx,ECDHE-RSA-AES128-GCM-SHA256'],
+    env: {},
+    cwd: process.cwd(),
+  });
+  const base = { flag: true, probe: K7, nativeAvailable: true, draw: 0 };
+  t.strictSame(decide({ ...base, ktls: cfg.ktls, facts: F13 }), { mode: 'tx', reason: 'enabled' });
+  t.strictSame(decide({ ...base, ktls: cfg.ktls, facts: F12 }), { mode: 'txrx', reason: 'enabled' });
+  t.strictSame(decide({ ...base, ktls: cfg.ktls, facts: F13_256 }), { mode: 'userspace', reason: 'cipher_not_allowed' });
+  const defaults = loadConfig({ argv: ['--demo'], env: {}, cwd: process.cwd() });
+  // Defaults: direction tx; the AES-GCM suites.
+  t.strictSame(decide({ ...base, ktls: defaults.ktls, facts: F13_256 }), { mode: defaults.ktls.direction, reason: 'enabled' });
+  t.strictSame(decide({ ...base, ktls: defaults.ktls, facts: F13_CHACHA }), { mode: 'userspace', reason: 'cipher_not_allowed' });
   t.end();
 });

@@ -42,7 +42,7 @@ interface Served {
   stats: Promise<KtlsStreamStats>;
 }
 
-async function startEcho(t: { teardown(fn: () => void): void }, mode: 'tx' | 'txrx') {
+async function startEcho(t: { teardown(fn: () => void): void }, mode: 'tx' | 'txrx', extra: { txKeyRecordLimit?: bigint; keyUsageCheckWrites?: number } = {}) {
   const pem = makeCert();
   const tlsServer = tls.createServer({ ...pem, minVersion: 'TLSv1.2' });
   const engine = new HandshakeEngine(tlsServer, { handshakeTimeoutMs: 20_000, maxBufferedBytes: 1 << 20 });
@@ -59,6 +59,7 @@ async function startEcho(t: { teardown(fn: () => void): void }, mode: 'tx' | 'tx
         native: native(),
         rekeySupported: true,
         keyUpdateRateLimit: 10,
+        ...extra,
         events: { installFailed: (i) => failures.push(i), keyUpdate: (d, r) => keyUpdates.push(`${d}:${r}`) },
       });
       const s = install.stream;
@@ -162,4 +163,31 @@ t.test('s_client K and k: KeyUpdate answered and followed in the JS record layer
   t.equal(st.keyUpdatesOut, 1, 'only K asked for our update');
   t.strictSame(s.keyUpdates, ['rx:ok', 'tx:ok', 'rx:ok'], 'K: RX then our TX update; k: RX only');
   t.ok(st.closeNotifyIn, 's_client closed with close_notify');
+});
+
+t.test('TLS 1.3 key usage limit: our own KeyUpdate rotates TX, the client follows', { skip }, async (t) => {
+  const srv = await startEcho(t, 'txrx', { txKeyRecordLimit: 4n, keyUsageCheckWrites: 1 });
+  const chunks = Array.from({ length: 20 }, () => randomBytes(3000));
+  const echoed = await new Promise<Buffer>((resolve, reject) => {
+    const c = tls.connect({ port: srv.port, host: '127.0.0.1', rejectUnauthorized: false, minVersion: 'TLSv1.3' });
+    const got: Buffer[] = [];
+    let n = 0;
+    let i = 0;
+    const total = chunks.reduce((a, b) => a + b.length, 0);
+    // One chunk per round trip: every echo is a separate server write.
+    c.once('secureConnect', () => c.write(chunks[i++]!));
+    c.on('data', (d: Buffer) => {
+      got.push(d);
+      n += d.length;
+      if (n === total) c.end();
+      else if (n === chunks.slice(0, i).reduce((a, b) => a + b.length, 0)) c.write(chunks[i++]!);
+    });
+    c.on('end', () => resolve(Buffer.concat(got)));
+    c.on('error', reject);
+  });
+  t.equal(sha(echoed), sha(Buffer.concat(chunks)), 'byte-exact across our KeyUpdates');
+  const s = await srv.served[0]!;
+  const st = await s.stats;
+  t.ok(st.keyUpdatesOut >= 3, `${st.keyUpdatesOut} server KeyUpdates`);
+  t.equal(st.keyUpdatesIn, 0);
 });
