@@ -106,6 +106,12 @@ export function startSidecar(args: string[], env: Record<string, string> = {}): 
     }
   });
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  // A test file that fails before its teardown must not leave sidecars behind.
+  const reap = (): void => {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+  };
+  process.once('exit', reap);
+  void exited.then(() => process.off('exit', reap));
   const waitForLog = (pred: (l: LogLine) => boolean, timeoutMs = 15_000): Promise<LogLine> => {
     const hit = logs.find(pred);
     if (hit) return Promise.resolve(hit);
