@@ -8,6 +8,7 @@
 
 import { ConfigError } from '../errors.js';
 import type { KernelCipher, TlsVersion } from '../tls/crypto-info.js';
+import { allSuites } from '../tls/suites.js';
 
 export type KtlsPolicyDirection = 'tx' | 'txrx';
 
@@ -23,30 +24,16 @@ export interface OffloadableSuite {
   readonly code: number;
 }
 
-// Why a table here and not in proxy/tls/suites.ts: this is the *policy* view
-// (names an operator may type → kernel cipher); the crypto view lives there.
-// TLS 1.3 AES-CCM is listed so it can be named, but it is not in the default
-// set: OpenSSL's own kTLS code refuses it on TLS 1.3 ("broken on 5.x kernels").
-const SUITES: readonly OffloadableSuite[] = [
-  { iana: 'TLS_AES_128_GCM_SHA256', openssl: 'TLS_AES_128_GCM_SHA256', version: 'TLSv1.3', kernelCipher: 'AES_GCM_128', code: 0x1301 },
-  { iana: 'TLS_AES_256_GCM_SHA384', openssl: 'TLS_AES_256_GCM_SHA384', version: 'TLSv1.3', kernelCipher: 'AES_GCM_256', code: 0x1302 },
-  { iana: 'TLS_CHACHA20_POLY1305_SHA256', openssl: 'TLS_CHACHA20_POLY1305_SHA256', version: 'TLSv1.3', kernelCipher: 'CHACHA20_POLY1305', code: 0x1303 },
-  { iana: 'TLS_AES_128_CCM_SHA256', openssl: 'TLS_AES_128_CCM_SHA256', version: 'TLSv1.3', kernelCipher: 'AES_CCM_128', code: 0x1304 },
-  { iana: 'TLS_RSA_WITH_AES_128_GCM_SHA256', openssl: 'AES128-GCM-SHA256', version: 'TLSv1.2', kernelCipher: 'AES_GCM_128', code: 0x009c },
-  { iana: 'TLS_RSA_WITH_AES_256_GCM_SHA384', openssl: 'AES256-GCM-SHA384', version: 'TLSv1.2', kernelCipher: 'AES_GCM_256', code: 0x009d },
-  { iana: 'TLS_DHE_RSA_WITH_AES_128_GCM_SHA256', openssl: 'DHE-RSA-AES128-GCM-SHA256', version: 'TLSv1.2', kernelCipher: 'AES_GCM_128', code: 0x009e },
-  { iana: 'TLS_DHE_RSA_WITH_AES_256_GCM_SHA384', openssl: 'DHE-RSA-AES256-GCM-SHA384', version: 'TLSv1.2', kernelCipher: 'AES_GCM_256', code: 0x009f },
-  { iana: 'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256', openssl: 'ECDHE-ECDSA-AES128-GCM-SHA256', version: 'TLSv1.2', kernelCipher: 'AES_GCM_128', code: 0xc02b },
-  { iana: 'TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384', openssl: 'ECDHE-ECDSA-AES256-GCM-SHA384', version: 'TLSv1.2', kernelCipher: 'AES_GCM_256', code: 0xc02c },
-  { iana: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', openssl: 'ECDHE-RSA-AES128-GCM-SHA256', version: 'TLSv1.2', kernelCipher: 'AES_GCM_128', code: 0xc02f },
-  { iana: 'TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384', openssl: 'ECDHE-RSA-AES256-GCM-SHA384', version: 'TLSv1.2', kernelCipher: 'AES_GCM_256', code: 0xc030 },
-  { iana: 'TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256', openssl: 'ECDHE-RSA-CHACHA20-POLY1305', version: 'TLSv1.2', kernelCipher: 'CHACHA20_POLY1305', code: 0xcca8 },
-  { iana: 'TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256', openssl: 'ECDHE-ECDSA-CHACHA20-POLY1305', version: 'TLSv1.2', kernelCipher: 'CHACHA20_POLY1305', code: 0xcca9 },
-  { iana: 'TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256', openssl: 'DHE-RSA-CHACHA20-POLY1305', version: 'TLSv1.2', kernelCipher: 'CHACHA20_POLY1305', code: 0xccaa },
-  { iana: 'TLS_RSA_WITH_AES_128_CCM', openssl: 'AES128-CCM', version: 'TLSv1.2', kernelCipher: 'AES_CCM_128', code: 0xc09c },
-  { iana: 'TLS_DHE_RSA_WITH_AES_128_CCM', openssl: 'DHE-RSA-AES128-CCM', version: 'TLSv1.2', kernelCipher: 'AES_CCM_128', code: 0xc09e },
-  { iana: 'TLS_ECDHE_ECDSA_WITH_AES_128_CCM', openssl: 'ECDHE-ECDSA-AES128-CCM', version: 'TLSv1.2', kernelCipher: 'AES_CCM_128', code: 0xc0ac },
-];
+// The policy view (names an operator may type → kernel cipher) is derived
+// from the one suite table in proxy/tls/suites.ts, so the crypto code, the
+// config check and the decision can never disagree about a suite. TLS 1.3
+// AES-CCM can be named but is not in the default set: OpenSSL's own kTLS code
+// refuses it on TLS 1.3 ("broken on 5.x kernels").
+const SUITES: readonly OffloadableSuite[] = allSuites().flatMap((s) =>
+  s.kernelCipher === null
+    ? []
+    : [Object.freeze({ iana: s.ianaName, openssl: s.opensslName, version: s.version, kernelCipher: s.kernelCipher, code: s.code })],
+);
 
 /** Every suite the policy can name (both spellings resolve to the same entry). */
 export const OFFLOADABLE_SUITES: readonly OffloadableSuite[] = SUITES;
