@@ -74,19 +74,21 @@ export function renderConfigTable(): string {
 export const TABLE_START = '<!-- config-table:start (generated: node --import tsx proxy/config/reference.ts) -->';
 export const TABLE_END = '<!-- config-table:end -->';
 
-/** Replace the marked table in the text of docs/config.md. */
+/** Replace the marked table in the text of docs/config.md (or README.md, which carries the same table). */
 export function withConfigTable(doc: string): string {
   const a = doc.indexOf(TABLE_START);
   const b = doc.indexOf(TABLE_END);
-  if (a < 0 || b < a) throw new Error('docs/config.md lacks the config-table markers');
+  if (a < 0 || b < a) throw new Error('the document lacks the config-table markers');
   return doc.slice(0, a + TABLE_START.length) + '\n' + renderConfigTable() + doc.slice(b);
 }
 
 function main(): void {
   const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
   writeFileSync(join(root, 'config/default.yaml'), renderDefaultYaml());
-  const docPath = join(root, 'docs/config.md');
-  writeFileSync(docPath, withConfigTable(readFileSync(docPath, 'utf8')));
+  for (const doc of ['docs/config.md', 'README.md']) {
+    const docPath = join(root, doc);
+    writeFileSync(docPath, withConfigTable(readFileSync(docPath, 'utf8')));
+  }
 }
 
 const invokedAs = process.argv[1] ? realpathSync(process.argv[1]) : '';

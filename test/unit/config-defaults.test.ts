@@ -42,6 +42,12 @@ t.test('loading config/default.yaml gives the same config as loading nothing', (
   t.end();
 });
 
+t.test('the key table in README.md is the rendering of the schema', (t) => {
+  const doc = readFileSync(join(root, 'README.md'), 'utf8');
+  t.equal(doc, withConfigTable(doc), REGENERATE);
+  t.end();
+});
+
 t.test('docs/config.md documents every key with its env name and flag', (t) => {
   const doc = readFileSync(join(root, 'docs/config.md'), 'utf8');
   for (const k of schemaKeys()) {
