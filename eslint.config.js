@@ -3,7 +3,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'native/build/**', 'coverage/**', '.tap/**', 'charts/**'] },
+  { ignores: ['dist/**', 'node_modules/**', 'native/build/**', 'coverage/**', '.tap/**', '.lab/**', 'charts/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

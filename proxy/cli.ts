@@ -118,6 +118,8 @@ async function serve(argv: string[]): Promise<number> {
   logStartupSummary(logger, {
     config,
     listeners,
+    // The kernel probe ran once in sidecar.listen(), before the first connection.
+    kernel: sidecar.kernelSummary(),
     demoCertificate: demoCert ? summarizeCert(demoCert.cert).subject : undefined,
   });
 

@@ -64,6 +64,22 @@ export interface ListenerInfo {
   readonly address: string;
 }
 
+/** The startup kernel probe as the startup line reports it. */
+export interface KernelProbeSummary {
+  /** `uname -r`. */
+  readonly release?: string;
+  readonly available: boolean;
+  /** Why kTLS is unavailable (probe reason label), null when available. */
+  readonly reason?: string | null;
+  /** One human sentence for `reason`. */
+  readonly detail?: string | null;
+  /** TLS 1.3 KeyUpdate can be followed in the kernel. */
+  readonly rekey?: boolean;
+  /** `TLSv1.3 AES_GCM_128 tx+rx`, … for every supported version × cipher. */
+  readonly ciphers?: readonly string[];
+  readonly native?: boolean;
+}
+
 const DAY_MS = 86_400_000;
 /** Certificates closer to expiry than this get a warning at startup. */
 export const CERT_EXPIRY_WARNING_DAYS = 14;
@@ -78,8 +94,8 @@ export function logStartupSummary(
   facts: {
     config: LoadedConfig;
     listeners: readonly ListenerInfo[];
-    /** Result of the kernel probe, if known ({ available, reason }). */
-    kernel?: { readonly available: boolean; readonly reason?: string };
+    /** Result of the kernel probe, if known (see KernelProbeSummary). */
+    kernel?: KernelProbeSummary;
     /** Subject of the generated demo certificate, when demo mode made one. */
     demoCertificate?: string;
     now?: number;
@@ -155,11 +171,17 @@ export interface ConnectionCloseFacts {
   readonly requests?: number | undefined;
   /** The error that ended the connection, if any (logged as its code and message only). */
   readonly error?: unknown;
+  /**
+   * The record layer's own account (logged as `ktls_info`): where records and
+   * bytes were protected (kernel / userspace), the decision, KeyUpdates,
+   * close_notify. Flat scalars only; never key material.
+   */
+  readonly ktlsInfo?: Readonly<Record<string, string | number | boolean | null>> | undefined;
 }
 
 const CLOSE_FACT_KEYS = new Set([
   'id', 'remoteAddress', 'remotePort', 'servername', 'protocol', 'tlsVersion', 'cipher', 'alpn', 'bytesIn', 'bytesOut',
-  'durationMs', 'closeReason', 'ktls', 'ktlsReason', 'direction', 'requests', 'error',
+  'durationMs', 'closeReason', 'ktls', 'ktlsReason', 'direction', 'requests', 'error', 'ktlsInfo',
 ]);
 
 /**
@@ -188,6 +210,14 @@ export function logConnectionClose(logger: Logger, f: ConnectionCloseFacts): voi
   for (const [k, v] of Object.entries(f)) {
     if (CLOSE_FACT_KEYS.has(k) || k in line) continue;
     if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') line[k] = v;
+  }
+  if (f.ktlsInfo !== undefined) {
+    // Scalars only, so nothing structured (a Buffer, a key object) can ride along.
+    const info: Record<string, string | number | boolean | null> = {};
+    for (const [k, v] of Object.entries(f.ktlsInfo)) {
+      if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') info[k] = v;
+    }
+    line['ktls_info'] = info;
   }
   if (f.id !== undefined) line['conn'] = f.id;
   if (f.requests !== undefined) line['requests'] = f.requests;

@@ -6,18 +6,34 @@
 // connections finish on the old one.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { KtlsFlag } from './admin/flag.js';
-import type { CloseReason, ConnectionProtocol, SidecarMetrics } from './admin/metrics.js';
+import { type KtlsFlag, createKtlsFlag } from './admin/flag.js';
+import {
+  type CloseReason,
+  type ConnectionProtocol,
+  type KtlsReason as KtlsReasonLabel,
+  type SidecarMetrics,
+  classifyEngineFailure,
+} from './admin/metrics.js';
 import type { Readiness, ReadinessCheck } from './admin/server.js';
 import type { Config } from './config/schema.js';
 import { describeError } from './errors.js';
 import { HttpFront } from './fronts/http.js';
 import { TcpFront, splitHostPort } from './fronts/tcp.js';
-import { type Logger, logConnectionClose } from './log.js';
+import { type HandshakeEngine, HandshakeError, MIN_BUFFERED_BYTES, type HandshakeResult } from './handshake/engine.js';
+import { type KtlsDecision, decide, preHandshake } from './ktls/decision.js';
+import { type DrainProtocol, type KtlsDrainTarget, KtlsConnectionRegistry, attachDrainToFlag } from './ktls/drain.js';
+import { CpuAccounting } from './ktls/cpu-accounting.js';
+import type { InstallEvents } from './ktls/install.js';
+import { type KernelProbe, probeKernel } from './ktls/probe.js';
+import { registerProbeMetrics } from './ktls/probe-metrics.js';
+import { type TlsStat, readTlsStatSync } from './ktls/tls-stat.js';
+import { type KernelProbeSummary, type Logger, logConnectionClose } from './log.js';
+import { type KtlsNative, type NativeStatus, native as loadNative, nativeStatus as loadNativeStatus } from '../native/index.js';
+import { type ConnectionOrigin, factsFromEngine, factsFromTlsSocket } from './pipeline/connection-facts.js';
 import type { HandshakeFacts } from './pipeline/facts.js';
-import { Handshaker, clientIdentity } from './pipeline/handshake.js';
+import { Handshaker } from './pipeline/handshake.js';
 import { PlainConnection, markClose } from './pipeline/plain-connection.js';
-import { selectRecordLayer } from './pipeline/record-layer.js';
+import { type RecordLayer, engineUserspaceReason, kernelRecordLayer, userspaceRecordLayer, wipeHandoff } from './pipeline/record-layer.js';
 import { plainHttpResponse, sniff } from './pipeline/sniff.js';
 import { type CertPair, CertFileWatcher } from './tls/certs.js';
 import { TlsContexts, type TlsSettings } from './tls/context.js';
@@ -32,14 +48,34 @@ export interface SidecarOptions {
   upstreamUrl?: string;
   /** Debounce of certificate file changes, ms. */
   certReloadDebounceMs?: number;
-  /** The runtime kTLS flag, handed to the record-layer step. */
+  /** The runtime kTLS flag (PUT /ktls, SIGHUP, config watch); one is made from ktls.enabled when absent. */
   flag?: KtlsFlag;
+  /**
+   * The kernel probe result (tests inject one); absent: listen() runs
+   * probeKernel() once. null: treated as a kernel without TLS.
+   */
+  probe?: KernelProbe | null;
+  /** The native addon's status and loader (tests inject them); default native/index.ts. */
+  nativeStatus?: NativeStatus;
+  native?: () => KtlsNative;
+  /** CPU accounting interval, ms (default 10 000). */
+  cpuIntervalMs?: number;
+}
+
+/** A connection past its handshake with a record layer chosen. */
+interface Opened {
+  facts: HandshakeFacts;
+  layer: RecordLayer;
+  /** At least TX is in the kernel (tracked for drain). */
+  kernel: boolean;
 }
 
 interface Generation {
   readonly config: Config;
   readonly contexts: TlsContexts;
   readonly handshaker: Handshaker;
+  /** The handshake engine of this generation, made on first use (only kTLS-capable hosts need it). */
+  engine: HandshakeEngine | undefined;
   readonly front: HttpFront | TcpFront;
   readonly upstreamUrl: string;
   /** Connections accepted by this generation and not yet closed. */
@@ -81,10 +117,36 @@ export class Sidecar {
   private probeInFlight: Promise<ReadinessCheck> | undefined;
   private readonly logger: Logger;
   private readonly metrics: SidecarMetrics;
+  private readonly flag: KtlsFlag;
+  private kernel: KernelProbe | null = null;
+  private probed = false;
+  private readonly nativeAvailable: boolean;
+  private readonly native: () => KtlsNative;
+  /** Reads /proc/net/tls_stat around installs when a NIC may take TLS; null: always software kTLS. */
+  private tlsStatReader: (() => TlsStat | null) | null = null;
+  private readonly ktlsConns = new KtlsConnectionRegistry();
+  private readonly detachDrain: () => void;
+  private readonly cpu: CpuAccounting;
 
   constructor(private readonly opts: SidecarOptions) {
     this.logger = opts.logger;
     this.metrics = opts.metrics;
+    this.flag = opts.flag ?? createKtlsFlag({ enabled: opts.config.ktls.enabled, metrics: opts.metrics });
+    this.nativeAvailable = (opts.nativeStatus ?? loadNativeStatus()).available;
+    this.native = opts.native ?? loadNative;
+    this.cpu = new CpuAccounting({ intervalMs: opts.cpuIntervalMs, onSplit: (split) => this.metrics.cpuSplit(split) });
+    // Flag on → off: live kTLS connections drain (drainTimeout / drainOnDisable of the current config).
+    this.detachDrain = attachDrainToFlag(
+      this.flag,
+      this.ktlsConns,
+      () => ({ drainOnDisable: this.gen.config.ktls.drainOnDisable, drainTimeout: this.gen.config.ktls.drainTimeout }),
+      {
+        ktlsDrained: (action) => this.metrics.ktlsDrained(action),
+        hookFailed: (err) => this.logger.warn({ event: 'ktls_drain', error: describeError(err) }, 'a drain hook failed; the connection is closed'),
+        drainStarted: (summary, change) =>
+          this.logger.info({ event: 'ktls_drain', source: change.current.source, draining: summary.draining, kept: summary.kept }, 'kTLS turned off: draining kTLS connections'),
+      },
+    );
     this.gen = this.buildGeneration(opts.config, opts.upstreamUrl ?? opts.config.upstream.url);
     this.gens.add(this.gen);
     this.setCertificateMetrics();
@@ -102,7 +164,53 @@ export class Sidecar {
     return this.raws.size;
   }
 
-  listen(): Promise<net.AddressInfo> {
+  /** The kernel probe (after listen()); null when none ran or it could not run. */
+  get kernelProbe(): KernelProbe | null {
+    return this.kernel;
+  }
+
+  /** The probe as the startup line reports it. */
+  kernelSummary(): KernelProbeSummary {
+    const p = this.kernel;
+    if (!p) return { available: false, reason: 'not_probed', native: this.nativeAvailable };
+    const ciphers: string[] = [];
+    for (const c of p.details.ciphers) {
+      if (c.direction !== 'tx' || !c.supported) continue;
+      const rx = p.supports(c.version, c.cipher, 'rx');
+      ciphers.push(`${c.version} ${c.cipher} ${rx ? 'tx+rx' : 'tx'}`);
+    }
+    return {
+      release: p.details.release,
+      available: p.available && this.nativeAvailable,
+      reason: p.reasonIfNot,
+      detail: p.reasonDetail,
+      rekey: p.rekey,
+      ciphers,
+      native: this.nativeAvailable,
+    };
+  }
+
+  /** Probe the kernel once, before the first connection can need the decision. */
+  private async probeOnce(): Promise<void> {
+    if (this.probed) return;
+    this.probed = true;
+    if (this.opts.probe !== undefined) {
+      this.kernel = this.opts.probe;
+    } else {
+      const injected = this.opts.nativeStatus ? { native: { status: this.opts.nativeStatus, native: this.nativeAvailable ? this.native() : null } } : {};
+      this.kernel = await probeKernel(injected);
+    }
+    const k = this.kernel;
+    if (k) {
+      registerProbeMetrics(this.metrics.registry, k);
+      if (k.details.nicOffload.interfaces.some((i) => i.tx === true || i.rx === true)) this.tlsStatReader = () => readTlsStatSync();
+    }
+    this.metrics.setKernelAvailable((k?.available ?? false) && this.nativeAvailable);
+  }
+
+  async listen(): Promise<net.AddressInfo> {
+    await this.probeOnce();
+    this.cpu.start();
     const { host, port } = this.gen.config.listen;
     return new Promise((resolve, reject) => {
       this.listener.once('error', reject);
@@ -142,7 +250,18 @@ export class Sidecar {
             idleMs: config.timeouts.idle,
             metrics: this.metrics,
           });
-    return { config, contexts, handshaker, front, upstreamUrl, conns: 0, retired: false };
+    return { config, contexts, handshaker, engine: undefined, front, upstreamUrl, conns: 0, retired: false };
+  }
+
+  /** The generation's handshake engine, on the handshaker's own options and contexts. */
+  private engineOf(gen: Generation): HandshakeEngine {
+    const limit = gen.config.limits.maxHandshakeBufferBytes;
+    // The engine needs room for two maximal records; 0 (no limit) gets a generous cap.
+    gen.engine ??= gen.handshaker.createEngine({
+      handshakeTimeoutMs: gen.config.timeouts.handshake,
+      maxBufferedBytes: Math.max(MIN_BUFFERED_BYTES, limit > 0 ? limit : 64 * 1024 * 1024),
+    });
+    return gen.engine;
   }
 
   /**
@@ -209,6 +328,7 @@ export class Sidecar {
   private dropIfDone(gen: Generation): void {
     if (!gen.retired || gen.conns > 0 || !this.gens.has(gen)) return;
     this.gens.delete(gen);
+    gen.engine?.close();
     if (gen.front instanceof HttpFront) gen.front.close();
   }
 
@@ -250,9 +370,10 @@ export class Sidecar {
     const id = this.nextId++;
     const remoteAddress = raw.remoteAddress ?? '';
     const remotePort = raw.remotePort ?? 0;
-    let timedOut = false;
+    const origin: ConnectionOrigin = { id, raw, remoteAddress, remotePort, acceptedAt };
+    const timer = { timedOut: false };
     const deadline = setTimeout(() => {
-      timedOut = true;
+      timer.timedOut = true;
       raw.destroy();
     }, gen.config.timeouts.handshake);
 
@@ -261,8 +382,8 @@ export class Sidecar {
       clearTimeout(deadline);
       if (verdict === 'closed') {
         // Nothing sent: a TCP health check or port scan (or our own deadline).
-        if (timedOut) this.metrics.connectionRejected('handshake_timeout');
-        this.logReject(raw, timedOut ? 'handshake_timeout' : 'no_data', acceptedAt, id, remoteAddress, remotePort);
+        if (timer.timedOut) this.metrics.connectionRejected('handshake_timeout');
+        this.logReject(raw, timer.timedOut ? 'handshake_timeout' : 'no_data', acceptedAt, id, remoteAddress, remotePort);
         return;
       }
       if (verdict === 'http') {
@@ -279,6 +400,27 @@ export class Sidecar {
       return;
     }
 
+    // docs/ktls.md §7: one draw per connection, used by both halves of the
+    // decision. When kTLS is impossible whatever the handshake says, Node's
+    // TLSSocket on the raw socket is the (faster) way; otherwise the handshake
+    // engine, which can hand the record layer to the kernel.
+    const draw = Math.random();
+    const pre = preHandshake({ flag: this.flag.enabled, ktls: gen.config.ktls, probe: this.kernel, nativeAvailable: this.nativeAvailable, draw });
+    const opened = pre.engine
+      ? await this.engineHandshake(origin, gen, draw, timer)
+      : await this.tlsSocketHandshake(origin, gen, pre.decision.reason as Exclude<KtlsReasonLabel, 'enabled'>, timer);
+    clearTimeout(deadline);
+    if (opened) this.openConnection(origin, gen, opened);
+  }
+
+  /** The fast path: Node's TLSSocket on the raw socket, labelled with the pre-handshake decision's reason. */
+  private async tlsSocketHandshake(
+    origin: ConnectionOrigin,
+    gen: Generation,
+    reason: Exclude<KtlsReasonLabel, 'enabled'>,
+    timer: { timedOut: boolean },
+  ): Promise<Opened | null> {
+    const { raw, id, remoteAddress, remotePort, acceptedAt } = origin;
     // limits.maxHandshakeBufferBytes: the raw socket's byte count (it includes
     // the handshake ciphertext node's TLS stack buffers) is checked while the
     // handshake runs and once at its end, so an oversized flight never passes.
@@ -294,7 +436,6 @@ export class Sidecar {
       }
     }, 50);
     const outcome = await gen.handshaker.handshake(raw);
-    clearTimeout(deadline);
     clearInterval(poll);
     if (overLimit || overLimitNow()) {
       // After a completed handshake only the TLS socket may be destroyed: it
@@ -303,38 +444,130 @@ export class Sidecar {
       else if (!raw.destroyed) raw.destroy();
       this.metrics.connectionRejected('handshake_buffer_limit');
       this.logReject(raw, 'handshake_buffer_limit', acceptedAt, id, remoteAddress, remotePort);
-      return;
+      return null;
     }
     if (!outcome.ok) {
-      const reason = timedOut ? 'timeout' : outcome.reason;
-      this.metrics.handshakeFailed(reason);
-      this.logReject(raw, `handshake_${reason}`, acceptedAt, id, remoteAddress, remotePort, outcome.error);
+      const failure = timer.timedOut ? 'timeout' : outcome.reason;
+      this.metrics.handshakeFailed(failure);
+      this.logReject(raw, `handshake_${failure}`, acceptedAt, id, remoteAddress, remotePort, outcome.error);
       if (!raw.destroyed) raw.destroy();
-      return;
+      return null;
     }
     const tls = outcome.tls;
     tls.on('error', () => undefined); // the PlainConnection reports stream errors
-    const cipher = tls.getCipher();
-    const servername = typeof tls.servername === 'string' ? tls.servername : '';
-    const served = gen.contexts.lookup(servername).summary;
-    const facts: HandshakeFacts = {
-      id,
-      remoteAddress,
-      remotePort,
-      localAddress: raw.localAddress ?? '',
-      localPort: raw.localPort ?? 0,
-      servername,
-      alpn: typeof tls.alpnProtocol === 'string' ? tls.alpnProtocol : '',
-      tlsVersion: tls.getProtocol() ?? 'none',
-      cipher: cipher.standardName || cipher.name,
-      cipherOpenssl: cipher.name,
-      localCertHash: served.sha256,
-      localCertBy: served.uri,
-      client: clientIdentity(tls),
-      resumed: tls.isSessionReused(),
-      acceptedAt,
-      ktls: 'off',
+    const facts = factsFromTlsSocket(origin, gen.contexts, tls);
+    return { facts, layer: userspaceRecordLayer(tls, facts, reason), kernel: false };
+  }
+
+  /** The handshake engine: offload hook → decide(); a hand-off goes to installKtls(). */
+  private async engineHandshake(origin: ConnectionOrigin, gen: Generation, draw: number, timer: { timedOut: boolean }): Promise<Opened | null> {
+    const { raw, id, remoteAddress, remotePort, acceptedAt } = origin;
+    const engine = this.engineOf(gen);
+    let decision: KtlsDecision | undefined;
+    let result: HandshakeResult;
+    try {
+      result = await engine.accept(raw, {
+        offload: (f) =>
+          (decision = decide({ flag: this.flag.enabled, ktls: gen.config.ktls, probe: this.kernel, nativeAvailable: this.nativeAvailable, facts: f, draw }))
+            .mode !== 'userspace',
+      });
+    } catch (err) {
+      // Counted exactly like the TLSSocket path's failures (classifyEngineFailure).
+      const c = timer.timedOut
+        ? ({ kind: 'handshake_failure', reason: 'timeout' } as const)
+        : classifyEngineFailure(err instanceof HandshakeError ? err.reason : 'internal_error');
+      if (c.kind === 'rejected') {
+        this.metrics.connectionRejected(c.reason);
+        this.logReject(raw, c.reason, acceptedAt, id, remoteAddress, remotePort);
+      } else {
+        this.metrics.handshakeFailed(c.reason);
+        this.logReject(raw, `handshake_${c.reason}`, acceptedAt, id, remoteAddress, remotePort, err);
+      }
+      if (!raw.destroyed) raw.destroy();
+      return null;
+    }
+
+    const refusal = gen.handshaker.checkClient(result.facts.authorized, result.facts.peerCertificate !== null, result.facts.authorizationError);
+    if (refusal || timer.timedOut || raw.destroyed) {
+      if (result.mode === 'handoff') {
+        wipeHandoff(result);
+        raw.destroy();
+      } else {
+        result.tlsSocket.destroy();
+      }
+      const failure = refusal ? refusal.reason : timer.timedOut ? 'timeout' : 'reset';
+      this.metrics.handshakeFailed(failure);
+      this.logReject(raw, `handshake_${failure}`, acceptedAt, id, remoteAddress, remotePort, refusal?.error);
+      return null;
+    }
+
+    if (result.mode === 'userspace') {
+      const tls = result.tlsSocket;
+      tls.on('error', () => undefined); // the PlainConnection reports stream errors
+      tls.allowHalfOpen = true; // half-close is part of the application protocol (tcp mode)
+      const facts = factsFromTlsSocket(origin, gen.contexts, tls);
+      const reason = engineUserspaceReason(result.reason, decision, facts.tlsVersion);
+      return { facts, layer: userspaceRecordLayer(tls, facts, reason), kernel: false };
+    }
+
+    const facts = factsFromEngine(origin, gen.contexts, result.facts);
+    if (!decision || decision.mode === 'userspace') {
+      // The engine hands off only when the hook said yes: this is an engine bug.
+      wipeHandoff(result);
+      raw.destroy();
+      this.metrics.handshakeFailed('internal_error');
+      this.logReject(raw, 'handshake_internal_error', acceptedAt, id, remoteAddress, remotePort);
+      return null;
+    }
+    try {
+      const layer = await kernelRecordLayer({
+        handoff: result,
+        facts,
+        decision,
+        native: this.native(),
+        rekeySupported: this.kernel?.rekey ?? false,
+        keyUpdateRateLimit: gen.config.ktls.keyUpdateRateLimit,
+        events: this.installEvents(id),
+        metrics: this.metrics,
+        tlsStat: this.tlsStatReader,
+      });
+      return { facts, layer, kernel: layer.decision.mode !== 'userspace' };
+    } catch (err) {
+      // The connection could not go on (a key was in the kernel and the other
+      // failed, or the peer closed during the install); the socket is gone.
+      if (!raw.destroyed) raw.destroy();
+      this.metrics.connectionRejected('other');
+      this.logReject(raw, 'ktls_install_aborted', acceptedAt, id, remoteAddress, remotePort, err);
+      return null;
+    }
+  }
+
+  /** What a kTLS connection reports, mapped onto the metrics module (docs/ktls.md §7). */
+  private installEvents(id: number): InstallEvents {
+    return {
+      syscallError: (info) => {
+        // EAGAIN is the normal "nothing to read yet", not an error.
+        if (info.kind !== 'would_block') this.metrics.ktlsError(info.errno, info.stage);
+      },
+      // Kernel EBADMSG already came through syscallError; a JS decrypt failure is counted here.
+      decryptError: (where) => {
+        if (where === 'userspace') this.metrics.ktlsError('EBADMSG', 'decrypt');
+      },
+      keyUpdate: (direction, result) => this.metrics.keyUpdate(direction, result),
+      installFailed: (info) => {
+        // Counted by syscallError just before; the line says why this connection stays in JS.
+        this.logger.debug({ conn: id, event: 'ktls_install_failed', errno: info.errno, stage: info.stage }, 'kTLS install failed; continuing in userspace');
+      },
+      installAborted: (info) => {
+        this.logger.warn({ conn: id, event: 'ktls_install_aborted', errno: info.errno, stage: info.stage }, 'kTLS RX install failed after TX: connection closed');
+      },
     };
+  }
+
+  /** Past the handshake: metrics, PlainConnection, drain registration, close line, front. */
+  private openConnection(origin: ConnectionOrigin, gen: Generation, opened: Opened): void {
+    const { raw, id, remoteAddress, remotePort, acceptedAt } = origin;
+    const { facts, layer } = opened;
     const protocol: ConnectionProtocol = gen.config.mode === 'tcp' ? 'tcp' : facts.alpn === 'h2' ? 'h2' : 'http1';
     this.metrics.handshakeCompleted({
       tlsVersion: facts.tlsVersion,
@@ -342,16 +575,22 @@ export class Sidecar {
       protocol,
       durationSeconds: (performance.now() - acceptedAt) / 1000,
     });
-
-    const layer = await selectRecordLayer({ tls, raw, facts, policy: { flag: this.opts.flag, ktls: gen.config.ktls } });
     facts.ktls = layer.labels.ktls;
     const cm = this.metrics.connectionOpened({ ...layer.labels, protocol });
     const conn = new PlainConnection(layer.stream, facts);
-    conn.onBytes = (rx, tx) => cm.bytes(rx, tx);
+    const mode = layer.labels.ktls;
+    conn.onBytes = (rx, tx) => {
+      cm.bytes(rx, tx);
+      this.cpu.addBytes(mode, rx + tx);
+    };
     if (raw.destroyed) {
       conn.destroy();
     } else {
       this.raws.set(raw, conn);
+    }
+    if (opened.kernel && !conn.destroyed) {
+      // Every kTLS connection is tracked, so the flag turning off reaches it.
+      this.ktlsConns.track(conn, this.drainTarget(gen, conn, protocol));
     }
     let error: unknown;
     conn.on('error', (err) => {
@@ -365,7 +604,7 @@ export class Sidecar {
         id,
         remoteAddress,
         remotePort,
-        servername,
+        servername: facts.servername,
         protocol,
         tlsVersion: facts.tlsVersion,
         cipher: facts.cipher,
@@ -378,12 +617,28 @@ export class Sidecar {
         ktlsReason: layer.labels.ktls_reason,
         direction: layer.labels.direction,
         error,
-        ...layer.closeInfo(),
+        ktlsInfo: layer.closeInfo(),
       });
       // The plaintext stream is gone: make sure the TCP socket goes with it.
       if (!raw.destroyed) raw.destroy();
     });
     if (!conn.destroyed) gen.front.handle(conn, facts);
+  }
+
+  /**
+   * The drain hook of one kTLS connection. The fronts' own requestDrain()
+   * (Connection: close / GOAWAY / end) is used when the front offers one;
+   * otherwise the connection is closed at ktls.drainTimeout.
+   */
+  private drainTarget(gen: Generation, conn: PlainConnection, protocol: ConnectionProtocol): KtlsDrainTarget {
+    const close = (): void => {
+      markClose(conn, 'ktls_drain');
+      conn.destroy();
+    };
+    const p: DrainProtocol = protocol === 'h2' ? 'h2' : protocol === 'tcp' ? 'tcp' : 'http1';
+    const front = gen.front as { drainTarget?: (conn: PlainConnection, protocol: DrainProtocol) => KtlsDrainTarget | undefined };
+    const fromFront = front.drainTarget?.(conn, p);
+    return fromFront ?? { protocol: p, close };
   }
 
   private logReject(
@@ -471,6 +726,8 @@ export class Sidecar {
       this.logger.info({ event: 'drain', connections: this.raws.size, drain_timeout_ms: this.gen.config.shutdown.drainTimeout }, 'draining');
       this.listener.close();
       this.certWatcher?.close();
+      this.detachDrain();
+      this.cpu.stop();
       for (const g of this.gens) if (g.front instanceof HttpFront) g.front.drain();
       if (this.raws.size > 0) {
         await new Promise<void>((resolve) => {

@@ -7,7 +7,11 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 
 export const METRIC_PREFIX = 'ktls_sidecar_';
 
-/** Why a connection is (or is not) on kernel TLS. `enabled` is the only reason with ktls="on". */
+/**
+ * Why a connection is (or is not) on kernel TLS. With ktls="on" the reason is
+ * `enabled` (the full requested direction) or, for a `tx` connection whose RX
+ * was refused, `rekey_unsupported` / `kernel_cipher_unsupported`.
+ */
 export const KTLS_REASONS = [
   'enabled',
   'flag_off',
@@ -19,6 +23,7 @@ export const KTLS_REASONS = [
   'sampled_out',
   'install_failed',
   'rekey_unsupported',
+  'handoff_failed',
   'not_attempted',
   'handshake_only',
   'other',
@@ -139,6 +144,44 @@ export type KeyUpdateResult = (typeof KEY_UPDATE_RESULTS)[number];
 export const DRAIN_ACTIONS = ['closed', 'kept'] as const;
 export type DrainAction = (typeof DRAIN_ACTIONS)[number];
 
+/** Where a kTLS syscall failed (proxy/ktls/errno.ts KtlsStage; anything else is `other`). */
+export const KTLS_ERROR_STAGES = [
+  'ulp',
+  'install_tx',
+  'install_rx',
+  'rekey_tx',
+  'rekey_rx',
+  'option',
+  'recv',
+  'read',
+  'read_plain',
+  'write',
+  'send_control',
+  'poll',
+  'decrypt',
+  'other',
+] as const;
+export type KtlsErrorStage = (typeof KTLS_ERROR_STAGES)[number];
+
+export const OFFLOAD_RESULTS = ['attempted', 'installed', 'failed'] as const;
+export type OffloadResult = (typeof OFFLOAD_RESULTS)[number];
+
+export const OFFLOAD_DIRECTIONS = ['tx', 'rx'] as const;
+export type OffloadDirection = (typeof OFFLOAD_DIRECTIONS)[number];
+
+/** `sw`: the kernel's software crypto; `device`: the NIC (TLS_DEVICE) took the direction. */
+export const OFFLOAD_KINDS = ['sw', 'device'] as const;
+export type OffloadKind = (typeof OFFLOAD_KINDS)[number];
+
+/** `none`: CPU of intervals in which no connection moved bytes (timers, GC, admin). */
+export const CPU_MODES = ['on', 'off', 'none'] as const;
+export type CpuModeLabel = (typeof CPU_MODES)[number];
+
+/** errno names are a bounded kernel set; anything not errno-shaped (or our own markers) is `other`. */
+function errnoLabel(v: string): string {
+  return /^E[A-Z0-9]{1,15}$/.test(v) || v === 'UNKNOWN' ? v : 'other';
+}
+
 /** The labels on every per-connection and byte series. */
 export interface ConnectionLabels {
   readonly ktls: KtlsState;
@@ -252,8 +295,14 @@ export interface SidecarMetrics {
   /** Result of the kernel probe (1 = kTLS usable on this host). */
   setKernelAvailable(available: boolean): void;
   keyUpdate(direction: 'rx' | 'tx', result: KeyUpdateResult): void;
-  /** A kTLS connection met the flag turning off (tcp mode drain). */
+  /** A kTLS connection met the flag turning off (drained, or kept: tcp with drainOnDisable keep). */
   ktlsDrained(action: DrainAction): void;
+  /** A failed kTLS syscall (already classified by classifyKtlsError), or a record that failed authentication. */
+  ktlsError(errno: string, stage: string): void;
+  /** One direction of one connection: install attempted, then installed or failed. */
+  ktlsOffload(result: OffloadResult, direction: OffloadDirection, offload: OffloadKind): void;
+  /** One CPU accounting interval (proxy/ktls/cpu-accounting.ts CpuSplit): seconds per mode. */
+  cpuSplit(split: { readonly on: number; readonly off: number; readonly none: number }): void;
 }
 
 const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -390,6 +439,25 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     labelNames: ['action'] as const,
     registers,
   });
+  const ktlsErrors = new Counter({
+    name: `${p}ktls_errors_total`,
+    help: 'Failed kTLS syscalls and records that failed authentication, by errno name and stage.',
+    labelNames: ['errno', 'stage'] as const,
+    registers,
+  });
+  const offloads = new Counter({
+    name: `${p}ktls_offload_total`,
+    help: 'kTLS installs per connection direction: attempted, then installed or failed; sw = kernel crypto, device = NIC.',
+    labelNames: ['result', 'direction', 'offload'] as const,
+    registers,
+  });
+  const cpuByMode = new Counter({
+    name: `${p}process_cpu_seconds_by_mode_total`,
+    help: 'Process CPU seconds (user + system) attributed to kTLS connections (on), userspace-TLS ones (off) or idle work (none).',
+    labelNames: ['ktls'] as const,
+    registers,
+  });
+  for (const ktls of CPU_MODES) cpuByMode.inc({ ktls }, 0);
   const buildInfo = new Gauge({
     name: `${p}build_info`,
     help: 'Always 1; labels carry the sidecar and Node versions.',
@@ -463,5 +531,18 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     setKernelAvailable: (available) => kernelAvailable.set(available ? 1 : 0),
     keyUpdate: (direction, result) => keyUpdates.inc({ direction, result: oneOf(KEY_UPDATE_RESULTS, result, 'failed') }),
     ktlsDrained: (action) => drained.inc({ action: oneOf(DRAIN_ACTIONS, action, 'kept') }),
+    ktlsError: (errno, stage) => ktlsErrors.inc({ errno: errnoLabel(errno), stage: oneOf(KTLS_ERROR_STAGES, stage, 'other') }),
+    ktlsOffload: (result, direction, offload) =>
+      offloads.inc({
+        result: oneOf(OFFLOAD_RESULTS, result, 'failed'),
+        direction: oneOf(OFFLOAD_DIRECTIONS, direction, 'tx'),
+        offload: oneOf(OFFLOAD_KINDS, offload, 'sw'),
+      }),
+    cpuSplit: (split) => {
+      // Splits are never negative (splitInterval clamps); the guard keeps a bug from throwing in a timer.
+      if (split.on > 0) cpuByMode.inc({ ktls: 'on' }, split.on);
+      if (split.off > 0) cpuByMode.inc({ ktls: 'off' }, split.off);
+      if (split.none > 0) cpuByMode.inc({ ktls: 'none' }, split.none);
+    },
   };
 }

@@ -3,6 +3,7 @@
 // and vice versa); an optional PROXY v2 header precedes the client's bytes.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { KtlsDrainTarget } from '../ktls/drain.js';
 import type { HandshakeFacts } from '../pipeline/facts.js';
 import { markClose } from '../pipeline/plain-connection.js';
 import type { SidecarMetrics } from '../admin/metrics.js';
@@ -25,18 +26,29 @@ export function splitHostPort(address: string): { host: string; port: number } {
   return { host: m[1], port: Number(m[2]) };
 }
 
+interface TcpState {
+  upstream: net.Socket | undefined;
+  connected: boolean;
+}
+
 export class TcpFront {
   private readonly conns = new Set<Duplex>();
+  private readonly state = new WeakMap<Duplex, TcpState>();
+  private readonly targets = new WeakMap<Duplex, KtlsDrainTarget>();
 
   constructor(private readonly opts: TcpFrontOptions) {}
 
-  handle(conn: Duplex, facts: HandshakeFacts): void {
+  /** Serve one connection; returns its kTLS drain hook (the same object drainTarget(conn) gives). */
+  handle(conn: Duplex, facts: HandshakeFacts): KtlsDrainTarget {
     const { host, port } = splitHostPort(this.opts.upstreamAddress);
     this.conns.add(conn);
+    const state: TcpState = { upstream: undefined, connected: false };
     conn.once('close', () => this.conns.delete(conn));
     // Hold client bytes until the upstream is connected (and the PROXY header is out).
     conn.pause();
     const upstream = net.connect({ host, port, allowHalfOpen: true });
+    state.upstream = upstream;
+    this.state.set(conn, state);
     let connected = false;
     const connectTimer =
       this.opts.upstreamConnectMs > 0
@@ -48,6 +60,7 @@ export class TcpFront {
         : undefined;
     upstream.once('connect', () => {
       connected = true;
+      state.connected = true;
       if (connectTimer) clearTimeout(connectTimer);
       upstream.setNoDelay(true);
       if (this.opts.proxyProtocol === 'v2') {
@@ -94,6 +107,47 @@ export class TcpFront {
     conn.once('close', () => {
       if (!upstream.destroyed) upstream.destroy();
     });
+    return this.drainTarget(conn);
+  }
+
+  /**
+   * The kTLS drain hook of `conn` (registered by the pipeline for kTLS
+   * connections; the registry skips it under `ktls.drainOnDisable: keep`).
+   * Looked up lazily, so it may be made before handle(). requestDrain() stops
+   * forwarding and ends our side after the bytes already queued (close_notify
+   * + FIN) and the upstream's; close() cuts both.
+   */
+  drainTarget(conn: Duplex): KtlsDrainTarget {
+    let target = this.targets.get(conn);
+    if (target) return target;
+    target = {
+      protocol: 'tcp',
+      requestDrain: () => {
+        markClose(conn, 'ktls_drain');
+        const st = this.state.get(conn);
+        const upstream = st?.upstream;
+        if (!upstream || !st.connected) {
+          upstream?.destroy();
+          conn.destroy();
+          return;
+        }
+        // Stop forwarding first so nothing is written after our end.
+        upstream.unpipe(conn);
+        conn.unpipe(upstream);
+        if (!upstream.destroyed) upstream.end();
+        if (!conn.destroyed && conn.writable) conn.end();
+        // The client's remaining bytes have nowhere to go; keep reading so its FIN is seen.
+        conn.resume();
+      },
+      close: () => {
+        markClose(conn, 'ktls_drain');
+        const upstream = this.state.get(conn)?.upstream;
+        if (upstream && !upstream.destroyed) upstream.destroy();
+        if (!conn.destroyed) conn.destroy();
+      },
+    };
+    this.targets.set(conn, target);
+    return target;
   }
 
   /** TCP streams cannot be asked to stop; the drain waits for them and then cuts. */

@@ -7,6 +7,7 @@ import type net from 'node:net';
 import tls from 'node:tls';
 import { TlsContexts, type TlsSettings } from '../tls/context.js';
 import type { HandshakeFailureReason } from '../admin/metrics.js';
+import { HandshakeEngine } from '../handshake/engine.js';
 import type { ClientIdentity } from './facts.js';
 
 export type HandshakeFailure = HandshakeFailureReason;
@@ -53,35 +54,39 @@ export function clientIdentity(socket: tls.TLSSocket): ClientIdentity | undefine
   };
 }
 
+/** What the mTLS policy says about a finished handshake: null = let it through. */
+export type MtlsRefusal = { reason: 'client_cert_required' | 'client_cert_invalid'; error: Error } | null;
+
 export class Handshaker {
   private readonly server: tls.Server;
+  /** The handshake engine's own tls.Server (the engine owns its events); same options, same contexts. */
+  private engineServer: tls.Server | undefined;
   private contexts: TlsContexts;
   private readonly pending = new WeakMap<net.Socket, Pending>();
   private mtls: boolean;
   private requireClientCert: boolean;
+  private readonly options: tls.TlsOptions;
 
   constructor(contexts: TlsContexts, settings: TlsSettings, alpn: string[], handshakeTimeoutMs: number) {
     this.contexts = contexts;
     this.mtls = settings.clientCA !== '';
     this.requireClientCert = this.mtls && settings.requestCert;
-    const options = {
+    // Built once and shared by both servers (TLSSocket fast path and the
+    // handshake engine), so certificates, SNI, ALPN, mTLS and tickets can never
+    // differ between the two paths.
+    this.options = {
       ...TlsContexts.serverOptions(settings, alpn, handshakeTimeoutMs),
       // Every handshake starts from the default context; SNICallback switches.
       SNICallback: (servername: string, cb: (err: Error | null, ctx?: tls.SecureContext) => void) => {
         cb(null, this.contexts.lookup(servername).context);
       },
     };
-    this.server = tls.createServer(options);
-    this.applyDefault();
+    this.server = tls.createServer(this.options);
+    this.applyDefault(this.server);
     this.server.on('secureConnection', (socket: tls.TLSSocket) => {
-      const missing = this.mtls && !socket.authorized && Object.keys(socket.getPeerCertificate()).length === 0;
-      if (this.mtls && !socket.authorized && (this.requireClientCert || !missing)) {
-        // We verify here rather than with rejectUnauthorized: node would destroy
-        // the socket silently and we could not say why. Optional mTLS lets a
-        // client without a certificate through, never one with a bad certificate.
-        const reason = missing ? 'client_cert_required' : 'client_cert_invalid';
-        const detail = socket.authorizationError ? String(socket.authorizationError) : reason;
-        this.settle(socket, { ok: false, reason, error: new Error(detail) });
+      const refusal = this.checkClient(socket.authorized, Object.keys(socket.getPeerCertificate()).length > 0, socket.authorizationError);
+      if (refusal) {
+        this.settle(socket, { ok: false, ...refusal });
         socket.destroy();
         return;
       }
@@ -96,10 +101,35 @@ export class Handshaker {
     return this.contexts;
   }
 
-  /** Swap in new contexts (hot reload). Running handshakes finish with the old ones. */
+  /** Swap in new contexts (hot reload) for both paths. Running handshakes finish with the old ones. */
   setContexts(contexts: TlsContexts): void {
     this.contexts = contexts;
-    this.applyDefault();
+    this.applyDefault(this.server);
+    if (this.engineServer) this.applyDefault(this.engineServer);
+  }
+
+  /**
+   * The mTLS policy, shared by both paths. We verify here rather than with
+   * rejectUnauthorized: node would destroy the socket silently and we could
+   * not say why. Optional mTLS lets a client without a certificate through,
+   * never one with a bad certificate.
+   */
+  checkClient(authorized: boolean, presented: boolean, authorizationError: Error | string | null | undefined): MtlsRefusal {
+    if (!this.mtls || authorized) return null;
+    if (!this.requireClientCert && !presented) return null;
+    const reason = presented ? 'client_cert_invalid' : 'client_cert_required';
+    return { reason, error: new Error(authorizationError ? String(authorizationError) : reason) };
+  }
+
+  /**
+   * A handshake engine on a tls.Server with exactly this handshaker's options
+   * and contexts (hot reload included). One per generation; close it when the
+   * generation is dropped.
+   */
+  createEngine(opts: { handshakeTimeoutMs: number; maxBufferedBytes: number }): HandshakeEngine {
+    this.engineServer ??= tls.createServer(this.options);
+    this.applyDefault(this.engineServer);
+    return new HandshakeEngine(this.engineServer, opts);
   }
 
   /**
@@ -142,10 +172,10 @@ export class Handshaker {
     p.resolve(outcome);
   }
 
-  private applyDefault(): void {
+  private applyDefault(server: tls.Server): void {
     // The default context serves clients that send no SNI (or an unknown one
     // before SNICallback runs). setSecureContext only takes options, so the
     // server keeps its own copy of the default context in _sharedCreds.
-    (this.server as unknown as { _sharedCreds: tls.SecureContext })._sharedCreds = this.contexts.defaultEntry.context;
+    (server as unknown as { _sharedCreds: tls.SecureContext })._sharedCreds = this.contexts.defaultEntry.context;
   }
 }

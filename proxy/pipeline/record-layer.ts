@@ -1,13 +1,24 @@
-// The ONE place that decides where a connection's TLS record layer lives.
-// Today: always in userspace (the TLSSocket itself). The kTLS work replaces the
-// body of selectRecordLayer() (decision → install → kernel-backed Duplex); its
-// inputs and output stay as they are, so server.ts and the fronts never change.
+// Where a connection's TLS record layer lives, and its labels. Two ways in:
+//  - userspaceRecordLayer(): a Node TLSSocket (the fast path for connections
+//    that can never be offloaded, and the engine's userspace results);
+//  - kernelRecordLayer(): a handed-off connection → installKtls() →
+//    KernelTlsStream (kernel TX, kernel or JS RX; or the whole record layer in
+//    JS when the install failed before any key reached the kernel).
+// Either way the caller gets a plaintext Duplex, the connection's labels and
+// a closeInfo() for its close log line, so server.ts and the fronts never
+// branch on kTLS.
 import type { Duplex } from 'node:stream';
-import type net from 'node:net';
 import type tls from 'node:tls';
-import type { KtlsFlag } from '../admin/flag.js';
-import type { ConnectionLabels, TlsVersionLabel } from '../admin/metrics.js';
-import type { Config } from '../config/schema.js';
+import type { ConnectionLabels, KtlsReason as ReasonLabel, OffloadKind, SidecarMetrics, TlsVersionLabel } from '../admin/metrics.js';
+import type { HandoffResult, UserspaceReason } from '../handshake/types.js';
+import type { KtlsNative } from '../../native/index.js';
+import { decisionLabels } from '../ktls/decision.js';
+import type { KtlsDecision } from '../ktls/decision.js';
+import { KtlsInstallError, installKtls } from '../ktls/install.js';
+import type { InstallEvents } from '../ktls/install.js';
+import type { KernelTlsStream } from '../ktls/kernel-stream.js';
+import type { TlsStat } from '../ktls/tls-stat.js';
+import { wipeCryptoInfo } from '../tls/crypto-info.js';
 import type { HandshakeFacts } from './facts.js';
 
 /**
@@ -17,35 +28,168 @@ import type { HandshakeFacts } from './facts.js';
  */
 export type KtlsLabels = Omit<ConnectionLabels, 'protocol'>;
 
-export interface RecordLayerInput {
-  /** The userspace TLS connection after a completed handshake. */
-  tls: tls.TLSSocket;
-  /** The accepted TCP socket underneath it (the fd a kernel record layer would use). */
-  raw: net.Socket;
-  facts: Readonly<HandshakeFacts>;
-  /**
-   * What a kTLS decision needs besides the connection: the runtime flag (may
-   * be absent in tools/tests: treat as off) and the ktls.* config of the
-   * generation that accepted the connection.
-   */
-  policy: { flag: KtlsFlag | undefined; ktls: Config['ktls'] };
-}
+/** Close-line fields: counts, sides and reasons only (never key material). */
+export type CloseInfo = Record<string, string | number | boolean | null>;
 
 export interface RecordLayer {
   /** Plaintext both ways. Fronts must treat it as a plain Duplex. */
   stream: Duplex;
   labels: Readonly<KtlsLabels>;
-  /** Extra fields for the connection's closing log line (e.g. kernel record counts). */
-  closeInfo(): Record<string, string | number>;
+  /** Fields for the connection's close log line (where records/bytes were protected, decision, reason). */
+  closeInfo(): CloseInfo;
 }
 
-export function selectRecordLayer(input: RecordLayerInput): Promise<RecordLayer> {
-  const labels: KtlsLabels = {
-    ktls: 'off',
-    ktls_reason: 'not_attempted',
-    tls_version: input.facts.tlsVersion as TlsVersionLabel,
-    cipher: input.facts.cipher,
-    direction: 'none',
+function labelsOf(facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>, l: Pick<KtlsLabels, 'ktls' | 'ktls_reason' | 'direction'>): KtlsLabels {
+  return { ...l, tls_version: facts.tlsVersion as TlsVersionLabel, cipher: facts.cipher };
+}
+
+/** A Node TLSSocket record layer; `reason` says why it is not in the kernel. */
+export function userspaceRecordLayer(
+  socket: tls.TLSSocket,
+  facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>,
+  reason: Exclude<ReasonLabel, 'enabled'>,
+): RecordLayer {
+  const labels = labelsOf(facts, { ktls: 'off', ktls_reason: reason, direction: 'none' });
+  return {
+    stream: socket,
+    labels,
+    closeInfo: () => ({ record_layer: 'userspace', tx: 'userspace', rx: 'userspace', ktls_decision: 'userspace' }),
   };
-  return Promise.resolve({ stream: input.tls, labels, closeInfo: () => ({}) });
+}
+
+/**
+ * Why an engine connection stayed on its TLSSocket, as a `ktls_reason`:
+ * the decision's own reason when the offload hook declined; the version or
+ * suite when the kernel could never hold it (the hook was not asked); and
+ * `handoff_failed` when the hand-off itself did not work out.
+ */
+export function engineUserspaceReason(
+  reason: UserspaceReason,
+  hookDecision: KtlsDecision | undefined,
+  tlsVersion: string,
+): Exclude<ReasonLabel, 'enabled'> {
+  if (hookDecision && hookDecision.mode === 'userspace') {
+    return hookDecision.reason === 'enabled' ? 'handoff_failed' : hookDecision.reason;
+  }
+  if (reason === 'cipher_not_offloadable') {
+    return tlsVersion === 'TLSv1.3' || tlsVersion === 'TLSv1.2' ? 'cipher_not_allowed' : 'version_not_offloadable';
+  }
+  // offload_declined without a userspace decision cannot happen; the rest are
+  // hand-off failures (tracker_desync, handoff_verify_failed, engine_not_quiet,
+  // read_stop_unavailable, offload_hook_error).
+  return 'handoff_failed';
+}
+
+export interface KernelLayerInput {
+  handoff: HandoffResult;
+  facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>;
+  /** The offload decision (mode `tx` or `txrx`). */
+  decision: KtlsDecision;
+  native: KtlsNative;
+  rekeySupported: boolean;
+  keyUpdateRateLimit: number;
+  events: InstallEvents;
+  metrics: Pick<SidecarMetrics, 'ktlsOffload'>;
+  /**
+   * Reads /proc/net/tls_stat, when a NIC could take TLS (probe); null: every
+   * install is software kTLS. A TlsTxDevice/TlsRxDevice step across the
+   * install marks the direction `device` (best effort with concurrent installs).
+   */
+  tlsStat: (() => TlsStat | null) | null;
+}
+
+export interface KernelRecordLayer extends RecordLayer {
+  /** The final decision: the input one, or `install_failed` (userspace). */
+  decision: KtlsDecision;
+  stream: KernelTlsStream;
+}
+
+/**
+ * Install kTLS on a handed-off connection. Rejects with KtlsInstallError
+ * (socket already destroyed) when the connection cannot go on.
+ */
+export async function kernelRecordLayer(input: KernelLayerInput): Promise<KernelRecordLayer> {
+  const { metrics, decision } = input;
+  const before = input.tlsStat?.() ?? null;
+  metrics.ktlsOffload('attempted', 'tx', 'sw');
+  const wantRx = decision.mode === 'txrx';
+  let result;
+  try {
+    result = await installKtls({
+      handoff: input.handoff,
+      decision,
+      native: input.native,
+      rekeySupported: input.rekeySupported,
+      keyUpdateRateLimit: input.keyUpdateRateLimit,
+      events: input.events,
+      // The fronts' half-close semantics (tcp mode forwards FIN).
+      allowHalfOpen: true,
+    });
+  } catch (err) {
+    // RX refused after TX: TX was in the kernel, RX failed. Anything else: TX never got there.
+    const afterTx = err instanceof KtlsInstallError && err.info?.stage === 'install_rx';
+    metrics.ktlsOffload(afterTx ? 'installed' : 'failed', 'tx', 'sw');
+    if (afterTx) {
+      metrics.ktlsOffload('attempted', 'rx', 'sw');
+      metrics.ktlsOffload('failed', 'rx', 'sw');
+    }
+    throw err;
+  }
+  const stream = result.stream;
+  const final = result.decision;
+  const stats = stream.stats();
+  if (final.mode === 'userspace') {
+    metrics.ktlsOffload('failed', 'tx', 'sw');
+  } else {
+    const after = input.tlsStat?.() ?? null;
+    const kind = (counter: string): OffloadKind =>
+      before && after && (after[counter] ?? 0) > (before[counter] ?? 0) ? 'device' : 'sw';
+    metrics.ktlsOffload('installed', 'tx', kind('TlsTxDevice'));
+    // RX stays in JS without a failure when the peer had already ended (FIN or
+    // close_notify in the leftover): nothing was attempted then.
+    if (wantRx && stats.rx === 'kernel') {
+      const rxKind = kind('TlsRxDevice');
+      metrics.ktlsOffload('attempted', 'rx', rxKind);
+      metrics.ktlsOffload('installed', 'rx', rxKind);
+    }
+  }
+  const labels = labelsOf(input.facts, decisionLabels(final));
+  const side = (s: 'kernel' | 'js'): string => (s === 'kernel' ? 'kernel' : 'userspace');
+  return {
+    stream,
+    decision: final,
+    labels,
+    closeInfo: () => {
+      const s = stream.stats();
+      return {
+        record_layer: final.mode === 'userspace' ? 'userspace' : 'kernel',
+        tx: side(s.tx),
+        rx: side(s.rx),
+        ktls_decision: final.mode,
+        bytes_in_kernel: s.rxBytesKernel,
+        bytes_in_userspace: s.rxBytesUserspace,
+        bytes_out_kernel: s.txBytesKernel,
+        bytes_out_userspace: s.txBytesUserspace,
+        records_in_kernel: s.rxRecordsKernel,
+        records_in_userspace: s.rxRecordsUserspace,
+        records_out_kernel: s.txRecordsKernel,
+        records_out_userspace: s.txRecordsUserspace,
+        key_updates_in: s.keyUpdatesIn,
+        key_updates_out: s.keyUpdatesOut,
+        close_notify_in: s.closeNotifyIn,
+        close_notify_out: s.closeNotifyOut,
+        truncated: s.truncated,
+        alerts_in: s.alertsIn,
+        end_reason: s.endReason,
+      };
+    },
+  };
+}
+
+/** A hand-off that will not be installed (refused client, engine bug): wipe every key copy it holds. */
+export function wipeHandoff(h: HandoffResult): void {
+  wipeCryptoInfo(h.tx);
+  wipeCryptoInfo(h.rx);
+  h.txSecret?.fill(0);
+  h.rxSecret?.fill(0);
 }

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { buildDashboard } from './helpers/dashboard.js';
 import { CHART_DIR, REPO_ROOT } from './helpers/helm.js';
 import { find, render } from './helpers/render.js';
+import { createMetrics } from '../../proxy/admin/metrics.js';
 
 interface Panel {
   id: number;
@@ -88,10 +89,36 @@ t.test('the dashboard covers what an operator needs during the kTLS rollout', (t
 
 t.test('every metric the dashboard queries is documented in docs/metrics.md', (t) => {
   const doc = readFileSync(join(REPO_ROOT, 'docs/metrics.md'), 'utf8');
-  const documented = new Set([...doc.matchAll(/`(ktls_sidecar_[a-z0-9_]+)`/g)].map((m) => m[1]));
+  // Names appear in tables (`name`) and in the probe list (`name{labels}`): take every mention.
+  const documented = new Set([...doc.matchAll(/\bktls_sidecar_[a-z0-9_]+/g)].map((m) => m[0]));
   const used = new Set(allExprs(dashboard).flatMap(metricsOf));
   t.ok(used.size > 10, `${used.size} metrics used`);
   const missing = [...used].filter((m) => !documented.has(m)).sort();
   t.same(missing, [], 'metrics queried by the dashboard but absent from docs/metrics.md');
+  t.end();
+});
+
+t.test('every label the dashboard groups or filters by exists on that metric in the sidecar', (t) => {
+  // The metrics module's own registry (no default process metrics: they carry no labels we use).
+  const { registry } = createMetrics({ defaultMetrics: false });
+  const ignored = new Set(['namespace', 'pod', 'le']);
+  let checked = 0;
+  for (const expr of allExprs(dashboard)) {
+    // `by (a, b) (rate(metric{x="1", ...}[...]))` and `by (a) (metric{...})`
+    for (const m of expr.matchAll(/by \(([^)]*)\) \((?:rate\()?(ktls_sidecar_[a-z0-9_]+)\{([^}]*)\}/g)) {
+      const family = (m[2] ?? '').replace(/_bucket$/, '');
+      const metric = registry.getSingleMetric(family) as { labelNames?: readonly string[] } | undefined;
+      if (!metric) continue; // registered elsewhere (the kernel probe gauges); the docs test covers the name
+      const have = new Set(metric.labelNames ?? []);
+      const grouped = (m[1] ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+      const filtered = [...(m[3] ?? '').matchAll(/([a-z_]+)\s*(?:=~|!~|!=|=)/g)].map((x) => x[1] ?? '');
+      for (const label of [...grouped, ...filtered]) {
+        if (ignored.has(label)) continue;
+        checked++;
+        if (!have.has(label)) t.fail(`${family} has no label ${label} (has: ${[...have].join(', ')})`);
+      }
+    }
+  }
+  t.ok(checked > 20, `${checked} label uses checked`);
   t.end();
 });

@@ -32,7 +32,7 @@ summary() {
   say "image: $passed passed, $failed failed"
 }
 cleanup() {
-  podman rm -f -t 0 "$name" "$name-app" "$name-chart" >/dev/null 2>&1 || true
+  podman --runtime runc rm --ignore -f -t 0 "$name" "$name-app" "$name-chart" >/dev/null 2>&1 || true
   [[ -n "$upstream_pid" ]] && kill "$upstream_pid" 2>/dev/null
   rm -rf "$work"
 }
@@ -228,7 +228,7 @@ if (cd "$repo" && npx tsx test/image/chart-config.ts) >"$work/chart-config/confi
     fail "chart-rendered config in a pod-like setup" "ready=${ready:-no} body=$body" "$(tail -n 3 "$work/chart-run.log")" \
       "$(podman logs "$name-chart" 2>&1 | tail -n 5)"
   fi
-  podman rm -f -t 0 "$name-app" "$name-chart" >/dev/null 2>&1
+  podman --runtime runc rm --ignore -f -t 0 "$name-app" "$name-chart" >/dev/null 2>&1
 else
   fail "render the chart's config" "$(tail -n 5 "$work/chart-config.log")"
 fi

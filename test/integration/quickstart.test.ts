@@ -34,7 +34,7 @@ t.test('--demo serves the demo upstream over TLS (curl -k)', async (t) => {
 
   t.test('/metrics counts the connection with ktls labels', async (t) => {
     const m = await sc.metrics();
-    t.ok(metricValue(m, 'ktls_sidecar_connections_opened_total', { ktls: 'off', ktls_reason: 'not_attempted', direction: 'none' }) >= 1);
+    t.ok(metricValue(m, 'ktls_sidecar_connections_opened_total', { ktls: 'off', ktls_reason: 'kernel_no_tls', direction: 'none' }) >= 1);
     t.ok(metricValue(m, 'ktls_sidecar_http_requests_total', { status_class: '2xx' }) >= 1);
   });
 

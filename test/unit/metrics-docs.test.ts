@@ -51,6 +51,11 @@ t.test('every label value of every closed set is documented', (t) => {
     FLAG_SOURCES: m.FLAG_SOURCES,
     KEY_UPDATE_RESULTS: m.KEY_UPDATE_RESULTS,
     DRAIN_ACTIONS: m.DRAIN_ACTIONS,
+    KTLS_ERROR_STAGES: m.KTLS_ERROR_STAGES,
+    OFFLOAD_RESULTS: m.OFFLOAD_RESULTS,
+    OFFLOAD_DIRECTIONS: m.OFFLOAD_DIRECTIONS,
+    OFFLOAD_KINDS: m.OFFLOAD_KINDS,
+    CPU_MODES: m.CPU_MODES,
   };
   for (const [set, values] of Object.entries(sets)) {
     for (const v of values) t.match(doc, `\`${v}\``, `${set}: ${v}`);

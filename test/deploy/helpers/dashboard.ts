@@ -104,9 +104,13 @@ export function buildDashboard(): Record<string, unknown> {
       w: 6,
       type: 'stat',
       title: 'Pods where the kernel can do kTLS',
-      description: 'ktls_sidecar_ktls_kernel_available: the kernel TLS ULP and the native addon are usable.',
+      description:
+        'ktls_kernel_available: TLS ULP and native addon usable; kernel_tls_available: the kernel took at least one cipher; ' +
+        'native_available: the addon loaded; kernel_rekey_supported: TLS 1.3 KeyUpdate in the kernel (Linux >= 6.14).',
       targets: targets(
-        [`sum(${M}ktls_kernel_available{${SEL}})`, 'kernel ok'],
+        [`sum(${M}ktls_kernel_available{${SEL}})`, 'kTLS usable'],
+        [`sum(${M}native_available{${SEL}})`, 'addon loaded'],
+        [`sum(${M}kernel_rekey_supported{${SEL}})`, 'rekey'],
         [`count(${M}ktls_kernel_available{${SEL}})`, 'pods'],
       ),
       options: { reduceOptions: { calcs: ['lastNotNull'] }, graphMode: 'none' },
@@ -187,8 +191,10 @@ export function buildDashboard(): Record<string, unknown> {
     {
       w: 8,
       type: 'timeseries',
-      title: 'kTLS install errors by stage / errno',
-      description: 'setsockopt failures while handing a connection to the kernel.',
+      title: 'kTLS errors by stage / errno',
+      description:
+        'Failed kTLS syscalls by stage (ulp, install_tx/rx, rekey_tx/rx, option, recv, read, write, send_control, poll) ' +
+        'and errno, plus records that failed authentication (stage decrypt). EAGAIN is not counted.',
       targets: targets([`sum by (stage, errno) (rate(${M}ktls_errors_total{${SEL}}[${RI}]))`, '{{stage}} {{errno}}']),
       fieldConfig: ts('ops'),
       options: legendTable,
@@ -242,7 +248,15 @@ export function buildDashboard(): Record<string, unknown> {
       w: 5,
       type: 'timeseries',
       title: 'Offload: attempted vs installed',
-      targets: targets([`sum by (result, offload) (rate(${M}ktls_offload_total{${SEL}}[${RI}]))`, '{{offload}} {{result}}']),
+      description: 'kTLS installs per connection direction; offload sw = kernel crypto, device = the NIC took it.',
+      targets: targets(
+        [`sum by (direction, offload, result) (rate(${M}ktls_offload_total{${SEL}}[${RI}]))`, '{{direction}} {{offload}} {{result}}'],
+        [
+          `sum by (direction) (rate(${M}ktls_offload_total{result="failed", ${SEL}}[${RI}]))` +
+            ` / sum by (direction) (rate(${M}ktls_offload_total{result="attempted", ${SEL}}[${RI}]))`,
+          'failed ratio {{direction}}',
+        ],
+      ),
       fieldConfig: ts('ops'),
     },
     {
@@ -267,12 +281,13 @@ export function buildDashboard(): Record<string, unknown> {
     {
       w: 8,
       type: 'timeseries',
-      title: 'CPU per byte by record-layer mode',
+      title: 'CPU per byte by mode (CPU seconds per GiB)',
       description:
-        'CPU seconds spent per application byte, split by whether connections were on kTLS. Lower is better; the gap is what kTLS saves.',
+        'Process CPU attributed to kTLS (on) and userspace-TLS (off) connections per GiB of plaintext they moved ' +
+        '(process_cpu_seconds_by_mode_total; docs/ktls.md section 6). Lower is better; the gap is what kTLS saves.',
       targets: targets([
-        `sum by (ktls) (rate(${M}process_cpu_seconds_by_mode_total{${SEL}}[${RI}]))` +
-          ` / (sum by (ktls) (rate(${M}bytes_sent_total{${SEL}}[${RI}])) + sum by (ktls) (rate(${M}bytes_received_total{${SEL}}[${RI}])))`,
+        `sum by (ktls) (rate(${M}process_cpu_seconds_by_mode_total{ktls!="none", ${SEL}}[${RI}]))` +
+          ` / ((sum by (ktls) (rate(${M}bytes_sent_total{${SEL}}[${RI}])) + sum by (ktls) (rate(${M}bytes_received_total{${SEL}}[${RI}]))) / 2^30)`,
         'ktls={{ktls}}',
       ]),
       fieldConfig: ts('s'),

@@ -1,0 +1,177 @@
+// The kTLS path of the listener, driven on this kernel-less host: the Sidecar
+// gets an injected probe that says kTLS is available (the native addon is the
+// real one), so connections go through the HandshakeEngine, the offload hook
+// says yes, the hand-off happens, and installKtls() fails for real (TCP_ULP
+// "tls" → ENOENT). The connection must go on in the JS record layer,
+// byte-exact, labelled `install_failed`, with the errno counted — which proves
+// the engine path is wired end to end. (In the QEMU lab the same path installs
+// for real: test/lab.)
+import fs from 'node:fs';
+import http2 from 'node:http2';
+import tls from 'node:tls';
+import { Writable } from 'node:stream';
+import t from 'tap';
+import { createKtlsFlag } from '../../proxy/admin/flag.js';
+import { createMetrics } from '../../proxy/admin/metrics.js';
+import { loadConfig } from '../../proxy/config/index.js';
+import { probeKernel } from '../../proxy/ktls/probe.js';
+import type { KernelProbe } from '../../proxy/ktls/probe.js';
+import { createLogger } from '../../proxy/log.js';
+import { Sidecar } from '../../proxy/server.js';
+import { nativeStatus } from '../../native/index.js';
+import { request } from '../helpers/client.js';
+import { metricValue } from '../helpers/metrics.js';
+import { makePki } from '../helpers/pki.js';
+import { startTcpUpstream } from '../helpers/tcp-upstream.js';
+import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
+
+function hostHasKtls(): boolean {
+  try {
+    return fs.readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').split(/\s+/).includes('tls');
+  } catch {
+    return false;
+  }
+}
+const skip = !nativeStatus().available ? 'native addon not built' : hostHasKtls() ? 'this kernel has kTLS: the lab covers the real install' : false;
+
+interface LogLine {
+  event?: string;
+  [k: string]: unknown;
+}
+
+/** A probe result for this host, except that it says kTLS works for everything. */
+async function availableProbe(): Promise<KernelProbe> {
+  const real = await probeKernel({ skipNicOffload: true });
+  return { ...real, kernelTls: true, available: true, rekey: true, reasonIfNot: null, reasonDetail: null, supports: () => true, reasonFor: () => null };
+}
+
+async function startInProcess(t: { teardown(fn: () => unknown): void }, argv: string[]) {
+  const lines: LogLine[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
+      cb();
+    },
+  });
+  const logger = createLogger({ level: 'info', destination });
+  const metrics = createMetrics({ defaultMetrics: false });
+  const config = loadConfig({ argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', ...argv], env: {} });
+  const flag = createKtlsFlag({ enabled: true, metrics });
+  const sidecar = new Sidecar({ config, logger, metrics, flag, probe: await availableProbe(), nativeStatus: nativeStatus() });
+  const addr = await sidecar.listen();
+  t.teardown(() => sidecar.shutdown());
+  const closeLine = async (pred: (l: LogLine) => boolean): Promise<LogLine> => {
+    for (let i = 0; i < 400; i++) {
+      const hit = lines.find((l) => l.event === 'connection_closed' && pred(l));
+      if (hit) return hit;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error('no matching connection_closed line');
+  };
+  return { port: addr.port, metrics: () => metrics.registry.metrics(), flag, closeLine, lines };
+}
+
+const pki = makePki();
+t.teardown(() => pki.cleanup());
+const ca = fs.readFileSync(pki.caCert);
+const certArgs = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key];
+
+/** tls.connect honours allowHalfOpen (passed to the TLSSocket) though @types/node omits it. */
+type HalfOpenOptions = tls.ConnectionOptions & { allowHalfOpen: boolean };
+
+function exchange(port: number, data: Buffer, opts: tls.ConnectionOptions = {}): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    const options: HalfOpenOptions = { host: '127.0.0.1', port, ca, servername: 'localhost', allowHalfOpen: true, ...opts };
+    const s = tls.connect(options, () => {
+      s.write(data);
+      s.end();
+    });
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('error', reject);
+    s.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+t.test('tcp mode through the engine: install fails with ENOENT, the connection goes on in JS byte-exact', { skip }, async (t) => {
+  const echo = await startTcpUpstream(false);
+  t.teardown(() => echo.close());
+  const sc = await startInProcess(t, [...certArgs, '--mode', 'tcp', '--upstream-address', `127.0.0.1:${echo.port}`]);
+  for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
+    const data = patternBytes(1 << 20, version === 'TLSv1.3' ? 3 : 4);
+    const got = await exchange(sc.port, data, { minVersion: version, maxVersion: version });
+    t.equal(got.length, data.length + '<upstream-bye>'.length, `${version}: every byte came back`);
+    t.equal(sha256(got.subarray(0, data.length)), sha256(data), `${version}: byte-exact`);
+    t.equal(got.subarray(data.length).toString(), '<upstream-bye>', `${version}: half-close forwarded`);
+    const line = await sc.closeLine((l) => l['tls_version'] === version);
+    t.equal(line['ktls'], 'off');
+    t.equal(line['ktls_reason'], 'install_failed');
+    const info = line['ktls_info'] as Record<string, unknown>;
+    t.equal(info['record_layer'], 'userspace', 'the JS record layer carried it');
+    t.equal(info['tx'], 'userspace');
+    t.equal(info['rx'], 'userspace');
+    t.equal(info['bytes_in_userspace'], data.length, 'every received byte was decrypted in JS');
+  }
+  const m = await sc.metrics();
+  t.equal(metricValue(m, 'ktls_sidecar_connections_opened_total', { ktls: 'off', ktls_reason: 'install_failed', protocol: 'tcp' }), 2);
+  t.equal(metricValue(m, 'ktls_sidecar_ktls_errors_total', { errno: 'ENOENT', stage: 'ulp' }), 2, 'ENOENT at TCP_ULP, once per connection');
+  t.equal(metricValue(m, 'ktls_sidecar_ktls_offload_total', { result: 'attempted', direction: 'tx' }), 2);
+  t.equal(metricValue(m, 'ktls_sidecar_ktls_offload_total', { result: 'failed', direction: 'tx' }), 2);
+  t.equal(metricValue(m, 'ktls_sidecar_ktls_offload_total', { result: 'installed' }), 0);
+  t.equal(metricValue(m, 'ktls_sidecar_bytes_received_total', { ktls_reason: 'install_failed' }), 2 << 20);
+});
+
+t.test('http mode through the engine: h1 and h2 byte-exact, mTLS identity from the engine facts', { skip }, async (t) => {
+  const up = await startUpstream();
+  t.teardown(() => up.close());
+  const sc = await startInProcess(t, [...certArgs, '--upstream-url', up.url, '--tls-client-ca', pki.caCert, '--no-tls-request-cert']);
+
+  const body = patternBytes(300_000, 7);
+  const r = await request(sc.port, { method: 'POST', path: '/echo', body, ca: pki.caCert });
+  t.equal(r.status, 200);
+  t.equal(sha256(r.body), sha256(body), 'h1 echo byte-exact');
+
+  const client = http2.connect(`https://localhost:${sc.port}`, { ca });
+  t.teardown(() => client.close());
+  const h2 = await new Promise<{ status: number; data: Buffer }>((resolve, reject) => {
+    const req = client.request({ ':method': 'POST', ':path': '/echo' });
+    const chunks: Buffer[] = [];
+    let status = 0;
+    req.on('response', (h) => (status = Number(h[':status'])));
+    req.on('data', (d: Buffer) => chunks.push(d));
+    req.on('end', () => resolve({ status, data: Buffer.concat(chunks) }));
+    req.on('error', reject);
+    req.end(body);
+  });
+  t.equal(h2.status, 200);
+  t.equal(sha256(h2.data), sha256(body), 'h2 echo byte-exact');
+  client.close();
+
+  // Optional mTLS: a verified client certificate reaches the upstream as XFCC,
+  // built from the engine's peer certificate (there is no TLSSocket to ask).
+  const x = await request(sc.port, { path: '/headers', ca: pki.caCert, cert: pki.client.cert, key: pki.client.key });
+  const headers = JSON.parse(x.body.toString()) as Record<string, string>;
+  const xfcc = headers['x-forwarded-client-cert'] ?? '';
+  const der = new (await import('node:crypto')).X509Certificate(fs.readFileSync(pki.client.cert)).raw;
+  t.match(xfcc, `Hash=${sha256(der)}`);
+  t.match(xfcc, 'URI=spiffe://test/client');
+
+  const m = await sc.metrics();
+  t.ok(metricValue(m, 'ktls_sidecar_connections_opened_total', { ktls_reason: 'install_failed', protocol: 'http1' }) >= 2);
+  t.equal(metricValue(m, 'ktls_sidecar_connections_opened_total', { ktls_reason: 'install_failed', protocol: 'h2' }), 1);
+  t.equal(metricValue(m, 'ktls_sidecar_connections_opened_total', { ktls_reason: 'kernel_no_tls' }), 0, 'no connection took the fast path');
+});
+
+t.test('flag off: the next connection skips the engine with flag_off', { skip }, async (t) => {
+  const echo = await startTcpUpstream(false);
+  t.teardown(() => echo.close());
+  const sc = await startInProcess(t, [...certArgs, '--mode', 'tcp', '--upstream-address', `127.0.0.1:${echo.port}`]);
+  sc.flag.set(false, 'admin');
+  const data = patternBytes(10_000, 9);
+  const got = await exchange(sc.port, data);
+  t.equal(sha256(got.subarray(0, data.length)), sha256(data));
+  const m = await sc.metrics();
+  t.equal(metricValue(m, 'ktls_sidecar_connections_opened_total', { ktls: 'off', ktls_reason: 'flag_off' }), 1);
+  t.equal(metricValue(m, 'ktls_sidecar_ktls_offload_total', { result: 'attempted' }), 0, 'no install was attempted');
+  t.equal(metricValue(m, 'ktls_sidecar_ktls_enabled'), 0);
+});
