@@ -1,6 +1,10 @@
 // The listener and the life of every connection:
-//   accept (limits) → sniff → handshake → selectRecordLayer() → front → close
-// plus certificate hot reload, config reload (SIGHUP), readiness and drain.
+//   accept (limits) → sniff → preHandshake()
+//     ├─ kTLS impossible: Node TLSSocket on the raw socket (fast path)
+//     └─ else: HandshakeEngine (offload hook = decide()) → hand-off → installKtls()
+//   → record layer (proxy/pipeline/record-layer.ts) → front → close
+// plus the startup kernel probe, certificate hot reload, config reload
+// (SIGHUP), readiness, drain on shutdown and kTLS drain on flag-off.
 // Everything one config needs (TLS contexts, handshake server, front) lives in
 // a Generation; a reload makes a new one for new connections while open
 // connections finish on the old one.
@@ -21,7 +25,7 @@ import { HttpFront } from './fronts/http.js';
 import { TcpFront, splitHostPort } from './fronts/tcp.js';
 import { type HandshakeEngine, HandshakeError, MIN_BUFFERED_BYTES, type HandshakeResult } from './handshake/engine.js';
 import { type KtlsDecision, decide, preHandshake } from './ktls/decision.js';
-import { type DrainProtocol, type KtlsDrainTarget, KtlsConnectionRegistry, attachDrainToFlag } from './ktls/drain.js';
+import { type KtlsDrainTarget, KtlsConnectionRegistry, attachDrainToFlag } from './ktls/drain.js';
 import { CpuAccounting } from './ktls/cpu-accounting.js';
 import type { InstallEvents } from './ktls/install.js';
 import { type KernelProbe, probeKernel } from './ktls/probe.js';
@@ -626,19 +630,14 @@ export class Sidecar {
   }
 
   /**
-   * The drain hook of one kTLS connection. The fronts' own requestDrain()
-   * (Connection: close / GOAWAY / end) is used when the front offers one;
-   * otherwise the connection is closed at ktls.drainTimeout.
+   * The drain hook of one kTLS connection, from its front (HTTP/1.1:
+   * Connection: close; h2: GOAWAY; tcp/WebSocket: end our side). The
+   * registry closes whatever is still open at ktls.drainTimeout.
    */
   private drainTarget(gen: Generation, conn: PlainConnection, protocol: ConnectionProtocol): KtlsDrainTarget {
-    const close = (): void => {
-      markClose(conn, 'ktls_drain');
-      conn.destroy();
-    };
-    const p: DrainProtocol = protocol === 'h2' ? 'h2' : protocol === 'tcp' ? 'tcp' : 'http1';
-    const front = gen.front as { drainTarget?: (conn: PlainConnection, protocol: DrainProtocol) => KtlsDrainTarget | undefined };
-    const fromFront = front.drainTarget?.(conn, p);
-    return fromFront ?? { protocol: p, close };
+    const front = gen.front;
+    if (front instanceof HttpFront) return front.drainTarget(conn, protocol === 'h2' ? 'h2' : 'http1');
+    return front.drainTarget(conn);
   }
 
   private logReject(

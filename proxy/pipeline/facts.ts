@@ -41,6 +41,6 @@ export interface HandshakeFacts {
   resumed: boolean;
   /** monotonic ms (performance.now()) when the TCP connection was accepted. */
   acceptedAt: number;
-  /** Where the record layer ended up; set by the pipeline after selectRecordLayer(). */
+  /** Where the record layer ended up; set by the pipeline once the record layer is chosen (proxy/pipeline/record-layer.ts). */
   ktls: 'on' | 'off';
 }

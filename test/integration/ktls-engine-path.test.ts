@@ -17,6 +17,7 @@ import { loadConfig } from '../../proxy/config/index.js';
 import { probeKernel } from '../../proxy/ktls/probe.js';
 import type { KernelProbe } from '../../proxy/ktls/probe.js';
 import { createLogger } from '../../proxy/log.js';
+import { engineUserspaceReason } from '../../proxy/pipeline/record-layer.js';
 import { Sidecar } from '../../proxy/server.js';
 import { nativeStatus } from '../../native/index.js';
 import { request } from '../helpers/client.js';
@@ -57,7 +58,8 @@ async function startInProcess(t: { teardown(fn: () => unknown): void }, argv: st
   const metrics = createMetrics({ defaultMetrics: false });
   const config = loadConfig({ argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', ...argv], env: {} });
   const flag = createKtlsFlag({ enabled: true, metrics });
-  const sidecar = new Sidecar({ config, logger, metrics, flag, probe: await availableProbe(), nativeStatus: nativeStatus() });
+  // A short CPU accounting interval so the per-mode CPU counter moves within the test.
+  const sidecar = new Sidecar({ config, logger, metrics, flag, probe: await availableProbe(), nativeStatus: nativeStatus(), cpuIntervalMs: 20 });
   const addr = await sidecar.listen();
   t.teardown(() => sidecar.shutdown());
   const closeLine = async (pred: (l: LogLine) => boolean): Promise<LogLine> => {
@@ -119,6 +121,25 @@ t.test('tcp mode through the engine: install fails with ENOENT, the connection g
   t.equal(metricValue(m, 'ktls_sidecar_ktls_offload_total', { result: 'failed', direction: 'tx' }), 2);
   t.equal(metricValue(m, 'ktls_sidecar_ktls_offload_total', { result: 'installed' }), 0);
   t.equal(metricValue(m, 'ktls_sidecar_bytes_received_total', { ktls_reason: 'install_failed' }), 2 << 20);
+  // Bytes wait for the next accounting interval: the one that takes them books its CPU as off.
+  let cpu = '';
+  for (let i = 0; i < 400 && !(metricValue(cpu, 'ktls_sidecar_process_cpu_seconds_by_mode_total', { ktls: 'off' }) > 0); i++) {
+    await new Promise((r) => setTimeout(r, 25));
+    cpu = await sc.metrics();
+  }
+  t.ok(metricValue(cpu, 'ktls_sidecar_process_cpu_seconds_by_mode_total', { ktls: 'off' }) > 0, 'CPU attributed to ktls="off"');
+  t.equal(metricValue(cpu, 'ktls_sidecar_process_cpu_seconds_by_mode_total', { ktls: 'on' }), 0, 'nothing was on kTLS');
+});
+
+t.test('engine userspace results map to a ktls_reason', (t) => {
+  t.equal(engineUserspaceReason('offload_declined', { mode: 'userspace', reason: 'sampled_out' }, 'TLSv1.3'), 'sampled_out', 'the hook\'s own reason');
+  t.equal(engineUserspaceReason('offload_declined', { mode: 'userspace', reason: 'cipher_not_allowed' }, 'TLSv1.2'), 'cipher_not_allowed');
+  t.equal(engineUserspaceReason('cipher_not_offloadable', undefined, 'TLSv1.2'), 'cipher_not_allowed', 'a suite the kernel cannot hold');
+  t.equal(engineUserspaceReason('cipher_not_offloadable', undefined, 'TLSv1.1'), 'version_not_offloadable');
+  for (const r of ['tracker_desync', 'handoff_verify_failed', 'engine_not_quiet', 'read_stop_unavailable', 'offload_hook_error'] as const) {
+    t.equal(engineUserspaceReason(r, { mode: 'tx', reason: 'enabled' }, 'TLSv1.3'), 'handoff_failed', r);
+  }
+  t.end();
 });
 
 t.test('http mode through the engine: h1 and h2 byte-exact, mTLS identity from the engine facts', { skip }, async (t) => {

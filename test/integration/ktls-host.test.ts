@@ -40,18 +40,21 @@ t.teardown(() => Promise.all([up.close(), echo.close()]));
 const cfgDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ktls-host-cfg-'));
 t.teardown(() => fs.rmSync(cfgDir, { recursive: true, force: true }));
 const cfgFile = path.join(cfgDir, 'config.json');
-const writeConfig = (enabled: boolean): void =>
-  fs.writeFileSync(cfgFile, JSON.stringify({ tls: { cert: pki.server.cert, key: pki.server.key }, upstream: { url: up.url }, ktls: { enabled } }));
+const hupFile = path.join(cfgDir, 'hup.json');
+const writeConfig = (enabled: boolean, file = cfgFile): void =>
+  fs.writeFileSync(file, JSON.stringify({ tls: { cert: pki.server.cert, key: pki.server.key }, upstream: { url: up.url }, ktls: { enabled } }));
 writeConfig(true);
+writeConfig(true, hupFile);
 
 const certArgs = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key];
-const [httpSc, tcpSc, flagSc, watchSc] = await Promise.all([
+const [httpSc, tcpSc, flagSc, watchSc, hupSc] = await Promise.all([
   startSidecar([...certArgs, '--upstream-url', up.url]),
   startSidecar([...certArgs, '--mode', 'tcp', '--upstream-address', `127.0.0.1:${echo.port}`]),
   startSidecar([...certArgs, '--upstream-url', up.url]),
   startSidecar(['--config', cfgFile]),
+  startSidecar(['--config', hupFile, '--no-config-watch']),
 ]);
-t.teardown(() => Promise.all([httpSc.stop(), tcpSc.stop(), flagSc.stop(), watchSc.stop()]));
+t.teardown(() => Promise.all([httpSc.stop(), tcpSc.stop(), flagSc.stop(), watchSc.stop(), hupSc.stop()]));
 
 function put(port: number, pathname: string, body: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
@@ -165,4 +168,15 @@ t.test('the config-file watch flips the flag', async (t) => {
   const m = await watchSc.metrics();
   t.equal(metricValue(m, 'ktls_sidecar_ktls_flag_changes_total', { source: 'config_watch' }), 1);
   t.equal(metricValue(m, 'ktls_sidecar_connections_opened_total', { ktls_reason: 'flag_off' }), 1);
+});
+
+t.test('SIGHUP sets the flag from the reloaded file', async (t) => {
+  t.match(await hupSc.metrics(), /^ktls_sidecar_ktls_enabled 1$/m);
+  writeConfig(false, hupFile);
+  hupSc.proc.kill('SIGHUP');
+  await until(async () => /^ktls_sidecar_ktls_enabled 0$/m.test(await hupSc.metrics()), 'SIGHUP to turn the flag off');
+  await request(hupSc.tlsPort, { path: '/', ca: pki.caCert });
+  await hupSc.waitForLog((l) => l.event === 'connection_closed' && l['ktls_reason'] === 'flag_off');
+  const m = await hupSc.metrics();
+  t.equal(metricValue(m, 'ktls_sidecar_ktls_flag_changes_total', { source: 'sighup' }), 1);
 });

@@ -95,7 +95,8 @@ t.test('sidecar + s_client', { skip: labSkip }, async (t) => {
     t.equal(line['ktls'], 'on');
     t.equal(line['direction'], 'txrx');
     t.equal(line['close_reason'], 'client_close');
-    t.equal(closeField(line, 'close_notify_in'), 1, 'close_notify seen');
+    const notify = closeField(line, 'close_notify_in');
+    t.ok(notify === true || notify === 1, `close_notify seen (${String(notify)})`);
     t.equal(closeField(line, 'truncated'), false, 'not truncated');
     t.equal((await sc.metric('ktls_sidecar_connections_closed_total', { ktls: 'on', reason: 'client_close', tls_version: 'TLSv1.2' })) - before, 1);
   });
