@@ -117,7 +117,7 @@ async function ktlsFacts(adminPort: number): Promise<{ on: number; reasons: stri
   let on = 0;
   const reasons = new Map<string, number>();
   for (const line of text.split('\n')) {
-    if (!line.startsWith('ktls_sidecar_connections_total{')) continue;
+    if (!line.startsWith('ktls_sidecar_connections_opened_total{')) continue;
     const value = Number(line.slice(line.lastIndexOf(' ') + 1));
     const ktls = /ktls="(on|off)"/.exec(line)?.[1];
     const reason = /ktls_reason="([^"]*)"/.exec(line)?.[1] ?? '?';

@@ -78,6 +78,9 @@ t.test('fronts over kTLS', { skip: labSkip }, async (t) => {
     await once(sock, 'end');
     const got = Buffer.concat(chunks);
     const bye = Buffer.from('<upstream-bye>');
+    // On failure, what the sidecar said about the connection tells pipeline from front.
+    const closedLine = await tcp.waitForLog((l) => l.event === 'connection_closed', 30_000).catch(() => undefined);
+    t.comment(`received ${got.length} B; close line: ${JSON.stringify(closedLine ?? null)}`);
     t.equal(sha256(got.subarray(0, data.length)), sha256(data), '1 MiB echoed byte-exact');
     t.same(got.subarray(data.length), bye, 'upstream bytes after our FIN arrived (half-close)');
     t.equal(await tcp.metric('ktls_sidecar_connections_opened_total', { ktls: 'on', protocol: 'tcp' }), 1, 'tcp connection on kTLS');
