@@ -98,7 +98,9 @@ function makeCert(dir: string): { cert: string; key: string } {
 }
 
 async function waitReady(adminPort: number, child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + 30_000;
+  // In the lab the first start probes the kernel while it loads the crypto modules under emulation (10-20 s).
+  const waitMs = kernel ? 180_000 : 30_000;
+  const deadline = Date.now() + waitMs;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`sidecar exited with code ${child.exitCode}`);
     try {
@@ -108,7 +110,7 @@ async function waitReady(adminPort: number, child: ChildProcess): Promise<void> 
     } catch { /* not listening yet */ }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error('sidecar did not become ready within 30 s');
+  throw new Error(`sidecar did not become ready within ${waitMs / 1000} s`);
 }
 
 async function ktlsFacts(adminPort: number): Promise<{ on: number; reasons: string }> {
