@@ -253,6 +253,8 @@ export class KernelTlsStream extends Duplex {
   /** Push more: false after push() returned false, until _read(). */
   private rxWanted = true;
   private rxEnded = false;
+  /** JS RX: the peer's FIN arrived; the EOF follows once the reader is drained. */
+  private peerFinSeen = false;
   private started = false;
   private txBusy = false;
   private readonly txWaiting: TxOp[] = [];
@@ -348,6 +350,9 @@ export class KernelTlsStream extends Duplex {
       });
       this.raw.on('end', () => this.onPeerFin());
       resumeReading(this.raw);
+      // The owner is not reading yet (the leftover filled its buffer): keep
+      // the socket's backpressure until _read(), not an unbounded reader.
+      if (!this.rxWanted) this.raw.pause();
     } else {
       if (peerEnded) {
         // Nothing can follow the client's FIN; the kernel has nothing to read.
@@ -396,7 +401,11 @@ export class KernelTlsStream extends Duplex {
     while (this.rxWanted && !this.rxEnded && !this.destroyed) {
       const ev = reader.next();
       this.s.rxRecordsUserspace = reader.records;
-      if (!ev) return;
+      if (!ev) {
+        // The reader is drained: a FIN already seen is the EOF now.
+        if (this.peerFinSeen) this.onPeerFin();
+        return;
+      }
       if (!this.onRxEvent(ev, 'userspace', true)) return;
     }
   }
@@ -500,6 +509,15 @@ export class KernelTlsStream extends Duplex {
 
   private onPeerFin(): void {
     if (this.rxEnded) return;
+    if (this.rxSide.side === 'js' && !this.peerFinSeen) {
+      // Every record still in the JS reader was sent before this FIN. The
+      // reader only drains while the owner reads (backpressure, or a front
+      // that has not started reading yet), so the EOF must wait for pumpJs()
+      // to find it empty; ending here would drop those records.
+      this.peerFinSeen = true;
+      this.pumpJs();
+      return;
+    }
     if (!this.s.closeNotifyIn) this.s.truncated = true;
     this.endRx();
   }

@@ -1,0 +1,228 @@
+// A client whose FIN reaches the sidecar before the engine has fed its
+// Finished (tcp mode: 1 MiB + end() right on secureConnect). The engine then
+// hands off with the whole body in `leftover` and `peerEnded` set, and the
+// stream must deliver every leftover record before the EOF, even when its
+// reader has backpressure (the front has not read yet). Regression: the JS RX
+// side ended the stream at the FIN with the leftover still undelivered, so the
+// upstream got a truncated body (seen in the 6.1 lab, where TCP_ULP on a
+// CLOSE_WAIT socket fails with ENOTCONN and the JS record layer takes over).
+//
+// Driven like ktls-engine-path.test.ts: an injected "kTLS available" probe, the
+// real native addon, installs fail for real (ENOENT) and the JS record layer
+// carries the connection. A relay in front of the sidecar makes the early FIN
+// deterministic: it passes the ClientHello, then holds every client byte until
+// the client's FIN and writes them in one burst followed by FIN.
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { Writable } from 'node:stream';
+import t from 'tap';
+import { createKtlsFlag } from '../../proxy/admin/flag.js';
+import { createMetrics } from '../../proxy/admin/metrics.js';
+import { loadConfig } from '../../proxy/config/index.js';
+import { probeKernel } from '../../proxy/ktls/probe.js';
+import type { KernelProbe } from '../../proxy/ktls/probe.js';
+import { createLogger } from '../../proxy/log.js';
+import { Sidecar } from '../../proxy/server.js';
+import { JsRecordReader, KernelTlsStream } from '../../proxy/ktls/kernel-stream.js';
+import { RecordProtection } from '../../proxy/tls/record-protection.js';
+import { ContentType } from '../../proxy/tls/control.js';
+import { nativeStatus } from '../../native/index.js';
+import { makePki } from '../helpers/pki.js';
+import { startTcpUpstream } from '../helpers/tcp-upstream.js';
+import { patternBytes, sha256 } from '../helpers/upstream.js';
+
+function hostHasKtls(): boolean {
+  try {
+    return fs.readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').split(/\s+/).includes('tls');
+  } catch {
+    return false;
+  }
+}
+const skip = !nativeStatus().available ? 'native addon not built' : hostHasKtls() ? 'this kernel has kTLS: the lab covers the real install' : false;
+
+interface LogLine {
+  event?: string;
+  [k: string]: unknown;
+}
+
+async function availableProbe(): Promise<KernelProbe> {
+  const real = await probeKernel({ skipNicOffload: true });
+  return { ...real, kernelTls: true, available: true, rekey: true, reasonIfNot: null, reasonDetail: null, supports: () => true, reasonFor: () => null };
+}
+
+async function startSidecar(t: { teardown(fn: () => unknown): void }, argv: string[]) {
+  const lines: LogLine[] = [];
+  const destination = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
+      cb();
+    },
+  });
+  const logger = createLogger({ level: 'info', destination });
+  const metrics = createMetrics({ defaultMetrics: false });
+  const config = loadConfig({ argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', ...argv], env: {} });
+  const flag = createKtlsFlag({ enabled: true, metrics });
+  const sidecar = new Sidecar({ config, logger, metrics, flag, probe: await availableProbe(), nativeStatus: nativeStatus() });
+  const addr = await sidecar.listen();
+  t.teardown(() => sidecar.shutdown());
+  const closeLines = async (n: number): Promise<LogLine[]> => {
+    for (let i = 0; i < 400; i++) {
+      const hits = lines.filter((l) => l.event === 'connection_closed');
+      if (hits.length >= n) return hits;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    throw new Error(`fewer than ${n} connection_closed lines`);
+  };
+  return { port: addr.port, closeLines };
+}
+
+/**
+ * A TCP relay to `port`: the client's first flight goes through at once; once
+ * the server has answered, client bytes are held until the client's FIN and
+ * then written in one go, followed by FIN. Server bytes always flow.
+ */
+async function startHoldingRelay(t: { teardown(fn: () => unknown): void }, port: number): Promise<number> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer({ allowHalfOpen: true }, (client) => {
+    const up = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    sockets.add(client).add(up);
+    client.on('error', () => up.destroy());
+    up.on('error', () => client.destroy());
+    let serverSpoke = false;
+    const held: Buffer[] = [];
+    up.on('data', (d: Buffer) => {
+      serverSpoke = true;
+      client.write(d);
+    });
+    up.on('end', () => client.end());
+    client.on('data', (d: Buffer) => {
+      if (serverSpoke) held.push(d);
+      else up.write(d);
+    });
+    client.on('end', () => up.end(Buffer.concat(held)));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    for (const s of sockets) s.destroy();
+    return new Promise<void>((resolve) => server.close(() => resolve()));
+  });
+  return (server.address() as net.AddressInfo).port;
+}
+
+const pki = makePki();
+t.teardown(() => pki.cleanup());
+const ca = fs.readFileSync(pki.caCert);
+
+/** tls.connect honours allowHalfOpen (passed to the TLSSocket) though @types/node omits it. */
+type HalfOpenOptions = tls.ConnectionOptions & { allowHalfOpen: boolean };
+
+function exchange(port: number, data: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    // TLS 1.3: the client's secureConnect comes right after it sent its
+    // Finished, so Finished, the body and FIN reach the relay back to back.
+    const options: HalfOpenOptions = { host: '127.0.0.1', port, ca, servername: 'localhost', allowHalfOpen: true, minVersion: 'TLSv1.3' };
+    const s = tls.connect(options, () => {
+      s.write(data);
+      s.end();
+    });
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('error', reject);
+    s.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+t.test('tcp mode: Finished, 1 MiB and FIN in one burst come back byte-exact through the engine', { skip }, async (t) => {
+  const echo = await startTcpUpstream(false);
+  t.teardown(() => echo.close());
+  const sc = await startSidecar(t, ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--mode', 'tcp', '--upstream-address', `127.0.0.1:${echo.port}`]);
+  const relay = await startHoldingRelay(t, sc.port);
+  const rounds = 3;
+  for (let i = 0; i < rounds; i++) {
+    const data = patternBytes(1 << 20, 11 + i);
+    const got = await exchange(relay, data);
+    t.equal(got.length, data.length + '<upstream-bye>'.length, `round ${i}: every byte came back once`);
+    t.equal(sha256(got.subarray(0, data.length)), sha256(data), `round ${i}: byte-exact`);
+    t.equal(got.subarray(data.length).toString(), '<upstream-bye>', `round ${i}: half-close forwarded after the data`);
+  }
+  const lines = await sc.closeLines(rounds);
+  for (const line of lines) {
+    t.equal(line['ktls_reason'], 'install_failed', 'the engine handed off (install failed with ENOENT)');
+    const info = line['ktls_info'] as Record<string, unknown>;
+    t.equal(info['bytes_in_userspace'], 1 << 20, 'every received byte was decrypted once in JS');
+  }
+});
+
+// ---------------------------------------------------------------------------
+// The same bug at the stream level, deterministic: a JS-RX KernelTlsStream
+// (the install_failed fallback) whose peer's records and FIN are all there
+// before the owner reads (the tcp front pauses the stream until its upstream
+// connects). Every record must be delivered, once, before the EOF.
+
+const SECRET = randomBytes(32);
+const BODY = patternBytes(1 << 20, 21);
+
+/** The client's side: BODY sealed into 16 KiB TLS 1.3 records. */
+function sealedBody(): Buffer {
+  const peer = RecordProtection.tls13('AES_GCM_128', Buffer.from(SECRET));
+  const out: Buffer[] = [];
+  for (let o = 0; o < BODY.length; o += 16384) out.push(peer.seal(ContentType.APPLICATION_DATA, BODY.subarray(o, o + 16384)));
+  return Buffer.concat(out);
+}
+
+function jsStream(raw: net.Socket, leftover: Buffer, peerEnded: boolean): KernelTlsStream {
+  const reader = new JsRecordReader(RecordProtection.tls13('AES_GCM_128', Buffer.from(SECRET)));
+  reader.push(leftover);
+  return new KernelTlsStream({
+    raw, fd: -1, native: null, version: 'TLSv1.3', cipher: 'AES_GCM_128',
+    tx: { side: 'js', protection: RecordProtection.tls13('AES_GCM_128', randomBytes(32)) },
+    rx: { side: 'js', reader },
+    peerEnded, rekeySupported: false, keyUpdateRateLimit: 100, allowHalfOpen: true,
+  });
+}
+
+/** A connected loopback pair: [server side, client side]. */
+async function socketPair(t: { teardown(fn: () => unknown): void }): Promise<[net.Socket, net.Socket]> {
+  const server = net.createServer({ allowHalfOpen: true });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
+  const client = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+  const srv = await accepted;
+  srv.pause();
+  t.teardown(() => {
+    client.destroy();
+    srv.destroy();
+    server.close();
+  });
+  return [srv, client];
+}
+
+/** Wait a few turns without reading (the front waiting for its upstream), then read everything. */
+async function readLate(s: KernelTlsStream): Promise<Buffer> {
+  s.on('error', () => undefined);
+  for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 5));
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+t.test('JS RX, FIN before the hand-off (peerEnded): the whole leftover comes before the EOF', async (t) => {
+  const [raw] = await socketPair(t);
+  const got = await readLate(jsStream(raw, sealedBody(), true));
+  t.equal(got.length, BODY.length, 'every byte, once');
+  t.equal(sha256(got), sha256(BODY), 'byte-exact');
+});
+
+t.test('JS RX, records and FIN arrive on the socket before the owner reads: all of them come before the EOF', async (t) => {
+  const [raw, client] = await socketPair(t);
+  const wire = sealedBody();
+  // Part of the body is the leftover, the rest and the FIN are already on the socket.
+  const cut = 100_000;
+  client.end(wire.subarray(cut));
+  await new Promise((r) => setTimeout(r, 50));
+  const got = await readLate(jsStream(raw, wire.subarray(0, cut), false));
+  t.equal(got.length, BODY.length, 'every byte, once');
+  t.equal(sha256(got), sha256(BODY), 'byte-exact');
+});
