@@ -7,7 +7,7 @@ import type tls from 'node:tls';
 import type { HandshakeFacts as EngineFacts, PeerCertificateSummary } from '../handshake/types.js';
 import type { TlsContexts } from '../tls/context.js';
 import type { ClientIdentity, HandshakeFacts } from './facts.js';
-import { clientIdentity } from './handshake.js';
+import { clientIdentity, sanEntries } from './handshake.js';
 
 /** What every connection knows before the handshake. */
 export interface ConnectionOrigin {
@@ -56,12 +56,7 @@ export function factsFromTlsSocket(o: ConnectionOrigin, contexts: TlsContexts, s
 export function identityFromSummary(authorized: boolean, peer: PeerCertificateSummary | null): ClientIdentity | undefined {
   if (!authorized || !peer) return undefined;
   const san = peer.subjectAltName ?? '';
-  const pick = (prefix: string): string[] =>
-    san
-      .split(/,\s*/)
-      .filter((s) => s.startsWith(prefix))
-      .map((s) => s.slice(prefix.length));
-  return { subject: peer.subject, hash: peer.sha256, uris: pick('URI:'), dns: pick('DNS:') };
+  return { subject: peer.subject, hash: peer.sha256, uris: sanEntries(san, 'URI:'), dns: sanEntries(san, 'DNS:') };
 }
 
 /** Facts of a handed-off connection, from the engine's HandshakeFacts. */

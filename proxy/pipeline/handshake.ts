@@ -35,22 +35,25 @@ export function classifyHandshakeError(err: Error): HandshakeFailure {
   return 'other';
 }
 
+/** The values of one kind of subjectAltName entry (`URI:`, `DNS:`) in Node's `a:b, c:d` rendering. */
+export function sanEntries(san: string, prefix: string): string[] {
+  return san
+    .split(/,\s*/)
+    .filter((s) => s.startsWith(prefix))
+    .map((s) => s.slice(prefix.length));
+}
+
 /** The peer certificate of a verified mTLS connection, or undefined. */
 export function clientIdentity(socket: tls.TLSSocket): ClientIdentity | undefined {
   if (!socket.authorized) return undefined;
   const peer = socket.getPeerX509Certificate();
   if (!peer) return undefined;
   const san = peer.subjectAltName ?? '';
-  const pick = (prefix: string): string[] =>
-    san
-      .split(/,\s*/)
-      .filter((s) => s.startsWith(prefix))
-      .map((s) => s.slice(prefix.length));
   return {
     subject: peer.subject.split('\n').join(','),
     hash: createHash('sha256').update(peer.raw).digest('hex'),
-    uris: pick('URI:'),
-    dns: pick('DNS:'),
+    uris: sanEntries(san, 'URI:'),
+    dns: sanEntries(san, 'DNS:'),
   };
 }
 
