@@ -192,11 +192,13 @@ for _ in $(seq 150); do  # the sidecar polls its file every second; allow 30 s b
   sleep 0.2
 done
 restarts=$(podman inspect --format '{{.RestartCount}}' "$name" 2>/dev/null)
-if [[ "$flag" == *'"enabled":false'* && "$restarts" == 0 ]] \
-   && curl -sS --max-time 5 "http://127.0.0.1:$admin_port/metrics" | grep -q '^ktls_sidecar_ktls_enabled 0'; then
+# Read the whole page before matching: `curl | grep -q` under pipefail fails whenever grep exits first
+# and curl gets EPIPE ("Failed writing body"), which made this check flaky.
+metrics=$(curl -sS --max-time 5 "http://127.0.0.1:$admin_port/metrics" 2>&1)
+if [[ "$flag" == *'"enabled":false'* && "$restarts" == 0 ]] && grep -q '^ktls_sidecar_ktls_enabled 0' <<<"$metrics"; then
   pass "ConfigMap-style update of ktls.enabled applied live (GET /ktls: $flag)"
 else
-  fail "ConfigMap-style flag flip" "GET /ktls: $flag, restarts: $restarts" "$(podman logs "$name" 2>&1 | tail -n 5)"
+  fail "ConfigMap-style flag flip" "GET /ktls: $flag, restarts: $restarts, gauge: $(grep '^ktls_sidecar_ktls_enabled' <<<"$metrics")" "$(podman logs "$name" 2>&1 | tail -n 5)"
 fi
 
 # --- the chart's pod --------------------------------------------------------------------------
