@@ -24,7 +24,11 @@ export interface CertificateSummary {
   readonly notBefore: number;
 }
 
-function readFile(key: string, path: string): Buffer {
+/**
+ * Read a file a config key points at. The one place such reads fail: the
+ * error names the key, the path and the errno code, never the contents.
+ */
+export function readConfiguredFile(key: string, path: string): Buffer {
   try {
     return readFileSync(path);
   } catch (err) {
@@ -68,8 +72,8 @@ export function checkKeyPair(
   keyKey: string,
   keyPath: string,
 ): CertificateSummary {
-  const cert = firstCertificate(certKey, certPath, readFile(certKey, certPath));
-  const keyPem = readFile(keyKey, keyPath);
+  const cert = firstCertificate(certKey, certPath, readConfiguredFile(certKey, certPath));
+  const keyPem = readConfiguredFile(keyKey, keyPath);
   try {
     let privateKey;
     try {
@@ -93,5 +97,5 @@ export function checkKeyPair(
 
 /** Check a CA bundle: readable and holding at least one valid certificate. */
 export function checkCaBundle(key: string, path: string): void {
-  firstCertificate(key, path, readFile(key, path));
+  firstCertificate(key, path, readConfiguredFile(key, path));
 }

@@ -5,12 +5,11 @@
 // value came from.
 
 import convict from 'convict';
-import { readFileSync } from 'node:fs';
 import { extname, isAbsolute, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
-import { checkCaBundle, checkKeyPair, type CertificateSummary } from './certs.js';
+import { checkCaBundle, checkKeyPair, readConfiguredFile, type CertificateSummary } from './certs.js';
 import { parseBoolean, registerFormats, type KtlsDirectionSetting } from './formats.js';
 import { parseCipherPolicy } from './ktls-ciphers.js';
 import {
@@ -213,12 +212,7 @@ function readConfigFile(path: string): Record<string, unknown> {
   if (!['.json', '.yaml', '.yml'].includes(ext)) {
     throw new ConfigError('--config', `${path}: unsupported file type "${ext || '(none)'}" (use .json, .yaml or .yml)`);
   }
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (err) {
-    throw new ConfigError('--config', `cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`, { cause: err });
-  }
+  const text = readConfiguredFile('--config', path).toString('utf8');
   let parsed: unknown;
   try {
     parsed = ext === '.json' ? JSON.parse(text) : parseYaml(text);

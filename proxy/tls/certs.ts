@@ -6,7 +6,8 @@ import { X509Certificate, createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ConfigError, ErrorCodes, SidecarError } from '../errors.js';
+import { readConfiguredFile } from '../config/certs.js';
+import { ErrorCodes, SidecarError } from '../errors.js';
 
 export interface CertPair {
   cert: Buffer;
@@ -25,19 +26,8 @@ export interface CertSummary {
 
 /** Read a cert/key PEM pair. `keyName` names the config key in the error (`tls.cert`, `tls.sni[0].key`). */
 export function readCertPair(certFile: string, keyFile: string, keyName: string): CertPair {
-  let cert: Buffer;
-  let key: Buffer;
-  try {
-    cert = fs.readFileSync(certFile);
-  } catch (err) {
-    throw new ConfigError(`${keyName}.cert`, `cannot read ${certFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-  }
-  try {
-    key = fs.readFileSync(keyFile);
-  } catch (err) {
-    throw new ConfigError(`${keyName}.key`, `cannot read ${keyFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-  }
-  return { cert, key };
+  const cert = readConfiguredFile(`${keyName}.cert`, certFile);
+  return { cert, key: readConfiguredFile(`${keyName}.key`, keyFile) };
 }
 
 /** Summarise the first certificate of a PEM chain. Throws on unparsable input. */

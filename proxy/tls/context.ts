@@ -3,9 +3,9 @@
 // is immutable; reload builds a new one and the handshake step swaps it in, so
 // a bad new certificate never replaces a good one.
 import crypto from 'node:crypto';
-import fs from 'node:fs';
 import tls from 'node:tls';
 import { ConfigError } from '../errors.js';
+import { readConfiguredFile } from '../config/certs.js';
 import { type CertPair, type CertSummary, readCertPair, summarizeCert } from './certs.js';
 
 export interface SniEntry {
@@ -80,11 +80,7 @@ export class TlsContexts {
     const files: string[] = [];
     let clientCA: Buffer | undefined;
     if (settings.clientCA) {
-      try {
-        clientCA = fs.readFileSync(settings.clientCA);
-      } catch (err) {
-        throw new ConfigError('tls.clientCA', `cannot read ${settings.clientCA}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-      }
+      clientCA = readConfiguredFile('tls.clientCA', settings.clientCA);
       files.push(settings.clientCA);
     }
     let defaultPair: CertPair;
