@@ -15,129 +15,31 @@
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
-import tls from 'node:tls';
-import { Writable } from 'node:stream';
 import t from 'tap';
-import { createKtlsFlag } from '../../proxy/admin/flag.js';
-import { createMetrics } from '../../proxy/admin/metrics.js';
-import { loadConfig } from '../../proxy/config/index.js';
-import { probeKernel } from '../../proxy/ktls/probe.js';
-import type { KernelProbe } from '../../proxy/ktls/probe.js';
-import { createLogger } from '../../proxy/log.js';
-import { Sidecar } from '../../proxy/server.js';
 import { JsRecordReader, KernelTlsStream } from '../../proxy/ktls/kernel-stream.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
 import { ContentType } from '../../proxy/tls/control.js';
-import { nativeStatus } from '../../native/index.js';
+import { startEngineSidecar } from '../helpers/engine-sidecar.js';
+import { sendAndHalfClose, startHoldingRelay } from '../helpers/half-close.js';
+import { skipUnlessKtlsLess } from '../helpers/host-ktls.js';
 import { makePki } from '../helpers/pki.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
 import { patternBytes, sha256 } from '../helpers/upstream.js';
 
-function hostHasKtls(): boolean {
-  try {
-    return fs.readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').split(/\s+/).includes('tls');
-  } catch {
-    return false;
-  }
-}
-const skip = !nativeStatus().available ? 'native addon not built' : hostHasKtls() ? 'this kernel has kTLS: the lab covers the real install' : false;
-
-interface LogLine {
-  event?: string;
-  [k: string]: unknown;
-}
-
-async function availableProbe(): Promise<KernelProbe> {
-  const real = await probeKernel({ skipNicOffload: true });
-  return { ...real, kernelTls: true, available: true, rekey: true, reasonIfNot: null, reasonDetail: null, supports: () => true, reasonFor: () => null };
-}
-
-async function startSidecar(t: { teardown(fn: () => unknown): void }, argv: string[]) {
-  const lines: LogLine[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
-      cb();
-    },
-  });
-  const logger = createLogger({ level: 'info', destination });
-  const metrics = createMetrics({ defaultMetrics: false });
-  const config = loadConfig({ argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', ...argv], env: {} });
-  const flag = createKtlsFlag({ enabled: true, metrics });
-  const sidecar = new Sidecar({ config, logger, metrics, flag, probe: await availableProbe(), nativeStatus: nativeStatus() });
-  const addr = await sidecar.listen();
-  t.teardown(() => sidecar.shutdown());
-  const closeLines = async (n: number): Promise<LogLine[]> => {
-    for (let i = 0; i < 400; i++) {
-      const hits = lines.filter((l) => l.event === 'connection_closed');
-      if (hits.length >= n) return hits;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    throw new Error(`fewer than ${n} connection_closed lines`);
-  };
-  return { port: addr.port, closeLines };
-}
-
-/**
- * A TCP relay to `port`: the client's first flight goes through at once; once
- * the server has answered, client bytes are held until the client's FIN and
- * then written in one go, followed by FIN. Server bytes always flow.
- */
-async function startHoldingRelay(t: { teardown(fn: () => unknown): void }, port: number): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (client) => {
-    const up = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-    sockets.add(client).add(up);
-    client.on('error', () => up.destroy());
-    up.on('error', () => client.destroy());
-    let serverSpoke = false;
-    const held: Buffer[] = [];
-    up.on('data', (d: Buffer) => {
-      serverSpoke = true;
-      client.write(d);
-    });
-    up.on('end', () => client.end());
-    client.on('data', (d: Buffer) => {
-      if (serverSpoke) held.push(d);
-      else up.write(d);
-    });
-    client.on('end', () => up.end(Buffer.concat(held)));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return (server.address() as net.AddressInfo).port;
-}
+const skip = skipUnlessKtlsLess('the lab covers the real install');
 
 const pki = makePki();
 t.teardown(() => pki.cleanup());
 const ca = fs.readFileSync(pki.caCert);
 
-/** tls.connect honours allowHalfOpen (passed to the TLSSocket) though @types/node omits it. */
-type HalfOpenOptions = tls.ConnectionOptions & { allowHalfOpen: boolean };
-
-function exchange(port: number, data: Buffer): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    // TLS 1.3: the client's secureConnect comes right after it sent its
-    // Finished, so Finished, the body and FIN reach the relay back to back.
-    const options: HalfOpenOptions = { host: '127.0.0.1', port, ca, servername: 'localhost', allowHalfOpen: true, minVersion: 'TLSv1.3' };
-    const s = tls.connect(options, () => {
-      s.write(data);
-      s.end();
-    });
-    s.on('data', (d: Buffer) => chunks.push(d));
-    s.on('error', reject);
-    s.on('close', () => resolve(Buffer.concat(chunks)));
-  });
-}
+// TLS 1.3: the client's secureConnect comes right after it sent its
+// Finished, so Finished, the body and FIN reach the relay back to back.
+const exchange = (port: number, data: Buffer): Promise<Buffer> => sendAndHalfClose(port, ca, data, { minVersion: 'TLSv1.3' });
 
 t.test('tcp mode: Finished, 1 MiB and FIN in one burst come back byte-exact through the engine', { skip }, async (t) => {
   const echo = await startTcpUpstream(false);
   t.teardown(() => echo.close());
-  const sc = await startSidecar(t, ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--mode', 'tcp', '--upstream-address', `127.0.0.1:${echo.port}`]);
+  const sc = await startEngineSidecar(t, ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--mode', 'tcp', '--upstream-address', `127.0.0.1:${echo.port}`]);
   const relay = await startHoldingRelay(t, sc.port);
   const rounds = 3;
   for (let i = 0; i < rounds; i++) {

@@ -8,91 +8,31 @@
 // for real: test/lab.)
 import fs from 'node:fs';
 import http2 from 'node:http2';
-import tls from 'node:tls';
-import { Writable } from 'node:stream';
+import type tls from 'node:tls';
 import t from 'tap';
-import { createKtlsFlag } from '../../proxy/admin/flag.js';
-import { createMetrics } from '../../proxy/admin/metrics.js';
-import { loadConfig } from '../../proxy/config/index.js';
-import { probeKernel } from '../../proxy/ktls/probe.js';
-import type { KernelProbe } from '../../proxy/ktls/probe.js';
-import { createLogger } from '../../proxy/log.js';
 import { engineUserspaceReason } from '../../proxy/pipeline/record-layer.js';
-import { Sidecar } from '../../proxy/server.js';
-import { nativeStatus } from '../../native/index.js';
 import { request } from '../helpers/client.js';
+import { startEngineSidecar } from '../helpers/engine-sidecar.js';
+import { sendAndHalfClose } from '../helpers/half-close.js';
+import { skipUnlessKtlsLess } from '../helpers/host-ktls.js';
 import { metricValue } from '../helpers/metrics.js';
 import { makePki } from '../helpers/pki.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
+import type { Teardown } from '../helpers/teardown.js';
 import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
 
-function hostHasKtls(): boolean {
-  try {
-    return fs.readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').split(/\s+/).includes('tls');
-  } catch {
-    return false;
-  }
-}
-const skip = !nativeStatus().available ? 'native addon not built' : hostHasKtls() ? 'this kernel has kTLS: the lab covers the real install' : false;
+const skip = skipUnlessKtlsLess('the lab covers the real install');
 
-interface LogLine {
-  event?: string;
-  [k: string]: unknown;
-}
-
-/** A probe result for this host, except that it says kTLS works for everything. */
-async function availableProbe(): Promise<KernelProbe> {
-  const real = await probeKernel({ skipNicOffload: true });
-  return { ...real, kernelTls: true, available: true, rekey: true, reasonIfNot: null, reasonDetail: null, supports: () => true, reasonFor: () => null };
-}
-
-async function startInProcess(t: { teardown(fn: () => unknown): void }, argv: string[]) {
-  const lines: LogLine[] = [];
-  const destination = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l) as LogLine);
-      cb();
-    },
-  });
-  const logger = createLogger({ level: 'info', destination });
-  const metrics = createMetrics({ defaultMetrics: false });
-  const config = loadConfig({ argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', ...argv], env: {} });
-  const flag = createKtlsFlag({ enabled: true, metrics });
-  // A short CPU accounting interval so the per-mode CPU counter moves within the test.
-  const sidecar = new Sidecar({ config, logger, metrics, flag, probe: await availableProbe(), nativeStatus: nativeStatus(), cpuIntervalMs: 20 });
-  const addr = await sidecar.listen();
-  t.teardown(() => sidecar.shutdown());
-  const closeLine = async (pred: (l: LogLine) => boolean): Promise<LogLine> => {
-    for (let i = 0; i < 400; i++) {
-      const hit = lines.find((l) => l.event === 'connection_closed' && pred(l));
-      if (hit) return hit;
-      await new Promise((r) => setTimeout(r, 25));
-    }
-    throw new Error('no matching connection_closed line');
-  };
-  return { port: addr.port, metrics: () => metrics.registry.metrics(), flag, closeLine, lines };
-}
+/** The engine sidecar, with a short CPU accounting interval so the per-mode CPU counter moves within the test. */
+const startInProcess = (t: Teardown, argv: string[]) => startEngineSidecar(t, argv, { cpuIntervalMs: 20 });
 
 const pki = makePki();
 t.teardown(() => pki.cleanup());
 const ca = fs.readFileSync(pki.caCert);
 const certArgs = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key];
 
-/** tls.connect honours allowHalfOpen (passed to the TLSSocket) though @types/node omits it. */
-type HalfOpenOptions = tls.ConnectionOptions & { allowHalfOpen: boolean };
-
 function exchange(port: number, data: Buffer, opts: tls.ConnectionOptions = {}): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    const options: HalfOpenOptions = { host: '127.0.0.1', port, ca, servername: 'localhost', allowHalfOpen: true, ...opts };
-    const s = tls.connect(options, () => {
-      s.write(data);
-      s.end();
-    });
-    s.on('data', (d: Buffer) => chunks.push(d));
-    s.on('error', reject);
-    s.on('close', () => resolve(Buffer.concat(chunks)));
-  });
+  return sendAndHalfClose(port, ca, data, opts);
 }
 
 t.test('tcp mode through the engine: install fails with ENOENT, the connection goes on in JS byte-exact', { skip }, async (t) => {

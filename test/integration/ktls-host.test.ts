@@ -12,19 +12,13 @@ import tls from 'node:tls';
 import t from 'tap';
 import { nativeStatus } from '../../native/index.js';
 import { request } from '../helpers/client.js';
+import { hostHasKtls } from '../helpers/host-ktls.js';
 import { metricValue } from '../helpers/metrics.js';
 import { makePki } from '../helpers/pki.js';
 import { type LogLine, type RunningSidecar, startSidecar } from '../helpers/sidecar.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
 import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
 
-function hostHasKtls(): boolean {
-  try {
-    return fs.readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').split(/\s+/).includes('tls');
-  } catch {
-    return false;
-  }
-}
 if (hostHasKtls()) {
   t.plan(0, 'this kernel has kTLS: these host expectations do not apply');
   process.exit(0);

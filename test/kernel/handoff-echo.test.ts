@@ -6,112 +6,38 @@
 import t from 'tap';
 import net from 'node:net';
 import tls from 'node:tls';
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, existsSync } from 'node:fs';
-import { tmpdir, release } from 'node:os';
-import { join } from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import { installKtls, KtlsInstallError } from '../../proxy/ktls/install.js';
-import type { InstallResult } from '../../proxy/ktls/install.js';
 import type { KtlsStreamStats } from '../../proxy/ktls/kernel-stream.js';
-import { native, nativeStatus, socketFd } from '../../native/index.js';
-
-const inLab = process.env['KTLS_LAB'] === '1';
-const skip = inLab ? false : 'not in the kernel lab VM (run `npm run test:kernel`)';
-
-function rekeyKernel(): boolean {
-  const m = /^(\d+)\.(\d+)/.exec(release());
-  return !!m && (Number(m[1]) > 6 || (Number(m[1]) === 6 && Number(m[2]) >= 14));
-}
-
-function tlsStat(): Record<string, number> {
-  const out: Record<string, number> = {};
-  if (!existsSync('/proc/net/tls_stat')) return out;
-  for (const line of readFileSync('/proc/net/tls_stat', 'utf8').split('\n')) {
-    const [k, v] = line.trim().split(/\s+/);
-    if (k && v) out[k] = Number(v);
-  }
-  return out;
-}
-
-function makeCert(): { key: Buffer; cert: Buffer } {
-  const dir = mkdtempSync(join(tmpdir(), 'handoff-'));
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
-    '-subj', '/CN=localhost', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem')], { stdio: 'ignore' });
-  return { key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) };
-}
-
-interface ServerConn {
-  install: InstallResult;
-  leftover: number;
-  fd: number;
-  kernelTx: boolean;
-  kernelRx: boolean;
-  stats: Promise<KtlsStreamStats>;
-}
+import { native, nativeStatus } from '../../native/index.js';
+import { readEchoThenEnd, startHandoffEcho } from '../helpers/handoff-echo.js';
+import { selfSignedCert } from '../helpers/pki.js';
+import type { Teardown } from '../helpers/teardown.js';
+import { sha256 as sha } from '../helpers/upstream.js';
+import { tlsStat } from './helpers/sidecar-lab.js';
+import { kernelHasRekey, skipOutsideLab as skip } from './helpers/sockets.js';
 
 /** Echo server: every accepted connection is handed off and installed in `mode`. */
-async function startEcho(mode: 'tx' | 'txrx', pem: { key: Buffer; cert: Buffer }, onHandoff: () => void = () => {}) {
-  const tlsServer = tls.createServer({ ...pem, minVersion: 'TLSv1.2', ciphers: `${tls.DEFAULT_CIPHERS}:ECDHE-ECDSA-CHACHA20-POLY1305` });
-  const engine = new HandshakeEngine(tlsServer, { handshakeTimeoutMs: 60_000, maxBufferedBytes: 1 << 20 });
-  const conns: Promise<ServerConn>[] = [];
-  const server = net.createServer((raw) => {
-    conns.push((async () => {
-      const hs = await engine.accept(raw, { offload: () => true });
-      if (hs.mode !== 'handoff') throw new Error(`no hand-off: ${hs.reason}`);
-      const fd = socketFd(hs.raw)!;
-      const leftover = hs.leftover.length;
-      onHandoff();
-      const install = await installKtls({
-        handoff: hs,
-        decision: { mode, reason: 'enabled' },
-        native: native(),
-        rekeySupported: rekeyKernel(),
-        keyUpdateRateLimit: 100,
-      });
-      const n = native();
-      let kernelTx = false;
-      let kernelRx = false;
-      try { kernelTx = n.getCryptoInfo(fd, 'tx').recSeq >= 0n; } catch { /* not installed */ }
-      try { kernelRx = n.getCryptoInfo(fd, 'rx').recSeq >= 0n; } catch { /* not installed */ }
-      const s = install.stream;
-      s.on('data', (d: Buffer) => s.write(d));
-      s.on('error', () => {});
-      const stats = new Promise<KtlsStreamStats>((resolve) => {
-        let last = s.stats();
-        s.on('end', () => (last = s.stats()));
-        s.on('close', () => resolve({ ...last, ...s.stats() }));
-      });
-      return { install, leftover, fd, kernelTx, kernelRx, stats };
-    })());
+function startEcho(t: Teardown, mode: 'tx' | 'txrx', pem: { key: Buffer; cert: Buffer }, onHandoff?: () => void) {
+  return startHandoffEcho(t, {
+    tls: { ...pem, minVersion: 'TLSv1.2', ciphers: `${tls.DEFAULT_CIPHERS}:ECDHE-ECDSA-CHACHA20-POLY1305` },
+    decide: () => ({ mode, reason: 'enabled' }),
+    install: { rekeySupported: kernelHasRekey(), keyUpdateRateLimit: 100 },
+    onHandoff,
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const port = (server.address() as net.AddressInfo).port;
-  return { port, conns, close: () => { server.close(); engine.close(); } };
 }
 
 /** Client: send `payload` in pieces, read it all back, then end() (close_notify) and wait for the server's. */
-function echoClient(port: number, opts: tls.ConnectionOptions, payload: Buffer): Promise<{ echoed: Buffer; ended: boolean; protocol: string | null; cipher: string }> {
-  return new Promise((resolve, reject) => {
-    const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, ...opts }, () => {
-      // Write right away: the first bytes often ride with the Finished (leftover at hand-off).
-      for (let o = 0; o < payload.length; o += 50_000) c.write(payload.subarray(o, o + 50_000));
-    });
-    const got: Buffer[] = [];
-    let n = 0;
-    c.on('data', (d: Buffer) => {
-      got.push(d);
-      n += d.length;
-      if (n === payload.length) c.end();
-    });
-    c.on('end', () => resolve({ echoed: Buffer.concat(got), ended: true, protocol: c.getProtocol(), cipher: c.getCipher().name }));
-    c.on('error', reject);
+async function echoClient(port: number, opts: tls.ConnectionOptions, payload: Buffer): Promise<{ echoed: Buffer; ended: boolean }> {
+  const c = tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false, ...opts }, () => {
+    // Write right away: the first bytes often ride with the Finished (leftover at hand-off).
+    for (let o = 0; o < payload.length; o += 50_000) c.write(payload.subarray(o, o + 50_000));
   });
+  const echoed = await readEchoThenEnd(c, payload.length);
+  return { echoed, ended: c.readableEnded };
 }
-
-const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 const CASES: Array<{ name: string; opts: tls.ConnectionOptions }> = [
   { name: 'TLS 1.3 AES-128-GCM', opts: { minVersion: 'TLSv1.3', ciphersuites: 'TLS_AES_128_GCM_SHA256' } as tls.ConnectionOptions },
@@ -123,19 +49,18 @@ const CASES: Array<{ name: string; opts: tls.ConnectionOptions }> = [
 
 t.test('kernel handoff echo', { skip }, (t) => {
   t.ok(nativeStatus().available, 'native addon loaded');
-  const pem = makeCert();
+  const pem = selfSignedCert();
   for (const mode of ['tx', 'txrx'] as const) {
     for (const c of CASES) {
       t.test(`${mode} ${c.name}`, async (t) => {
-        const srv = await startEcho(mode, pem);
-        t.teardown(srv.close);
+        const srv = await startEcho(t, mode, pem);
         const before = tlsStat();
         const payload = randomBytes(1 << 20);
         const res = await echoClient(srv.port, c.opts, payload);
         t.equal(res.echoed.length, payload.length, 'every byte came back');
         t.equal(sha(res.echoed), sha(payload), 'byte-exact both ways');
         t.ok(res.ended, 'client saw our close_notify as a clean end');
-        const conn = await srv.conns[0]!;
+        const conn = await srv.served[0]!;
         t.equal(conn.install.decision.mode, mode, `installed as ${mode} (not ${conn.install.decision.reason})`);
         t.equal(conn.install.installError, null);
         t.ok(conn.kernelTx, 'getsockopt(TLS_TX) reads the installed state');
@@ -223,31 +148,20 @@ class SplitAfterFinished extends Duplex {
 }
 
 t.test('leftover ending mid-record: the rest is read exactly, then the kernel takes over', { skip }, (t) => {
-  const pem = makeCert();
+  const pem = selfSignedCert();
   for (const mode of ['tx', 'txrx'] as const) {
     t.test(mode, async (t) => {
       let shim: SplitAfterFinished | null = null;
-      const srv = await startEcho(mode, pem, () => shim!.release());
-      t.teardown(srv.close);
+      const srv = await startEcho(t, mode, pem, () => shim!.release());
       const payload = randomBytes(300_000);
       const sock = net.connect(srv.port, '127.0.0.1');
       await new Promise((r) => sock.once('connect', r));
       const split = new SplitAfterFinished(sock);
       shim = split;
-      const echoed = await new Promise<Buffer>((resolve, reject) => {
-        const c = tls.connect({ socket: split, rejectUnauthorized: false, minVersion: 'TLSv1.3' }, () => c.write(payload));
-        const got: Buffer[] = [];
-        let n = 0;
-        c.on('data', (d: Buffer) => {
-          got.push(d);
-          n += d.length;
-          if (n === payload.length) c.end();
-        });
-        c.on('end', () => resolve(Buffer.concat(got)));
-        c.on('error', reject);
-      });
+      const c = tls.connect({ socket: split, rejectUnauthorized: false, minVersion: 'TLSv1.3' }, () => c.write(payload));
+      const echoed = await readEchoThenEnd(c, payload.length);
       t.equal(sha(echoed), sha(payload), 'byte-exact both ways');
-      const conn = await srv.conns[0]!;
+      const conn = await srv.served[0]!;
       t.equal(conn.leftover, 10, 'hand-off leftover was 10 bytes of a record');
       t.equal(conn.install.decision.mode, mode);
       const st = await conn.stats;
@@ -263,7 +177,7 @@ t.test('leftover ending mid-record: the rest is read exactly, then the kernel ta
 });
 
 t.test('kernel TX under backpressure: 8 MiB to a client that reads only once the server is blocked', { skip }, async (t) => {
-  const pem = makeCert();
+  const pem = selfSignedCert();
   const tlsServer = tls.createServer({ ...pem, minVersion: 'TLSv1.3' });
   const engine = new HandshakeEngine(tlsServer, { handshakeTimeoutMs: 60_000, maxBufferedBytes: 1 << 20 });
   const big = randomBytes(8 << 20);
@@ -276,7 +190,7 @@ t.test('kernel TX under backpressure: 8 MiB to a client that reads only once the
       void (async () => {
         const hs = await engine.accept(raw, { offload: () => true });
         if (hs.mode !== 'handoff') throw new Error(hs.reason);
-        const { stream } = await installKtls({ handoff: hs, decision: { mode: 'txrx', reason: 'enabled' }, native: native(), rekeySupported: rekeyKernel(), keyUpdateRateLimit: 10 });
+        const { stream } = await installKtls({ handoff: hs, decision: { mode: 'txrx', reason: 'enabled' }, native: native(), rekeySupported: kernelHasRekey(), keyUpdateRateLimit: 10 });
         stream.on('error', reject);
         stream.resume();
         let sawBackpressure = false;
@@ -310,7 +224,7 @@ t.test('kernel TX under backpressure: 8 MiB to a client that reads only once the
 });
 
 t.test('RX refused after TX is in the kernel: the connection is closed, never half-installed', { skip }, async (t) => {
-  const pem = makeCert();
+  const pem = selfSignedCert();
   const tlsServer = tls.createServer({ ...pem, minVersion: 'TLSv1.3' });
   const engine = new HandshakeEngine(tlsServer, { handshakeTimeoutMs: 60_000, maxBufferedBytes: 1 << 20 });
   const outcome = new Promise<unknown>((resolve) => {

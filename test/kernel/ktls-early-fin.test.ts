@@ -7,40 +7,11 @@
 // the JS RX side used to end the stream at the FIN with records still in its
 // reader (the once-in-four sidecar-protocols failure on 6.1).
 import t from 'tap';
-import net from 'node:net';
-import tls from 'node:tls';
 import { readFileSync } from 'node:fs';
+import { sendAndHalfClose, startHoldingRelay } from '../helpers/half-close.js';
 import { patternBytes, sha256 } from '../helpers/upstream.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
 import { labPki, labSkip, startLabSidecar } from './helpers/sidecar-lab.js';
-
-async function startHoldingRelay(t: { teardown(fn: () => unknown): void }, port: number): Promise<number> {
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer({ allowHalfOpen: true }, (client) => {
-    const up = net.connect({ host: '127.0.0.1', port, allowHalfOpen: true });
-    sockets.add(client).add(up);
-    client.on('error', () => up.destroy());
-    up.on('error', () => client.destroy());
-    let serverSpoke = false;
-    const held: Buffer[] = [];
-    up.on('data', (d: Buffer) => {
-      serverSpoke = true;
-      client.write(d);
-    });
-    up.on('end', () => client.end());
-    client.on('data', (d: Buffer) => {
-      if (serverSpoke) held.push(d);
-      else up.write(d);
-    });
-    client.on('end', () => up.end(Buffer.concat(held)));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  t.teardown(() => {
-    for (const s of sockets) s.destroy();
-    return new Promise<void>((resolve) => server.close(() => resolve()));
-  });
-  return (server.address() as net.AddressInfo).port;
-}
 
 t.test('tcp mode: Finished, 1 MiB and FIN in one burst are echoed byte-exact', { skip: labSkip }, async (t) => {
   const ca = readFileSync(labPki().caCert);
@@ -51,16 +22,7 @@ t.test('tcp mode: Finished, 1 MiB and FIN in one burst are echoed byte-exact', {
   const rounds = 4;
   for (let i = 0; i < rounds; i++) {
     const data = patternBytes(1 << 20, 31 + i);
-    const options: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
-      host: '127.0.0.1', port: relay, servername: 'localhost', ca, allowHalfOpen: true, minVersion: 'TLSv1.3',
-    };
-    const got = await new Promise<Buffer>((resolve, reject) => {
-      const chunks: Buffer[] = [];
-      const s = tls.connect(options, () => s.end(data));
-      s.on('data', (d: Buffer) => chunks.push(d));
-      s.on('error', reject);
-      s.on('close', () => resolve(Buffer.concat(chunks)));
-    });
+    const got = await sendAndHalfClose(relay, ca, data, { minVersion: 'TLSv1.3' });
     const n = i + 1;
     const line = await sc.waitForLog((l) => l.event === 'connection_closed' && sc.logs.filter((x) => x.event === 'connection_closed').indexOf(l) === i, 30_000).catch(() => undefined);
     t.comment(`round ${i}: received ${got.length} B; close line ${n}: ${JSON.stringify(line ?? null)}`);

@@ -9,7 +9,7 @@ import type { KtlsNative } from '../../native/index.js';
 import { classifyKtlsError } from '../../proxy/ktls/errno.js';
 import type { KernelCipher, TlsVersion } from '../../proxy/tls/crypto-info.js';
 import { CONTENT, cryptoInfo, knownKeys, openRecord, sealRecord } from './helpers/records.js';
-import { rawReader, recvRecordWait, skipOutsideLab, tcpPair, tlsCounter, waitReadable } from './helpers/sockets.js';
+import { catchErr, ktlsPair, rawReader, recvRecordWait, skipOutsideLab, tlsCounter, waitReadable } from './helpers/sockets.js';
 
 const VERSIONS: TlsVersion[] = ['TLSv1.2', 'TLSv1.3'];
 const CIPHERS: KernelCipher[] = ['AES_GCM_128', 'AES_GCM_256', 'CHACHA20_POLY1305', 'AES_CCM_128'];
@@ -25,8 +25,7 @@ for (const version of VERSIONS) {
     t.test(`${name}: kernel TX records decrypt with node:crypto`, { skip: skipOutsideLab }, async (t) => {
       const n = shim();
       const k = knownKeys(version, cipher);
-      const p = await tcpPair();
-      t.teardown(() => p.close());
+      const p = await ktlsPair(t); // TX installed by hand: the test checks what setCryptoInfo does to its input
       const reader = rawReader(p.server);
       n.attachUlp(p.cfd);
       const info = cryptoInfo(k);
@@ -57,10 +56,7 @@ for (const version of VERSIONS) {
     t.test(`${name}: records sealed with node:crypto come out of kernel RX`, { skip: skipOutsideLab }, async (t) => {
       const n = shim();
       const k = knownKeys(version, cipher);
-      const p = await tcpPair();
-      t.teardown(() => p.close());
-      n.attachUlp(p.sfd);
-      n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(k));
+      const p = await ktlsPair(t, { rx: k });
       const data = Buffer.from(`hello over kTLS RX, ${name}`);
       const handshake = Buffer.from([4, 0, 0, 2, 0xab, 0xcd]); // a handshake message (type 4, 2 bytes)
       p.client.write(Buffer.concat([sealRecord(k, k.recSeq, CONTENT.data, data), sealRecord(k, k.recSeq + 1n, CONTENT.handshake, handshake)]));
@@ -78,12 +74,7 @@ for (const version of VERSIONS) {
     t.test(`${name}: control records round-trip kTLS TX -> kTLS RX`, { skip: skipOutsideLab }, async (t) => {
       const n = shim();
       const k = knownKeys(version, cipher);
-      const p = await tcpPair();
-      t.teardown(() => p.close());
-      n.attachUlp(p.cfd);
-      n.attachUlp(p.sfd);
-      n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(k));
-      n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(k));
+      const p = await ktlsPair(t, { tx: k, rx: k });
       const sent = [
         { type: CONTENT.data, data: Buffer.from('data') },
         { type: CONTENT.alert, data: Buffer.from([1, 0]) },
@@ -103,10 +94,7 @@ for (const version of VERSIONS) {
     t.test(`${name}: a tampered record gives EBADMSG and moves TlsDecryptError`, { skip: skipOutsideLab }, async (t) => {
       const n = shim();
       const k = knownKeys(version, cipher);
-      const p = await tcpPair();
-      t.teardown(() => p.close());
-      n.attachUlp(p.sfd);
-      n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(k));
+      const p = await ktlsPair(t, { rx: k });
       const before = tlsCounter('TlsDecryptError');
       const rec = sealRecord(k, k.recSeq, CONTENT.data, Buffer.from('tampered'));
       rec[rec.length - 1] = (rec[rec.length - 1] ?? 0) ^ 0x01;
@@ -125,10 +113,7 @@ for (const version of VERSIONS) {
     t.test(`${name}: a plain read meeting a control record gives EIO`, { skip: skipOutsideLab }, async (t) => {
       const n = shim();
       const k = knownKeys(version, cipher);
-      const p = await tcpPair();
-      t.teardown(() => p.close());
-      n.attachUlp(p.sfd);
-      n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(k));
+      const p = await ktlsPair(t, { rx: k });
       p.client.write(sealRecord(k, k.recSeq, CONTENT.alert, Buffer.from([1, 0])));
       await waitReadable(n, p.sfd);
       const buf = Buffer.alloc(16384);
@@ -149,12 +134,7 @@ for (const version of VERSIONS) {
 t.test('options: TLS_TX_ZEROCOPY_RO and TLS_RX_EXPECT_NO_PAD set and read back', { skip: skipOutsideLab }, async (t) => {
   const n = shim();
   const k = knownKeys('TLSv1.3', 'AES_GCM_128');
-  const p = await tcpPair();
-  t.teardown(() => p.close());
-  n.attachUlp(p.cfd);
-  n.attachUlp(p.sfd);
-  n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(k));
-  n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(k));
+  const p = await ktlsPair(t, { tx: k, rx: k });
   t.equal(n.getOption(p.cfd, 'TLS_TX_ZEROCOPY_RO'), false, 'zerocopy off by default');
   n.setOption(p.cfd, 'TLS_TX_ZEROCOPY_RO', true);
   t.equal(n.getOption(p.cfd, 'TLS_TX_ZEROCOPY_RO'), true, 'zerocopy on');
@@ -169,19 +149,9 @@ t.test('options: TLS_TX_ZEROCOPY_RO and TLS_RX_EXPECT_NO_PAD set and read back',
 
 t.test('a second TLS_TX key without rekey support, or a TLS 1.2 one, is refused with a classified errno', { skip: skipOutsideLab }, async (t) => {
   const n = shim();
-  const p = await tcpPair();
-  t.teardown(() => p.close());
-  n.attachUlp(p.cfd);
-  n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(knownKeys('TLSv1.2', 'AES_GCM_128')));
+  const p = await ktlsPair(t, { tx: knownKeys('TLSv1.2', 'AES_GCM_128') });
   // TLS 1.2 has no KeyUpdate: every kernel refuses a second key (EBUSY before 6.14, EINVAL after).
-  const err = (() => {
-    try {
-      n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(knownKeys('TLSv1.2', 'AES_GCM_128', 1)));
-      return null;
-    } catch (e) {
-      return e;
-    }
-  })();
+  const err = catchErr(() => n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(knownKeys('TLSv1.2', 'AES_GCM_128', 1))));
   t.match(err, { name: 'NativeSyscallError', syscall: 'setsockopt(TLS_TX)' });
   t.ok(['EBUSY', 'EINVAL'].includes((err as { code: string }).code), `refused with ${(err as { code: string }).code}`);
 });

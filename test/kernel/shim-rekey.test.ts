@@ -8,32 +8,18 @@ import { classifyKtlsError } from '../../proxy/ktls/errno.js';
 import { probeKernel } from '../../proxy/ktls/probe.js';
 import type { KernelCipher } from '../../proxy/tls/crypto-info.js';
 import { CONTENT, cryptoInfo, knownKeys, openRecord } from './helpers/records.js';
-import { kernelHasRekey, rawReader, recvRecordWait, skipOutsideLab, tcpPair, tlsCounter } from './helpers/sockets.js';
+import { catchErr, kernelHasRekey, ktlsPair, rawReader, recvRecordWait, skipOutsideLab, tlsCounter } from './helpers/sockets.js';
 
 const KEY_UPDATE = Buffer.from([24, 0, 0, 1, 0]); // RFC 8446 4.6.3, update_not_requested
 const rekey = kernelHasRekey();
 const CIPHERS: KernelCipher[] = ['AES_GCM_128', 'AES_GCM_256', 'CHACHA20_POLY1305', 'AES_CCM_128'];
-
-function catchErr(fn: () => unknown): unknown {
-  try {
-    fn();
-    return null;
-  } catch (e) {
-    return e;
-  }
-}
 
 for (const cipher of CIPHERS) {
   t.test(`TLSv1.3 ${cipher}: KeyUpdate, EKEYEXPIRED, new RX key, data again`, { skip: skipOutsideLab || (rekey ? false : 'kernel < 6.14 has no rekey') }, async (t) => {
     const n = native();
     const k1 = knownKeys('TLSv1.3', cipher);
     const k2 = knownKeys('TLSv1.3', cipher, 1);
-    const p = await tcpPair();
-    t.teardown(() => p.close());
-    n.attachUlp(p.cfd);
-    n.attachUlp(p.sfd);
-    n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(k1));
-    n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(k1));
+    const p = await ktlsPair(t, { tx: k1, rx: k1 });
     const tx0 = tlsCounter('TlsTxRekeyOk');
     const rx0 = tlsCounter('TlsRxRekeyOk');
     const recv0 = tlsCounter('TlsRxRekeyReceived');
@@ -67,11 +53,8 @@ t.test('TLSv1.3 rekey on the wire: the record after a new TX key decrypts with t
   const n = native();
   const k1 = knownKeys('TLSv1.3', 'AES_GCM_128');
   const k2 = knownKeys('TLSv1.3', 'AES_GCM_128', 1);
-  const p = await tcpPair();
-  t.teardown(() => p.close());
+  const p = await ktlsPair(t, { tx: k1 });
   const reader = rawReader(p.server);
-  n.attachUlp(p.cfd);
-  n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(k1));
   n.sendRecord(p.cfd, CONTENT.handshake, KEY_UPDATE);
   n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(k2));
   n.sendRecord(p.cfd, CONTENT.data, Buffer.from('after rekey'));
@@ -83,12 +66,7 @@ t.test('TLSv1.3 rekey on the wire: the record after a new TX key decrypts with t
 
 t.test('before 6.14 a second TLS 1.3 key is refused with EBUSY, and the probe says so', { skip: skipOutsideLab || (rekey ? 'kernel >= 6.14 has rekey' : false) }, async (t) => {
   const n = native();
-  const p = await tcpPair();
-  t.teardown(() => p.close());
-  n.attachUlp(p.cfd);
-  n.attachUlp(p.sfd);
-  n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(knownKeys('TLSv1.3', 'AES_GCM_128')));
-  n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(knownKeys('TLSv1.3', 'AES_GCM_128')));
+  const p = await ktlsPair(t, { tx: knownKeys('TLSv1.3', 'AES_GCM_128'), rx: knownKeys('TLSv1.3', 'AES_GCM_128') });
   const txErr = catchErr(() => n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(knownKeys('TLSv1.3', 'AES_GCM_128', 1))));
   t.match(txErr, { code: 'EBUSY', syscall: 'setsockopt(TLS_TX)' });
   t.equal(classifyKtlsError(txErr, 'rekey_tx').kind, 'busy');
@@ -105,12 +83,7 @@ t.test('TLS 1.2 RX: a handshake record shaped like a KeyUpdate pauses RX from 6.
   // TLS 1.2 has no KeyUpdate, so the record layer must treat such a record as fatal.
   const n = native();
   const k = knownKeys('TLSv1.2', 'AES_GCM_128');
-  const p = await tcpPair();
-  t.teardown(() => p.close());
-  n.attachUlp(p.cfd);
-  n.attachUlp(p.sfd);
-  n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(k));
-  n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(k));
+  const p = await ktlsPair(t, { tx: k, rx: k });
   n.sendRecord(p.cfd, CONTENT.handshake, KEY_UPDATE);
   n.sendRecord(p.cfd, CONTENT.data, Buffer.from('next'));
   const buf = Buffer.alloc(64);

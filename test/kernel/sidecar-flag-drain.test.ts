@@ -7,9 +7,8 @@
 import t from 'tap';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import { probeKernel } from '../../proxy/ktls/probe.js';
-import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
-import { labPki, labSkip, startLabSidecar } from './helpers/sidecar-lab.js';
+import { patternBytes, sha256 } from '../helpers/upstream.js';
+import { labPki, labSkip, startHttpLabSidecar } from './helpers/sidecar-lab.js';
 
 const DRAIN_TIMEOUT_MS = 3000;
 const WORKERS = 4;
@@ -38,14 +37,7 @@ function getOnce(agent: https.Agent, port: number, ca: Buffer): Promise<{ body: 
 }
 
 t.test('flag off → on under keep-alive load', { skip: labSkip }, async (t) => {
-  const probe = await probeKernel({ skipNicOffload: true });
-  t.ok(probe.supports('TLSv1.3', 'AES_GCM_128', 'tx'), 'kernel holds TLS 1.3 AES-128-GCM');
-  const upstream = await startUpstream();
-  t.teardown(() => upstream.close());
-  const sc = await startLabSidecar(t, {
-    upstream: { url: upstream.url },
-    ktls: { enabled: true, direction: 'tx', drainTimeout: `${DRAIN_TIMEOUT_MS}ms` },
-  });
+  const sc = await startHttpLabSidecar(t, { enabled: true, direction: 'tx', drainTimeout: `${DRAIN_TIMEOUT_MS}ms` });
   const ca = readFileSync(labPki().caCert);
   const want = sha256(patternBytes(N, 7));
   const stats: Stats = { ok: 0, retried: 0, failed: [] };

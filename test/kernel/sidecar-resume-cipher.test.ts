@@ -5,9 +5,8 @@ import t from 'tap';
 import https from 'node:https';
 import type tls from 'node:tls';
 import { readFileSync } from 'node:fs';
-import { probeKernel } from '../../proxy/ktls/probe.js';
-import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
-import { curlBase, labPki, labSkip, run, startLabSidecar } from './helpers/sidecar-lab.js';
+import { patternBytes, sha256 } from '../helpers/upstream.js';
+import { curlBase, labPki, labSkip, run, startHttpLabSidecar } from './helpers/sidecar-lab.js';
 
 interface Got {
   status: number;
@@ -52,14 +51,7 @@ function get(port: number, path: string, session?: Buffer): Promise<Got> {
 }
 
 t.test('resumption and cipher policy', { skip: labSkip }, async (t) => {
-  const probe = await probeKernel({ skipNicOffload: true });
-  t.ok(probe.supports('TLSv1.3', 'AES_GCM_128', 'tx'), 'kernel holds TLS 1.3 AES-128-GCM');
-  const upstream = await startUpstream();
-  t.teardown(() => upstream.close());
-  const sc = await startLabSidecar(t, {
-    upstream: { url: upstream.url },
-    ktls: { enabled: true, direction: 'tx', ciphers: ['TLS_AES_128_GCM_SHA256'] },
-  });
+  const sc = await startHttpLabSidecar(t, { enabled: true, direction: 'tx', ciphers: ['TLS_AES_128_GCM_SHA256'] });
   const want = sha256(patternBytes(65536, 7));
 
   await t.test('TLS 1.3 resumption works over kTLS', async (t) => {

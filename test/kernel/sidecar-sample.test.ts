@@ -4,9 +4,7 @@
 import t from 'tap';
 import https from 'node:https';
 import { readFileSync } from 'node:fs';
-import { probeKernel } from '../../proxy/ktls/probe.js';
-import { startUpstream } from '../helpers/upstream.js';
-import { labPki, labSkip, startLabSidecar } from './helpers/sidecar-lab.js';
+import { labPki, labSkip, startHttpLabSidecar } from './helpers/sidecar-lab.js';
 
 const CONNECTIONS = 40;
 
@@ -22,11 +20,7 @@ function getFresh(port: number, ca: Buffer): Promise<number> {
 }
 
 t.test('sampleRate 0.5', { skip: labSkip }, async (t) => {
-  const probe = await probeKernel({ skipNicOffload: true });
-  t.ok(probe.supports('TLSv1.3', 'AES_GCM_128', 'tx'), 'kernel holds TLS 1.3 AES-128-GCM');
-  const upstream = await startUpstream();
-  t.teardown(() => upstream.close());
-  const sc = await startLabSidecar(t, { upstream: { url: upstream.url }, ktls: { enabled: true, sampleRate: 0.5 } });
+  const sc = await startHttpLabSidecar(t, { enabled: true, sampleRate: 0.5 });
   const ca = readFileSync(labPki().caCert);
   const statuses: number[] = [];
   // 4 at a time: faster under emulation, and the draw is per connection anyway.

@@ -17,6 +17,7 @@ import type { KtlsDrainTarget } from '../../proxy/ktls/drain.js';
 import type { HandshakeFacts } from '../../proxy/pipeline/facts.js';
 import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
+import type { Teardown } from '../helpers/teardown.js';
 
 function factsFor(sock: net.Socket, alpn = ''): HandshakeFacts {
   return {
@@ -36,10 +37,6 @@ function factsFor(sock: net.Socket, alpn = ''): HandshakeFacts {
     acceptedAt: 0,
     ktls: 'on',
   };
-}
-
-interface Teardown {
-  teardown(fn: () => unknown): void;
 }
 
 interface Harness {
@@ -81,7 +78,8 @@ async function listen(t: Teardown, handle: (s: net.Socket) => KtlsDrainTarget): 
   };
 }
 
-async function httpFront(t: Teardown, alpn = ''): Promise<{ h: Harness; upstream: Awaited<ReturnType<typeof startUpstream>> }> {
+/** An HttpFront to a fresh test upstream, both closed at teardown. */
+async function newHttpFront(t: Teardown): Promise<{ front: HttpFront; upstream: Awaited<ReturnType<typeof startUpstream>> }> {
   const upstream = await startUpstream();
   const front = new HttpFront({
     upstreamUrl: upstream.url,
@@ -90,11 +88,16 @@ async function httpFront(t: Teardown, alpn = ''): Promise<{ h: Harness; upstream
     timeouts: { headers: 10_000, idle: 30_000, upstreamConnect: 5000, upstreamResponse: 30_000 },
     metrics: createMetrics({ defaultMetrics: false }),
   });
-  const h = await listen(t, (s) => front.handle(s, factsFor(s, alpn)));
   t.teardown(async () => {
     front.close();
     await upstream.close();
   });
+  return { front, upstream };
+}
+
+async function httpFront(t: Teardown, alpn = ''): Promise<{ h: Harness; upstream: Awaited<ReturnType<typeof startUpstream>> }> {
+  const { front, upstream } = await newHttpFront(t);
+  const h = await listen(t, (s) => front.handle(s, factsFor(s, alpn)));
   return { h, upstream };
 }
 
@@ -278,18 +281,7 @@ t.test('tcp with drainOnDisable keep: the flag flip leaves the connection workin
 });
 
 t.test('drainTarget() asked before handle() (the pipeline order) is the same hook and works', async (t) => {
-  const upstream = await startUpstream();
-  const front = new HttpFront({
-    upstreamUrl: upstream.url,
-    clientCertHeader: '',
-    maxHeaderSize: 16384,
-    timeouts: { headers: 10_000, idle: 30_000, upstreamConnect: 5000, upstreamResponse: 30_000 },
-    metrics: createMetrics({ defaultMetrics: false }),
-  });
-  t.teardown(async () => {
-    front.close();
-    await upstream.close();
-  });
+  const { front } = await newHttpFront(t);
   const same: boolean[] = [];
   const h = await listen(t, (s) => {
     const early = front.drainTarget(s, 'h2');

@@ -8,15 +8,8 @@ import type { CryptoInfo, KernelCipher, TlsVersion } from '../../../proxy/tls/cr
 
 export const CONTENT = { alert: 21, handshake: 22, data: 23 } as const;
 
-/** The fields of the kernel struct, kept by the test (setCryptoInfo wipes the Buffers it is given). */
-export interface KnownKeys {
-  version: TlsVersion;
-  cipher: KernelCipher;
-  key: Buffer;
-  iv: Buffer;
-  salt: Buffer;
-  recSeq: bigint;
-}
+/** The fields of the kernel struct, kept by the test (setCryptoInfo wipes the Buffers it is given: hand it `cryptoInfo(k)`). */
+export type KnownKeys = CryptoInfo;
 
 /** Deterministic keys per combination ("known keys"), so a failure can be replayed by hand. */
 export function knownKeys(version: TlsVersion, cipher: KernelCipher, variant = 0): KnownKeys {

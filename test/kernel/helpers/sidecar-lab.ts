@@ -5,16 +5,20 @@
 // Which CLI: in the lab, build-tests.mjs compiles proxy/** next to this file's
 // compiled copy (node_modules/.cache/ktls-sidecar-lab/build/proxy/cli.js), so
 // the guest runs plain JS; from the .ts sources on the host it is
-// `node --import tsx proxy/cli.ts`.
+// `node --import tsx proxy/cli.ts`. Following the child (logs, startup ports,
+// admin requests) is shared with the host helper: test/helpers/child-sidecar.ts.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { probeKernel } from '../../../proxy/ktls/probe.js';
+import { type LogLine, adminRequest, childEnv, followChild } from '../../helpers/child-sidecar.js';
 import { metricValue } from '../../helpers/metrics.js';
 import { makePki, type Pki } from '../../helpers/pki.js';
+import type { Teardown } from '../../helpers/teardown.js';
+import { startUpstream } from '../../helpers/upstream.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const cliJs = path.resolve(here, '../../../proxy/cli.js');
@@ -23,11 +27,7 @@ const cliTs = path.resolve(here, '../../../proxy/cli.ts');
 export const inLab = process.env['KTLS_LAB'] === '1';
 export const labSkip: string | false = inLab ? false : 'not in the kernel lab VM (run `npm run test:kernel`)';
 
-export interface LabLogLine {
-  event?: string;
-  msg?: string;
-  [k: string]: unknown;
-}
+export type LabLogLine = LogLine;
 
 export interface LabSidecar {
   proc: ChildProcess;
@@ -44,9 +44,7 @@ export interface LabSidecar {
   stop(): Promise<void>;
 }
 
-export interface Teardown {
-  teardown(fn: () => unknown): void;
-}
+export type { Teardown };
 
 let sharedPki: Pki | undefined;
 /** One test PKI per test process (EC P-256: TLS 1.2 suites are ECDHE-ECDSA). */
@@ -73,21 +71,6 @@ function deepMerge(a: Record<string, unknown>, b: Record<string, unknown>): Reco
   return out;
 }
 
-export function adminRequest(port: number, method: string, pathname: string, body?: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, path: pathname, method, agent: false, headers: body ? { 'content-type': 'application/json' } : {} },
-      (res) => {
-        let text = '';
-        res.on('data', (d: Buffer) => (text += d.toString()));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
-      },
-    );
-    req.on('error', reject);
-    req.end(body);
-  });
-}
-
 /**
  * Start the sidecar with `config` merged over a base (127.0.0.1, ports 0,
  * the lab PKI, config watch off). Resolves once /readyz answers 200.
@@ -106,83 +89,23 @@ export async function startLabSidecar(t: Teardown, config: Record<string, unknow
   writeFileSync(file, stringify(deepMerge(base, config)));
   const useJs = existsSync(cliJs);
   const args = useJs ? [cliJs, '--config', file] : ['--import', 'tsx', cliTs, '--config', file];
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  // tap's coverage/loader hooks would slow the child down for nothing.
-  delete env['NODE_OPTIONS'];
-  delete env['NODE_V8_COVERAGE'];
-  const proc = spawn(process.execPath, args, { cwd: path.resolve(here, '../../..'), env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const logs: LabLogLine[] = [];
-  const waiters = new Set<{ pred: (l: LabLogLine) => boolean; resolve: (l: LabLogLine) => void }>();
-  let err = '';
-  let buf = '';
-  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  proc.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString();
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, i);
-      buf = buf.slice(i + 1);
-      let parsed: LabLogLine;
-      try {
-        parsed = JSON.parse(line) as LabLogLine;
-      } catch {
-        parsed = { msg: line };
-      }
-      logs.push(parsed);
-      for (const w of waiters) {
-        if (w.pred(parsed)) {
-          waiters.delete(w);
-          w.resolve(parsed);
-        }
-      }
-    }
-  });
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  const reap = (): void => {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-  };
-  process.once('exit', reap);
-  const waitForLog = (pred: (l: LabLogLine) => boolean, timeoutMs = 120_000): Promise<LabLogLine> => {
-    const hit = logs.find(pred);
-    if (hit) return Promise.resolve(hit);
-    return new Promise((resolve, reject) => {
-      const w = {
-        pred,
-        resolve: (l: LabLogLine) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      };
-      const timer = setTimeout(() => {
-        waiters.delete(w);
-        reject(new Error(`log line not seen in ${timeoutMs} ms; stderr: ${err.slice(-2000)}`));
-      }, timeoutMs);
-      waiters.add(w);
-    });
-  };
-  const startup = await Promise.race([
-    waitForLog((l) => l.event === 'startup'),
-    exited.then((code) => {
-      throw new Error(`sidecar exited (${code}) before starting: ${err.slice(-2000)}`);
-    }),
-  ]);
-  const listeners = startup['listeners'] as Array<{ name: string; address: string }>;
-  const port = (name: string): number => Number(listeners.find((l) => l.name === name)?.address.split(':').pop());
-  const tlsPort = port('tls');
-  const adminPort = port('admin');
+  const proc = spawn(process.execPath, args, { cwd: path.resolve(here, '../../..'), env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  const { logs, stderr, exited, waitForLog, startup } = followChild(proc, 120_000);
+  const port = await startup();
+  const tlsPort = Number(port('tls'));
+  const adminPort = Number(port('admin'));
   const stop = async (): Promise<void> => {
     if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), 20_000);
     await exited;
     clearTimeout(timer);
-    process.off('exit', reap);
   };
   t.teardown(stop);
   // Ready = listening, certificates, upstream reachable (the test starts it first).
   for (;;) {
     const r = await adminRequest(adminPort, 'GET', '/readyz').catch(() => ({ status: 0, body: '' }));
     if (r.status === 200) break;
-    if (proc.exitCode !== null) throw new Error(`sidecar exited: ${err.slice(-2000)}`);
+    if (proc.exitCode !== null) throw new Error(`sidecar exited: ${stderr().slice(-2000)}`);
     await new Promise((res) => setTimeout(res, 200));
   }
   const metrics = async (): Promise<string> => (await adminRequest(adminPort, 'GET', '/metrics')).body;
@@ -191,7 +114,7 @@ export async function startLabSidecar(t: Teardown, config: Record<string, unknow
     tlsPort,
     adminPort,
     logs,
-    stderr: () => err,
+    stderr,
     metrics,
     metric: async (name, labels = {}) => metricValue(await metrics(), name, labels),
     admin: (method, pathname, body) => adminRequest(adminPort, method, pathname, body),
@@ -202,6 +125,19 @@ export async function startLabSidecar(t: Teardown, config: Record<string, unknow
     waitForLog,
     stop,
   };
+}
+
+/**
+ * The common start of the HTTP-mode tests on kTLS: assert that the kernel holds
+ * TLS 1.3 AES-128-GCM (what their clients negotiate), then start the test
+ * upstream and the sidecar in front of it with this `ktls` section.
+ */
+export async function startHttpLabSidecar(t: Teardown & { ok(value: unknown, message: string): unknown }, ktls: Record<string, unknown>): Promise<LabSidecar> {
+  const probe = await probeKernel({ skipNicOffload: true });
+  t.ok(probe.supports('TLSv1.3', 'AES_GCM_128', 'tx'), 'kernel holds TLS 1.3 AES-128-GCM');
+  const upstream = await startUpstream();
+  t.teardown(() => upstream.close());
+  return startLabSidecar(t, { upstream: { url: upstream.url }, ktls });
 }
 
 /** /proc/net/tls_stat as numbers ({} without the file). */

@@ -3,8 +3,9 @@ import net from 'node:net';
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import type { KtlsNative, RecvRecordResult } from '../../../native/index.js';
-import { socketFd } from '../../../native/index.js';
-import { splitRecords } from './records.js';
+import { native, socketFd } from '../../../native/index.js';
+import type { Teardown } from '../../helpers/teardown.js';
+import { type KnownKeys, cryptoInfo, splitRecords } from './records.js';
 
 export const inLab = process.env['KTLS_LAB'] === '1';
 /** tap `skip` value: the kernel tests only run in the lab VM. */
@@ -55,6 +56,35 @@ export async function tcpPair(): Promise<Pair> {
       srv.destroy();
     },
   };
+}
+
+/**
+ * A tcpPair closed at teardown, with kTLS installed from known keys: TX on the
+ * client side (`cfd`) if `tx` is given, RX on the server side (`sfd`) if `rx` is.
+ */
+export async function ktlsPair(t: Teardown, keys: { tx?: KnownKeys; rx?: KnownKeys } = {}): Promise<Pair> {
+  const n = native();
+  const p = await tcpPair();
+  t.teardown(() => p.close());
+  if (keys.tx) {
+    n.attachUlp(p.cfd);
+    n.setCryptoInfo(p.cfd, 'tx', cryptoInfo(keys.tx));
+  }
+  if (keys.rx) {
+    n.attachUlp(p.sfd);
+    n.setCryptoInfo(p.sfd, 'rx', cryptoInfo(keys.rx));
+  }
+  return p;
+}
+
+/** The error `fn` throws, or null. */
+export function catchErr(fn: () => unknown): unknown {
+  try {
+    fn();
+    return null;
+  } catch (e) {
+    return e;
+  }
 }
 
 /** Collects whole TLS records arriving on a plain (non-kTLS) socket. */
