@@ -11,8 +11,23 @@
 // round by round (off, tx, txrx, off, tx, …) so that drift of a noisy machine hits every mode alike.
 // A mode whose connections did not actually run on kTLS (per the sidecar's own /metrics) is reported with the
 // reason it gave, never as a kTLS number.
+//
+// Knobs (environment):
+//   BENCH_ROUNDS=3           rounds per workload (each round runs every mode once)
+//   BENCH_SCALE=<n>          request-count scale (default 1 on the host, 0.25 in the lab)
+//   BENCH_WORKLOADS=64k,...  only these workloads, by id: 16m (16 MiB responses), 64k (64 KiB responses),
+//                            1k (1 KiB requests); default all
+//   BENCH_MODES=off,tx,...   only these modes (default off,tx,txrx); ratios need `off` among them
+//   BENCH_SIDECAR_CLI=<file> the sidecar entry point to run (default dist/proxy/cli.js), e.g. a copy of a
+//                            baseline build, to compare two builds with the same bench
+//   BENCH_CPU_DETAIL=1       also print, per run, the sidecar's user/system split and CPU by thread name
+//                            (a `bench-cpu` line), from /proc/<pid>/task/*/stat
+//   KTLS_BENCH_SIDECAR_ARGS  extra node flags for the sidecar child, split on whitespace, e.g.
+//                            "--cpu-prof --cpu-prof-dir=$KTLS_LAB_OUT/prof". When set, the sidecar is stopped
+//                            with SIGTERM (not SIGKILL) after each run so that such flags can write their output
+//                            at exit (SIGKILL after 30 s if it has not exited).
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import net from 'node:net';
@@ -22,7 +37,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 
 type Mode = 'off' | 'tx' | 'txrx';
-interface Workload { name: string; path: string; bodyBytes: number; uploadBytes: number; requests: number; concurrency: number }
+interface Workload { id: string; name: string; path: string; bodyBytes: number; uploadBytes: number; requests: number; concurrency: number }
 interface Sample { cpuSeconds: number; wallSeconds: number; bytes: number; requests: number; ktlsOnConnections: number; reasons: string }
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -30,14 +45,28 @@ const args = new Set(process.argv.slice(2));
 const kernel = args.has('--kernel');
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const scale = Number(process.env.BENCH_SCALE ?? (kernel ? 0.25 : 1)); // the lab emulates the CPU: fewer requests
-const MODES: Mode[] = ['off', 'tx', 'txrx'];
+const ALL_MODES: Mode[] = ['off', 'tx', 'txrx'];
+const MODES: Mode[] = process.env.BENCH_MODES
+  ? process.env.BENCH_MODES.split(',').map((m) => {
+    if (!(ALL_MODES as string[]).includes(m)) throw new Error(`BENCH_MODES: unknown mode ${m} (${ALL_MODES.join(', ')})`);
+    return m as Mode;
+  })
+  : ALL_MODES;
+const sidecarCli = path.resolve(process.env.BENCH_SIDECAR_CLI ?? path.join(root, 'dist/proxy/cli.js'));
+const cpuDetailWanted = process.env.BENCH_CPU_DETAIL === '1';
+const sidecarNodeArgs = (process.env.KTLS_BENCH_SIDECAR_ARGS ?? '').split(/\s+/).filter(Boolean);
 const KiB = 1024;
 const MiB = 1024 * KiB;
-const workloads: Workload[] = [
-  { name: '16 MiB responses', path: `/bytes/${16 * MiB}`, bodyBytes: 16 * MiB, uploadBytes: 0, requests: Math.max(8, Math.round(48 * scale)), concurrency: 4 },
-  { name: '64 KiB responses', path: `/bytes/${64 * KiB}`, bodyBytes: 64 * KiB, uploadBytes: 0, requests: Math.max(200, Math.round(3000 * scale)), concurrency: 16 },
-  { name: '1 KiB requests', path: '/echo', bodyBytes: KiB, uploadBytes: KiB, requests: Math.max(500, Math.round(8000 * scale)), concurrency: 32 },
+const allWorkloads: Workload[] = [
+  { id: '16m', name: '16 MiB responses', path: `/bytes/${16 * MiB}`, bodyBytes: 16 * MiB, uploadBytes: 0, requests: Math.max(8, Math.round(48 * scale)), concurrency: 4 },
+  { id: '64k', name: '64 KiB responses', path: `/bytes/${64 * KiB}`, bodyBytes: 64 * KiB, uploadBytes: 0, requests: Math.max(200, Math.round(3000 * scale)), concurrency: 16 },
+  { id: '1k', name: '1 KiB requests', path: '/echo', bodyBytes: KiB, uploadBytes: KiB, requests: Math.max(500, Math.round(8000 * scale)), concurrency: 32 },
 ];
+const workloadIds = process.env.BENCH_WORKLOADS?.split(',').filter(Boolean);
+for (const id of workloadIds ?? []) {
+  if (!allWorkloads.some((w) => w.id === id)) throw new Error(`BENCH_WORKLOADS: unknown workload ${id} (${allWorkloads.map((w) => w.id).join(', ')})`);
+}
+const workloads = workloadIds ? allWorkloads.filter((w) => workloadIds.includes(w.id)) : allWorkloads;
 
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
@@ -97,6 +126,43 @@ function makeCert(dir: string): { cert: string; key: string } {
   return { cert, key };
 }
 
+/** CPU seconds by thread name (user, system), from /proc/<pid>/task/<tid>/stat. */
+function threadCpuOf(pid: number): Map<string, { user: number; sys: number }> {
+  const out = new Map<string, { user: number; sys: number }>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch { return out; }
+  for (const tid of tids) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch { continue; } // the thread exited
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '#').replace(/\s+/g, '_');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const e = out.get(name) ?? { user: 0, sys: 0 };
+    e.user += Number(fields[11]) / CLK_TCK;
+    e.sys += Number(fields[12]) / CLK_TCK;
+    out.set(name, e);
+  }
+  return out;
+}
+
+function cpuDetail(before: Map<string, { user: number; sys: number }>, after: Map<string, { user: number; sys: number }>): string {
+  let user = 0;
+  let sys = 0;
+  const parts: string[] = [];
+  for (const [name, a] of after) {
+    const b = before.get(name) ?? { user: 0, sys: 0 };
+    const du = a.user - b.user;
+    const ds = a.sys - b.sys;
+    user += du;
+    sys += ds;
+    if (du + ds > 0) parts.push(`${name}:${du.toFixed(2)}u+${ds.toFixed(2)}s`);
+  }
+  return `user=${user.toFixed(2)} sys=${sys.toFixed(2)} threads=${parts.join(',')}`;
+}
+
 async function waitReady(adminPort: number, child: ChildProcess): Promise<void> {
   // In the lab the first start probes the kernel while it loads the crypto modules under emulation (10-20 s).
   const waitMs = kernel ? 180_000 : 30_000;
@@ -142,7 +208,7 @@ async function runOne(mode: Mode, w: Workload, upstreamPort: number, tls: { cert
     'ktls:', `  enabled: ${mode !== 'off'}`, `  direction: ${mode === 'off' ? 'tx' : mode}`, '  sampleRate: 1',
     '',
   ].join('\n'));
-  const child = spawn(process.execPath, [path.join(root, 'dist/proxy/cli.js'), '--config', configFile], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, [...sidecarNodeArgs, sidecarCli, '--config', configFile], { stdio: ['ignore', 'ignore', 'inherit'] });
   try {
     await waitReady(adminPort, child);
     const agent = new Agent({ connections: w.concurrency, pipelining: 1, connect: { rejectUnauthorized: false } });
@@ -155,6 +221,7 @@ async function runOne(mode: Mode, w: Workload, upstreamPort: number, tls: { cert
     }));
     let next = 0;
     let bytes = 0;
+    const threads0 = cpuDetailWanted ? threadCpuOf(child.pid!) : null;
     const cpu0 = cpuSecondsOf(child.pid!);
     const t0 = process.hrtime.bigint();
     await Promise.all(Array.from({ length: w.concurrency }, async () => {
@@ -165,16 +232,33 @@ async function runOne(mode: Mode, w: Workload, upstreamPort: number, tls: { cert
         for await (const chunk of r.body) bytes += (chunk as Buffer).length;
       }
     }));
-    const wallSeconds = Number(process.hrtime.bigint() - t0) / 1e9;
+    const t1 = process.hrtime.bigint();
+    const wallSeconds = Number(t1 - t0) / 1e9;
+    if (sidecarNodeArgs.length) {
+      // The load phase on the monotonic clock V8's profiler uses (bench/cpuprofile-top.ts --log picks it up).
+      console.log(`bench-window pid=${child.pid} mode=${mode} workload=${w.id} start_us=${t0 / 1000n} end_us=${t1 / 1000n}`);
+    }
     const cpuSeconds = cpuSecondsOf(child.pid!) - cpu0;
+    if (threads0) {
+      console.log(`bench-cpu pid=${child.pid} mode=${mode} workload=${w.id} cpu=${cpuSeconds.toFixed(2)} ${cpuDetail(threads0, threadCpuOf(child.pid!))}`);
+    }
     const expected = w.requests * w.bodyBytes;
     if (bytes !== expected) throw new Error(`${mode} ${w.name}: got ${bytes} bytes, expected ${expected}`);
     await agent.close();
     const facts = await ktlsFacts(adminPort);
     return { cpuSeconds, wallSeconds, bytes, requests: w.requests, ktlsOnConnections: facts.on, reasons: facts.reasons };
   } finally {
-    child.kill('SIGKILL');
-    await new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r)));
+    const exited = new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
+    if (sidecarNodeArgs.length) {
+      // Let flags such as --cpu-prof write their output at a clean exit.
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await exited;
+      clearTimeout(t);
+    } else {
+      child.kill('SIGKILL');
+      await exited;
+    }
   }
 }
 
@@ -191,7 +275,7 @@ async function main(): Promise<void> {
   const upstream = await startUpstream();
   const upstreamPort = (upstream.address() as AddressInfo).port;
   const tls = makeCert(dir);
-  console.log(`ktls-sidecar bench: ${rounds} rounds, modes ${MODES.join('/')}, kernel ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}, ${kernel ? 'lab (emulated CPU: ratios are indicative)' : 'host'}`);
+  console.log(`ktls-sidecar bench: ${rounds} rounds, modes ${MODES.join('/')}, sidecar ${path.relative(root, sidecarCli)}${sidecarNodeArgs.length ? ` (node ${sidecarNodeArgs.join(' ')})` : ''}, kernel ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}, ${kernel ? 'lab (emulated CPU: ratios are indicative)' : 'host'}`);
   try {
     for (const w of workloads) {
       const samples = new Map<Mode, Sample[]>(MODES.map((m) => [m, []]));
@@ -207,7 +291,7 @@ async function main(): Promise<void> {
           reasons: s[s.length - 1]!.reasons,
         };
       };
-      const off = stat('off');
+      const off = MODES.includes('off') ? stat('off') : null;
       console.log(`\n${w.name} (${w.requests} requests x ${rounds} rounds, concurrency ${w.concurrency})`);
       console.log('mode  | CPU s/GiB median [min..max] | ratio to off | req/s median [min..max] | ratio to off | kTLS connections (sidecar metrics)');
       for (const mode of MODES) {
@@ -215,8 +299,8 @@ async function main(): Promise<void> {
         const cpu = median(s.cpuPerGiB);
         const rps = median(s.rps);
         const usedKtls = mode === 'off' || s.on > 0;
-        const ratioCpu = usedKtls ? fmt(cpu / median(off.cpuPerGiB)) : `n/a (not kTLS: ${s.reasons})`;
-        const ratioRps = usedKtls ? fmt(rps / median(off.rps)) : 'n/a';
+        const ratioCpu = !usedKtls ? `n/a (not kTLS: ${s.reasons})` : off ? fmt(cpu / median(off.cpuPerGiB)) : 'n/a';
+        const ratioRps = usedKtls && off ? fmt(rps / median(off.rps)) : 'n/a';
         console.log(`${mode.padEnd(5)} | ${fmt(cpu)} [${fmt(Math.min(...s.cpuPerGiB))}..${fmt(Math.max(...s.cpuPerGiB))}] | ${ratioCpu} | ${fmt(rps, 1)} [${fmt(Math.min(...s.rps), 1)}..${fmt(Math.max(...s.rps), 1)}] | ${ratioRps} | ${s.reasons}`);
       }
     }

@@ -30,6 +30,9 @@
 #   KTLS_LAB_SMP      vCPUs (default 2)        KTLS_LAB_MEM   guest RAM (default 2G)
 #   KTLS_LAB_CPU      qemu -cpu (default max: TCG emulates AES-NI, PCLMULQDQ, AVX2)
 #   KTLS_LAB_ACCEL    tcg (default) | kvm (kvm only where /dev/kvm really works)
+#   KTLS_LAB_QEMU_ARGS extra qemu arguments (split on whitespace), e.g. "-icount shift=3,sleep=off":
+#                     guest time then counts emulated instructions, so CPU times measured in the
+#                     guest do not depend on the host's load (benchmarks); slower (one TCG thread)
 #   KTLS_LAB_STREAM   1 (default): print output live; 0: after the VM stopped
 #   KTLS_LAB_TIMING   1 (default): one "run-in-vm: timing:" line on stderr (and
 #                     appended to $KTLS_LAB_TIMING_FILE if set)
@@ -246,6 +249,8 @@ QEMU=(qemu-system-x86_64 -name ktls-lab -accel "$ACCEL" -cpu "$CPU" -M pc -smp "
 	-device "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"
 	-fsdev "local,id=vmshare,path=$(qesc "$SHARE"),security_model=none,multidevs=remap"
 	-device "virtio-9p-pci,fsdev=vmshare,mount_tag=vmshare")
+# shellcheck disable=SC2206 # word splitting wanted
+[ -z "${KTLS_LAB_QEMU_ARGS:-}" ] || QEMU+=(${KTLS_LAB_QEMU_ARGS})
 for i in "${!RW_DIRS[@]}"; do
 	QEMU+=(-fsdev "local,id=rw$i,path=$(qesc "${RW_DIRS[$i]}"),security_model=none,multidevs=remap"
 		-device "virtio-9p-pci,fsdev=rw$i,mount_tag=rw$i")
