@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { KtlsNative } from '../../native/index.js';
 import { JsRecordReader, KernelTlsStream } from '../../proxy/ktls/kernel-stream.js';
 import { TrafficSecretChain } from '../../proxy/ktls/keyupdate.js';
@@ -77,14 +77,22 @@ function parse(bytes: Buffer): Array<{ data: number; fill: number } | { record: 
   return out;
 }
 
-t.test('control records wait for every earlier raw write, and later data waits for them', async (t) => {
+/**
+ * A connected pair whose server side is a TX-in-kernel KernelTlsStream over a
+ * fake native (see fakeNative). The client starts paused: the raw socket
+ * fills up and writes queue in libuv.
+ */
+async function kernelTxStream(
+  t: Test,
+  log: string[],
+  extra: Partial<ConstructorParameters<typeof KernelTlsStream>[0]> = {},
+): Promise<{ stream: KernelTlsStream; client: net.Socket }> {
   const { server, client, close } = await pair();
   t.teardown(() => {
     client.destroy();
     close();
   });
   client.pause();
-  const log: string[] = [];
   const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
   const secret = randomBytes(32);
   const stream = new KernelTlsStream({
@@ -97,11 +105,19 @@ t.test('control records wait for every earlier raw write, and later data waits f
     rx: { side: 'js', reader: new JsRecordReader(RecordProtection.tls13('AES_GCM_128', secret)) },
     rekeySupported: true,
     keyUpdateRateLimit: 100,
+    ...extra,
+  });
+  stream.on('error', (err) => t.fail(String(err)));
+  return { stream, client };
+}
+
+t.test('control records wait for every earlier raw write, and later data waits for them', async (t) => {
+  const log: string[] = [];
+  const { stream, client } = await kernelTxStream(t, log, {
     // Every data write crosses the key usage limit: our KeyUpdate follows each one.
     txKeyRecordLimit: 0n,
     keyUsageCheckWrites: 1,
   });
-  stream.on('error', (err) => t.fail(String(err)));
 
   // Far more than the loopback socket buffers hold: most of `a` stays queued in libuv.
   const a = Buffer.alloc(24 * 1024 * 1024, 0x61);
@@ -144,26 +160,7 @@ t.test('control records wait for every earlier raw write, and later data waits f
 });
 
 t.test('backpressure: write() reports a full raw socket, drain follows', async (t) => {
-  const { server, client, close } = await pair();
-  t.teardown(() => {
-    client.destroy();
-    close();
-  });
-  client.pause();
-  const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
-  const secret = randomBytes(32);
-  const stream = new KernelTlsStream({
-    raw: server,
-    fd,
-    native: fakeNative(() => fd, []),
-    version: 'TLSv1.3',
-    cipher: 'AES_GCM_128',
-    tx: { side: 'kernel', secrets: new TrafficSecretChain('AES_GCM_128', secret) },
-    rx: { side: 'js', reader: new JsRecordReader(RecordProtection.tls13('AES_GCM_128', secret)) },
-    rekeySupported: true,
-    keyUpdateRateLimit: 100,
-  });
-  stream.on('error', (err) => t.fail(String(err)));
+  const { stream, client } = await kernelTxStream(t, []);
   const chunk = Buffer.alloc(1024 * 1024, 0x61);
   let written = 0;
   while (stream.write(chunk)) {
