@@ -347,6 +347,10 @@ function build(inputs: Required<LoadOptions>): LoadedConfig {
   };
 
   if (raw.limits.maxConnections < 1) throw new ConfigError('limits.maxConnections', 'must be at least 1' + describeOrigin('limits.maxConnections', origins));
+  if (raw.upstream.maxSockets < 1) throw new ConfigError('upstream.maxSockets', 'must be at least 1' + describeOrigin('upstream.maxSockets', origins));
+  if (raw.limits.maxConcurrentStreams < 1) {
+    throw new ConfigError('limits.maxConcurrentStreams', 'must be at least 1' + describeOrigin('limits.maxConcurrentStreams', origins));
+  }
   // Same port on overlapping addresses: the second listen() would fail at
   // runtime with EADDRINUSE; say which keys collide instead.
   const wildcard = (h: string): boolean => h === '0.0.0.0' || h === '::';

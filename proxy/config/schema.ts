@@ -62,6 +62,16 @@ export const schema = {
       format: ['off', 'v2'],
       default: 'off',
     },
+    maxSockets: {
+      doc: 'http mode: most connections open to the upstream at once (in use and idle keep-alive); requests beyond them wait for a free one (see upstream.maxPending).',
+      format: 'count',
+      default: 1024,
+    },
+    maxPending: {
+      doc: 'http mode: most requests waiting for an upstream connection when upstream.maxSockets are busy; more are answered 503 at once (counted as upstream error overloaded).',
+      format: 'count',
+      default: 1024,
+    },
   },
   demo: {
     doc: 'Quickstart mode: an in-memory self-signed certificate when tls.cert is empty, and a built-in demo upstream. Never for production.',
@@ -108,11 +118,22 @@ export const schema = {
     idle: { doc: 'Idle time after which a connection is closed.', format: 'duration', default: '60s' },
     upstreamConnect: { doc: 'Time to connect to the upstream.', format: 'duration', default: '5s' },
     upstreamResponse: { doc: 'Time to the first byte of the upstream response (http mode).', format: 'duration', default: '60s' },
+    requestBody: {
+      doc: 'http mode: longest time a request body may take to arrive in full; past it the request is answered 408 (or reset) and the upstream request aborted. 0 = no limit.',
+      format: 'duration',
+      default: '5m',
+    },
   },
   limits: {
     maxConnections: { doc: 'Open client connections; more are refused (counted as rejected, reason limit).', format: 'count', default: 10000 },
     maxHeaderSize: { doc: 'Largest request header block, bytes (or 16KiB).', format: 'size', default: 16384 },
     maxHandshakeBufferBytes: { doc: 'Most bytes buffered per connection during the handshake.', format: 'size', default: 1048576 },
+    maxConcurrentStreams: { doc: 'HTTP/2: most concurrent streams per client connection (SETTINGS_MAX_CONCURRENT_STREAMS); more are refused with REFUSED_STREAM.', format: 'count', default: 100 },
+    minRequestBodyRate: {
+      doc: 'http mode: slowest accepted request body, bytes per second, measured over each 10 s window after the first; a slower body is answered 408 (or reset) and the upstream request aborted. 0 = no minimum.',
+      format: 'size',
+      default: 1024,
+    },
   },
   ktls: {
     enabled: {
@@ -169,7 +190,13 @@ export interface KtlsCipherRule {
 export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
   readonly mode: ProxyMode;
-  readonly upstream: { readonly url: string; readonly address: string; readonly proxyProtocol: 'off' | 'v2' };
+  readonly upstream: {
+    readonly url: string;
+    readonly address: string;
+    readonly proxyProtocol: 'off' | 'v2';
+    readonly maxSockets: number;
+    readonly maxPending: number;
+  };
   readonly demo: boolean;
   readonly tls: {
     readonly cert: string;
@@ -192,11 +219,14 @@ export interface Config {
     readonly idle: number;
     readonly upstreamConnect: number;
     readonly upstreamResponse: number;
+    readonly requestBody: number;
   };
   readonly limits: {
     readonly maxConnections: number;
     readonly maxHeaderSize: number;
     readonly maxHandshakeBufferBytes: number;
+    readonly maxConcurrentStreams: number;
+    readonly minRequestBodyRate: number;
   };
   readonly ktls: {
     readonly enabled: boolean;
