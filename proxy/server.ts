@@ -245,6 +245,8 @@ export class Sidecar {
             clientCertHeader: config.tls.clientCertHeader,
             maxHeaderSize: config.limits.maxHeaderSize,
             timeouts: config.timeouts,
+            upstream: config.upstream,
+            limits: config.limits,
             metrics: this.metrics,
           })
         : new TcpFront({

@@ -15,6 +15,14 @@ export interface ForwarderOptions {
   clientCertHeader: string;
   upstreamConnectMs: number;
   upstreamResponseMs: number;
+  /** timeouts.requestBody: whole request body deadline, ms (0 = none). */
+  requestBodyMs: number;
+  /** limits.minRequestBodyRate: bytes/s per 10 s window after the first (0 = none). */
+  minRequestBodyRate: number;
+  /** upstream.maxSockets: upstream connections open at once. */
+  maxSockets: number;
+  /** upstream.maxPending: requests queued for a socket beyond maxSockets; more get 503. */
+  maxPending: number;
   metrics: FrontMetrics;
 }
 

@@ -11,6 +11,10 @@ import type { Forwarder } from './forward.js';
 export interface H2FrontOptions {
   maxHeaderSize: number;
   idleMs: number;
+  /** timeouts.headers: time to a complete header block of a stream. */
+  headersMs: number;
+  /** limits.maxConcurrentStreams (SETTINGS_MAX_CONCURRENT_STREAMS). */
+  maxConcurrentStreams: number;
 }
 
 export class H2Front {

@@ -34,7 +34,11 @@ export interface HttpFrontOptions {
   upstreamUrl: string;
   clientCertHeader: string;
   maxHeaderSize: number;
-  timeouts: { headers: number; idle: number; upstreamConnect: number; upstreamResponse: number };
+  timeouts: { headers: number; idle: number; upstreamConnect: number; upstreamResponse: number; requestBody: number };
+  /** upstream.maxSockets / upstream.maxPending. */
+  upstream: { maxSockets: number; maxPending: number };
+  /** limits.maxConcurrentStreams (HTTP/2) and limits.minRequestBodyRate (bytes/s, 0 = none). */
+  limits: { maxConcurrentStreams: number; minRequestBodyRate: number };
   metrics: FrontMetrics;
 }
 
@@ -58,6 +62,10 @@ export class HttpFront {
       clientCertHeader: opts.clientCertHeader,
       upstreamConnectMs: opts.timeouts.upstreamConnect,
       upstreamResponseMs: opts.timeouts.upstreamResponse,
+      requestBodyMs: opts.timeouts.requestBody,
+      minRequestBodyRate: opts.limits.minRequestBodyRate,
+      maxSockets: opts.upstream.maxSockets,
+      maxPending: opts.upstream.maxPending,
       metrics: opts.metrics,
     });
     this.server = http.createServer({
@@ -105,7 +113,12 @@ export class HttpFront {
     // Client errors of a connection arrive with its socket; remember facts for the ktls label.
     attachUpgrade(this.server, this.forwarder, (s) => this.facts.get(s));
     this.server.on('upgrade', (_req: http.IncomingMessage, socket: Duplex) => this.upgraded.add(socket));
-    this.h2 = new H2Front(this.forwarder, { maxHeaderSize: opts.maxHeaderSize, idleMs: opts.timeouts.idle });
+    this.h2 = new H2Front(this.forwarder, {
+      maxHeaderSize: opts.maxHeaderSize,
+      idleMs: opts.timeouts.idle,
+      headersMs: opts.timeouts.headers,
+      maxConcurrentStreams: opts.limits.maxConcurrentStreams,
+    });
   }
 
   /** Serve one decrypted connection; returns its kTLS drain hook (see the top of this file). */

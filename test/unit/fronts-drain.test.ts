@@ -85,7 +85,9 @@ async function newHttpFront(t: Teardown): Promise<{ front: HttpFront; upstream: 
     upstreamUrl: upstream.url,
     clientCertHeader: '',
     maxHeaderSize: 16384,
-    timeouts: { headers: 10_000, idle: 30_000, upstreamConnect: 5000, upstreamResponse: 30_000 },
+    timeouts: { headers: 10_000, idle: 30_000, upstreamConnect: 5000, upstreamResponse: 30_000, requestBody: 300_000 },
+    upstream: { maxSockets: 1024, maxPending: 1024 },
+    limits: { maxConcurrentStreams: 100, minRequestBodyRate: 1024 },
     metrics: createMetrics({ defaultMetrics: false }),
   });
   t.teardown(async () => {
