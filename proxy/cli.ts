@@ -4,7 +4,8 @@
 // ktls-sidecar --version | --help
 //
 // Exit codes: 0 clean stop (SIGTERM/SIGINT after drain), 1 runtime failure
-// (port in use, …), 2 configuration error (one line on stderr naming the key).
+// (port in use, …; or more than 10 uncaught errors within 60 s, see
+// proxy/crash-guard.ts), 2 configuration error (one line on stderr naming the key).
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,7 @@ import { createMetrics } from './admin/metrics.js';
 import { type AdminServer, startAdminServer } from './admin/server.js';
 import { type LoadedConfig, loadConfig, reloadConfig, watchConfigFile } from './config/index.js';
 import { type DemoUpstream, startDemoUpstream } from './demo-upstream.js';
+import { installCrashGuard } from './crash-guard.js';
 import { ConfigError, describeError } from './errors.js';
 import { type ListenerInfo, createLogger, logStartupSummary } from './log.js';
 import { Sidecar } from './server.js';
@@ -68,6 +70,10 @@ async function serve(argv: string[]): Promise<number> {
   const version = packageVersion();
   const logger = createLogger({ level: config.log.level });
   const metrics = createMetrics({ version });
+  // From here on, one connection's failure (an error nobody caught) is logged
+  // and counted instead of ending the process (serve only: doctor and tests
+  // importing main() keep Node's default).
+  installCrashGuard({ logger, count: (kind) => metrics.internalError(kind) });
   const flag = createKtlsFlag({ enabled: config.ktls.enabled, logger, metrics });
 
   let demoCert: CertPair | undefined;
@@ -106,6 +112,7 @@ async function serve(argv: string[]): Promise<number> {
       flag,
       readiness: () => sidecar.readiness(),
       logger,
+      metrics,
     });
     listeners.push({ name: 'admin', address: `${admin.host}:${admin.port}` });
     if (demoUpstream) listeners.push({ name: 'demo-upstream', address: `127.0.0.1:${demoUpstream.port}` });

@@ -131,6 +131,8 @@ export class Sidecar {
   private readonly ktlsConns = new KtlsConnectionRegistry();
   private readonly detachDrain: () => void;
   private readonly cpu: CpuAccounting;
+  /** Where certificate loading reports a private key other users can read (once per file and mode). */
+  private readonly keyWarnings = { warn: (obj: object, msg: string): void => this.logger.warn(obj, msg) };
 
   constructor(private readonly opts: SidecarOptions) {
     this.logger = opts.logger;
@@ -235,7 +237,7 @@ export class Sidecar {
   private buildGeneration(config: Config, upstreamUrl: string): Generation {
     const settings = tlsSettings(config);
     // Throws ConfigError (naming the key) on a bad certificate: the caller keeps the old generation.
-    const contexts = TlsContexts.load(settings, config.demo ? this.opts.demoCert : undefined);
+    const contexts = TlsContexts.load(settings, config.demo ? this.opts.demoCert : undefined, this.keyWarnings);
     const alpn = config.mode === 'http' ? ['h2', 'http/1.1'] : [];
     const handshaker = new Handshaker(contexts, settings, alpn, config.timeouts.handshake);
     const front =
@@ -296,7 +298,7 @@ export class Sidecar {
   /** Re-read every certificate file; on failure the old certificates stay. Returns success. */
   reloadCertificates(): boolean {
     try {
-      const contexts = TlsContexts.load(tlsSettings(this.gen.config), this.gen.config.demo ? this.opts.demoCert : undefined);
+      const contexts = TlsContexts.load(tlsSettings(this.gen.config), this.gen.config.demo ? this.opts.demoCert : undefined, this.keyWarnings);
       this.gen.handshaker.setContexts(contexts);
       (this.gen as { contexts: TlsContexts }).contexts = contexts;
       this.metrics.certReload('success');
@@ -388,8 +390,12 @@ export class Sidecar {
       clearTimeout(deadline);
       if (verdict === 'closed') {
         // Nothing sent: a TCP health check or port scan (or our own deadline).
-        if (timer.timedOut) this.metrics.connectionRejected('handshake_timeout');
-        this.logReject(raw, timer.timedOut ? 'handshake_timeout' : 'no_data', acceptedAt, id, remoteAddress, remotePort);
+        const reason = timer.timedOut ? 'handshake_timeout' : 'no_data';
+        this.metrics.connectionRejected(reason);
+        this.logReject(raw, reason, acceptedAt, id, remoteAddress, remotePort);
+        // The listener is allowHalfOpen: after the client's FIN the socket stays
+        // open (CLOSE-WAIT, holding its slot and fd) until we close our side.
+        raw.destroy();
         return;
       }
       if (verdict === 'http') {
@@ -412,10 +418,22 @@ export class Sidecar {
     // engine, which can hand the record layer to the kernel.
     const draw = Math.random();
     const pre = preHandshake({ flag: this.flag.enabled, ktls: gen.config.ktls, probe: this.kernel, nativeAvailable: this.nativeAvailable, draw });
-    const opened = pre.engine
-      ? await this.engineHandshake(origin, gen, draw, timer)
-      : await this.tlsSocketHandshake(origin, gen, pre.decision.reason as Exclude<KtlsReasonLabel, 'enabled'>, timer);
-    clearTimeout(deadline);
+    let opened: Opened | null;
+    try {
+      opened = pre.engine
+        ? await this.engineHandshake(origin, gen, draw, timer)
+        : await this.tlsSocketHandshake(origin, gen, pre.decision.reason as Exclude<KtlsReasonLabel, 'enabled'>, timer);
+    } catch (err) {
+      // Both paths count their outcome right before they return, so one that
+      // threw (a bug) counted nothing: count it here, or accepted would no
+      // longer equal rejected + handshake failures + opened.
+      this.metrics.handshakeFailed('internal_error');
+      this.logReject(raw, 'handshake_internal_error', acceptedAt, id, remoteAddress, remotePort, err);
+      raw.destroy();
+      return;
+    } finally {
+      clearTimeout(deadline);
+    }
     if (opened) this.openConnection(origin, gen, opened);
   }
 
@@ -465,7 +483,13 @@ export class Sidecar {
     return { facts, layer: userspaceRecordLayer(tls, facts, reason), kernel: false };
   }
 
-  /** The handshake engine: offload hook → decide(); a hand-off goes to installKtls(). */
+  /**
+   * The handshake engine: offload hook → decide(); every hand-off goes to
+   * kernelRecordLayer() (kTLS, or the JS record layer when the decision says
+   * userspace). Only a connection without an exact hand-off state stays on
+   * the TLSSocket over the engine's Duplex: counted and logged, since that is
+   * the path of nodejs/node#35384 (an assertion that ends the process).
+   */
   private async engineHandshake(origin: ConnectionOrigin, gen: Generation, draw: number, timer: { timedOut: boolean }): Promise<Opened | null> {
     const { raw, id, remoteAddress, remotePort, acceptedAt } = origin;
     const engine = this.engineOf(gen);
@@ -476,6 +500,10 @@ export class Sidecar {
         offload: (f) =>
           (decision = decide({ flag: this.flag.enabled, ktls: gen.config.ktls, probe: this.kernel, nativeAvailable: this.nativeAvailable, facts: f, draw }))
             .mode !== 'userspace',
+        jsStreamWriteRefused: () => {
+          this.metrics.internalError('js_stream_write_refused');
+          this.logger.warn({ conn: id, event: 'js_stream_write_refused' }, 'TLS wrote over the engine stream during its shutdown: write failed, connection ends');
+        },
       });
     } catch (err) {
       // Counted exactly like the TLSSocket path's failures (classifyEngineFailure).
@@ -508,17 +536,28 @@ export class Sidecar {
     }
 
     if (result.mode === 'userspace') {
+      // No exact state to hand off (a suite the tracker cannot follow, tracking
+      // out of step, OpenSSL not quiet): on doubt stay with OpenSSL, which has
+      // the whole truth — over the Duplex, so count it and say so.
       const tls = result.tlsSocket;
       tls.on('error', () => undefined); // the PlainConnection reports stream errors
       tls.allowHalfOpen = true; // half-close is part of the application protocol (tcp mode)
       const facts = factsFromTlsSocket(origin, gen.contexts, tls);
       const reason = engineUserspaceReason(result.reason, decision, facts.tlsVersion);
-      return { facts, layer: userspaceRecordLayer(tls, facts, reason), kernel: false };
+      this.metrics.internalError('engine_fallback');
+      // A suite the operator enabled is expected; the other reasons are engine trouble.
+      const level = result.reason === 'cipher_not_offloadable' ? 'info' : 'warn';
+      this.logger[level](
+        { conn: id, event: 'engine_fallback', engine_reason: result.reason, ktls_reason: reason, cipher: facts.cipher },
+        'no exact hand-off state: the connection stays on Node\'s TLS over the engine\'s stream',
+      );
+      return { facts, layer: userspaceRecordLayer(tls, facts, reason, result.reason), kernel: false };
     }
 
     const facts = factsFromEngine(origin, gen.contexts, result.facts);
-    if (!decision || decision.mode === 'userspace') {
-      // The engine hands off only when the hook said yes: this is an engine bug.
+    // A userspace decision hands off too: kernelRecordLayer() keeps its keys in
+    // the JS record layer. No decision at all means the hook threw (a bug).
+    if (!decision || (decision.mode !== 'userspace') !== result.offload) {
       wipeHandoff(result);
       raw.destroy();
       this.metrics.handshakeFailed('internal_error');
@@ -566,6 +605,13 @@ export class Sidecar {
       },
       installAborted: (info) => {
         this.logger.warn({ conn: id, event: 'ktls_install_aborted', errno: info.errno, stage: info.stage }, 'kTLS RX install failed after TX: connection closed');
+      },
+      // At most twice per connection (a second attempt closes it); the close line counts them too.
+      renegotiationRefused: (fatal) => {
+        this.logger.info(
+          { conn: id, event: 'tls_renegotiation_refused', fatal },
+          fatal ? 'client renegotiation asked again: connection closed' : 'client renegotiation refused (no_renegotiation)',
+        );
       },
     };
   }

@@ -50,7 +50,11 @@ export type HttpProtocol = (typeof HTTP_PROTOCOLS)[number];
 export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'] as const;
 export type StatusClass = (typeof STATUS_CLASSES)[number];
 
-/** Connections refused before or during the handshake. */
+/**
+ * Connections that ended before or during the handshake without a handshake
+ * failure: refused by us, or closed by the client before it sent a byte
+ * (`no_data`: TCP health checks, port scans).
+ */
 export const REJECT_REASONS = [
   'limit',
   'plain_http',
@@ -58,6 +62,7 @@ export const REJECT_REASONS = [
   'handshake_timeout',
   'handshake_buffer_limit',
   'draining',
+  'no_data',
   'other',
 ] as const;
 export type RejectReason = (typeof REJECT_REASONS)[number];
@@ -82,14 +87,20 @@ export type HandshakeFailureReason = (typeof HANDSHAKE_FAILURE_REASONS)[number];
  * What to count for a failure reported by the handshake engine
  * (proxy/handshake/errors.ts, whose reasons are named from the engine's point
  * of view): a handshake failure with its metric reason, or a rejection when the
- * bytes were never a TLS handshake (`not_tls`) or blew the buffer limit.
+ * flight blew the buffer limit.
  */
 export function classifyEngineFailure(
   reason: string,
 ): { kind: 'handshake_failure'; reason: HandshakeFailureReason } | { kind: 'rejected'; reason: RejectReason } {
   switch (reason) {
     case 'not_tls':
-      return { kind: 'rejected', reason: 'not_tls' };
+      // The engine only sees connections the sniff classified as TLS (a 0x16
+      // handshake record type first): a first record header it cannot frame
+      // (garbage after the 0x16, an impossible length) is a malformed
+      // ClientHello, as OpenSSL's WRONG_VERSION_NUMBER / PACKET_LENGTH_TOO_LONG
+      // are on the TLSSocket path. Non-TLS bytes are rejected (`not_tls`,
+      // `plain_http`) by the sniff, before any handshake.
+      return { kind: 'handshake_failure', reason: 'protocol_error' };
     case 'buffer_limit':
       return { kind: 'rejected', reason: 'handshake_buffer_limit' };
     case 'unsupported_version':
@@ -110,6 +121,7 @@ export const UPSTREAM_ERROR_REASONS = [
   'reset',
   'dns',
   'protocol',
+  'overloaded',
   'other',
 ] as const;
 export type UpstreamErrorReason = (typeof UPSTREAM_ERROR_REASONS)[number];
@@ -120,6 +132,7 @@ export const CLOSE_REASONS = [
   'upstream_close',
   'idle_timeout',
   'headers_timeout',
+  'bad_request',
   'upstream_error',
   'shutdown',
   'ktls_drain',
@@ -137,6 +150,10 @@ export type ReloadTrigger = (typeof RELOAD_TRIGGERS)[number];
 
 export const FLAG_SOURCES = ['admin', 'sighup', 'config_watch', 'startup'] as const;
 export type FlagSource = (typeof FLAG_SOURCES)[number];
+
+/** Why the admin server refused a request (changes come from loopback peers only). */
+export const ADMIN_REFUSAL_REASONS = ['not_loopback'] as const;
+export type AdminRefusalReason = (typeof ADMIN_REFUSAL_REASONS)[number];
 
 export const KEY_UPDATE_RESULTS = ['ok', 'rate_limited', 'unsupported', 'failed'] as const;
 export type KeyUpdateResult = (typeof KEY_UPDATE_RESULTS)[number];
@@ -176,6 +193,15 @@ export type OffloadKind = (typeof OFFLOAD_KINDS)[number];
 /** `none`: CPU of intervals in which no connection moved bytes (timers, GC, admin). */
 export const CPU_MODES = ['on', 'off', 'none'] as const;
 export type CpuModeLabel = (typeof CPU_MODES)[number];
+
+/**
+ * What the last-resort handlers (proxy/crash-guard.ts) caught; engine
+ * connections left on Node's TLS over the engine's JS Duplex (no exact
+ * hand-off state); writes a JS stream wrapper refused instead of asserting
+ * (proxy/handshake/js-stream-guard.ts) — the last two: nodejs/node#35384.
+ */
+export const INTERNAL_ERROR_KINDS = ['uncaught_exception', 'unhandled_rejection', 'engine_fallback', 'js_stream_write_refused'] as const;
+export type InternalErrorKind = (typeof INTERNAL_ERROR_KINDS)[number];
 
 /** errno names are a bounded kernel set; anything not errno-shaped (or our own markers) is `other`. */
 function errnoLabel(v: string): string {
@@ -288,6 +314,8 @@ export interface SidecarMetrics {
   /** Replace the certificate expiry series (startup and every cert reload). */
   setCertificates(certs: readonly CertificateExpiry[]): void;
   certReload(result: Result): void;
+  /** The admin server refused a request (a change from a non-loopback peer: 403). */
+  adminRequestRefused(reason: AdminRefusalReason): void;
   configReload(result: Result, trigger: ReloadTrigger): void;
   /** Set by the flag on every change; do not call directly. */
   setKtlsEnabled(enabled: boolean): void;
@@ -303,6 +331,8 @@ export interface SidecarMetrics {
   ktlsOffload(result: OffloadResult, direction: OffloadDirection, offload: OffloadKind): void;
   /** One CPU accounting interval (proxy/ktls/cpu-accounting.ts CpuSplit): seconds per mode. */
   cpuSplit(split: { readonly on: number; readonly off: number; readonly none: number }): void;
+  /** An error the process survived (crash guard), or an engine connection left on the Duplex. */
+  internalError(kind: InternalErrorKind): void;
 }
 
 const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -405,6 +435,12 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     labelNames: ['result'] as const,
     registers,
   });
+  const adminRefused = new Counter({
+    name: `${p}admin_requests_refused_total`,
+    help: 'Admin requests refused: a change (not GET/HEAD) from a non-loopback peer.',
+    labelNames: ['reason'] as const,
+    registers,
+  });
   const configReloads = new Counter({
     name: `${p}config_reloads_total`,
     help: 'Configuration reloads, by result and trigger.',
@@ -458,6 +494,13 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     registers,
   });
   for (const ktls of CPU_MODES) cpuByMode.inc({ ktls }, 0);
+  const internalErrors = new Counter({
+    name: `${p}internal_errors_total`,
+    help: 'Errors the process survived (uncaught exceptions, unhandled rejections) and engine connections left on TLS over a JS Duplex.',
+    labelNames: ['kind'] as const,
+    registers,
+  });
+  for (const kind of INTERNAL_ERROR_KINDS) internalErrors.inc({ kind }, 0);
   const buildInfo = new Gauge({
     name: `${p}build_info`,
     help: 'Always 1; labels carry the sidecar and Node versions.',
@@ -524,6 +567,7 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       for (const c of certs) certExpiry.set({ servername: c.servername, subject: c.subject }, Math.floor(c.notAfter / 1000));
     },
     certReload: (result) => certReloads.inc({ result: oneOf(RESULTS, result, 'failure') }),
+    adminRequestRefused: (reason) => adminRefused.inc({ reason: oneOf(ADMIN_REFUSAL_REASONS, reason, 'not_loopback') }),
     configReload: (result, trigger) =>
       configReloads.inc({ result: oneOf(RESULTS, result, 'failure'), trigger: oneOf(RELOAD_TRIGGERS, trigger, 'sighup') }),
     setKtlsEnabled: (enabled) => ktlsEnabled.set(enabled ? 1 : 0),
@@ -544,5 +588,6 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       if (split.off > 0) cpuByMode.inc({ ktls: 'off' }, split.off);
       if (split.none > 0) cpuByMode.inc({ ktls: 'none' }, split.none);
     },
+    internalError: (kind) => internalErrors.inc({ kind: oneOf(INTERNAL_ERROR_KINDS, kind, 'uncaught_exception') }),
   };
 }

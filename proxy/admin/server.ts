@@ -1,8 +1,12 @@
 // The admin server: plain HTTP on its own port (loopback by default), never
 // on the TLS listener. GET /healthz, GET /readyz, GET /metrics, GET|PUT /ktls.
+// Reads are open to whoever reaches the port (the kubelet probes and
+// Prometheus scrapes the pod IP); anything that changes state is accepted from
+// loopback peers only, so binding admin.host to a pod IP does not hand the
+// kTLS flag to everyone who can reach the pod.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, isIPv4 } from 'node:net';
 import type { Registry } from 'prom-client';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import type { KtlsFlag } from './flag.js';
@@ -25,6 +29,12 @@ export interface AdminLogger {
   error(obj: object, msg: string): void;
 }
 
+/** Counts the admin server keeps (a SidecarMetrics with `adminRequestRefused` fits). */
+export interface AdminMetrics {
+  /** A state-changing request from a non-loopback peer was refused (403). */
+  adminRequestRefused(reason: 'not_loopback'): void;
+}
+
 export interface AdminServerOptions {
   readonly host: string;
   /** 0 = any free port (see `AdminServer.port`). */
@@ -33,6 +43,9 @@ export interface AdminServerOptions {
   readonly flag: KtlsFlag;
   readonly readiness: () => Promise<Readiness>;
   readonly logger?: AdminLogger;
+  readonly metrics?: AdminMetrics;
+  /** Clock for the refusal log's rate limit (tests). */
+  readonly now?: () => number;
 }
 
 export interface AdminServer {
@@ -48,13 +61,64 @@ export interface AdminServer {
 /** Largest PUT /ktls body accepted; the only valid body is a few bytes. */
 const MAX_BODY_BYTES = 4096;
 
+/** Methods that only read; every other method may change state and is loopback-only. */
+const READ_METHODS: ReadonlySet<string> = new Set(['GET', 'HEAD']);
+
+/** At most one refusal log line per this interval; the rest are counted in it. */
+const REFUSAL_LOG_INTERVAL_MS = 60_000;
+
 class HttpError extends Error {
   constructor(
     readonly status: number,
     message: string,
+    /** Close the connection after the reply (an unread body makes it useless for keep-alive). */
+    readonly close = false,
   ) {
     super(message);
   }
+}
+
+/**
+ * True for a loopback peer: 127.0.0.0/8, ::1, and their IPv4-mapped form
+ * (::ffff:127.0.0.1, what a dual-stack `::` listener reports for 127.0.0.1).
+ */
+export function isLoopbackAddress(address: string | undefined): boolean {
+  if (!address) return false;
+  const a = address.toLowerCase();
+  const mapped = a.startsWith('::ffff:') ? a.slice('::ffff:'.length) : a;
+  if (isIPv4(mapped)) return mapped.split('.')[0] === '127';
+  return a === '::1' || a === '0:0:0:0:0:0:0:1';
+}
+
+/**
+ * Refuses state-changing requests from non-loopback peers: counts every one,
+ * logs the first and then at most one line a minute (with how many were
+ * refused meanwhile), so a client hammering the port cannot flood the log.
+ */
+function mutationGuard(options: AdminServerOptions): (req: IncomingMessage, method: string, path: string) => void {
+  const now = options.now ?? Date.now;
+  let lastLogAt = -Infinity;
+  let unlogged = 0;
+  return (req, method, path) => {
+    const remote = req.socket.remoteAddress;
+    if (READ_METHODS.has(method) || isLoopbackAddress(remote)) return;
+    options.metrics?.adminRequestRefused('not_loopback');
+    unlogged++;
+    if (now() - lastLogAt >= REFUSAL_LOG_INTERVAL_MS) {
+      options.logger?.warn(
+        { event: 'admin_refused', method, path, remote, refused: unlogged },
+        `admin: ${method} ${path} from ${remote ?? 'unknown'} refused: state changes are accepted from loopback only`,
+      );
+      lastLogAt = now();
+      unlogged = 0;
+    }
+    throw new HttpError(
+      403,
+      `${method} ${path} is accepted from loopback only (this request came from ${remote ?? 'an unknown address'}); ` +
+        'send it from inside the pod (kubectl port-forward, or kubectl exec <pod> -- curl -X PUT localhost:<admin port>/ktls)',
+      true,
+    );
+  };
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
@@ -79,7 +143,7 @@ function readBody(req: IncomingMessage): Promise<string> {
       if (size > MAX_BODY_BYTES) {
         tooLarge = true;
         chunks.length = 0;
-        reject(new HttpError(413, `body larger than ${MAX_BODY_BYTES} bytes`));
+        reject(new HttpError(413, `body larger than ${MAX_BODY_BYTES} bytes`, true));
         return;
       }
       chunks.push(chunk);
@@ -116,12 +180,15 @@ const ROUTES: Record<string, readonly string[]> = {
 
 export function startAdminServer(options: AdminServerOptions): Promise<AdminServer> {
   const { registry, flag, readiness, logger } = options;
+  const guardMutation = mutationGuard(options);
 
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const path = new URL(req.url ?? '/', 'http://admin').pathname;
+    const method = req.method ?? 'GET';
+    // Before routing: a remote peer learns nothing about which mutations exist.
+    guardMutation(req, method, path);
     const allowed = ROUTES[path];
     if (!allowed) throw new HttpError(404, `no such endpoint: ${path} (try /healthz, /readyz, /metrics, /ktls)`);
-    const method = req.method ?? 'GET';
     if (!allowed.includes(method)) {
       res.setHeader('allow', allowed.join(', '));
       throw new HttpError(405, `${method} not allowed on ${path} (allowed: ${allowed.join(', ')})`);
@@ -164,8 +231,7 @@ export function startAdminServer(options: AdminServerOptions): Promise<AdminServ
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       if (err instanceof HttpError) {
-        // After a 413 the unread body makes the connection useless for keep-alive.
-        if (!res.headersSent) send(res, err.status, { error: err.message }, err.status === 413 ? { connection: 'close' } : {});
+        if (!res.headersSent) send(res, err.status, { error: err.message }, err.close ? { connection: 'close' } : {});
         return;
       }
       logger?.error({ err }, 'admin request failed');

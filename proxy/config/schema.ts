@@ -103,7 +103,7 @@ export const schema = {
     sessionTickets: { doc: 'Offer TLS session tickets (resumption).', format: 'strict-boolean', default: true },
   },
   admin: {
-    host: { doc: 'Address of the admin server (/healthz, /readyz, /metrics, /ktls). Keep it on loopback or a pod-private address.', format: 'nonempty-string', default: '127.0.0.1' },
+    host: { doc: 'Address of the admin server (/healthz, /readyz, /metrics, /ktls). Reads are served on it; changes (PUT /ktls) only from loopback peers. Keep it on loopback or a pod-private address.', format: 'nonempty-string', default: '127.0.0.1' },
     port: { doc: 'Port of the admin server (0 = any free port).', format: 'tcp-port', default: 9901 },
   },
   log: {

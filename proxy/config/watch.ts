@@ -9,9 +9,10 @@
 // loaded), and a change whose bytes equal the last seen version is ignored.
 
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync, type Stats } from 'node:fs';
+import { statSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { ConfigError } from '../errors.js';
+import { readConfiguredFile } from './certs.js';
 import { reloadConfig, type LoadedConfig } from './load.js';
 
 export interface WatchOptions {
@@ -33,7 +34,8 @@ export interface ConfigWatcher {
 
 function digest(path: string): string | undefined {
   try {
-    return createHash('sha256').update(readFileSync(path)).digest('hex');
+    // The same capped, type-checked read as at startup: a FIFO or an endless file never blocks the watch.
+    return createHash('sha256').update(readConfiguredFile('--config', path)).digest('hex');
   } catch {
     return undefined;
   }

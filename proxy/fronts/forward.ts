@@ -1,14 +1,31 @@
 // Forwarding one HTTP request (HTTP/1.1 or HTTP/2 on the client side) or one
 // WebSocket upgrade to the HTTP/1.1 upstream with http-proxy-3. Bodies stream
 // both ways (pipe, no buffering). Upstream failures become short plain-text
-// 502/504 answers, counted by reason.
+// 502/503/504 answers, counted by reason.
+//
+// Bounds (each holds an upstream connection otherwise):
+//   upstream sockets  at most maxSockets requests are forwarded at once; up to
+//                     maxPending more wait (FIFO) for a slot, at most
+//                     upstreamConnectMs; past either → 503, reason overloaded.
+//   request bodies    requestBodyMs for the whole body and minRequestBodyRate
+//                     per window after the first; past either → 408 (or a
+//                     reset once the response head is out), counted as 408.
+//   upstream cut      an upstream response that ends early is cut toward the
+//                     client at once (HTTP/1.1: close; HTTP/2: RST_STREAM),
+//                     counted as upstream error reset.
 import http from 'node:http';
+import http2 from 'node:http2';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ProxyServer } from 'http-proxy-3';
 import type { HandshakeFacts } from '../pipeline/facts.js';
+import { markClose } from '../pipeline/plain-connection.js';
 import type { SidecarMetrics, UpstreamErrorReason } from '../admin/metrics.js';
-import { setForwardingHeaders, stripHopByHop } from './headers.js';
+import { requestProblem, setForwardingHeaders, stripHopByHop } from './headers.js';
+
+/** limits.minRequestBodyRate is measured over windows of this length (the first one is grace). */
+export const BODY_RATE_WINDOW_MS = 10_000;
 
 export interface ForwarderOptions {
   upstreamUrl: string;
@@ -23,17 +40,31 @@ export interface ForwarderOptions {
   maxSockets: number;
   /** upstream.maxPending: requests queued for a socket beyond maxSockets; more get 503. */
   maxPending: number;
+  /** Length of the body rate window, ms (default BODY_RATE_WINDOW_MS; tests shorten it). */
+  bodyRateWindowMs?: number;
   metrics: FrontMetrics;
 }
 
 /** The metric calls the HTTP fronts make. */
-export type FrontMetrics = Pick<SidecarMetrics, 'httpRequest' | 'upstreamError'>;
+export type FrontMetrics = Pick<SidecarMetrics, 'httpRequest' | 'upstreamError' | 'internalError'>;
 
 interface RequestState {
   timer: NodeJS.Timeout | undefined;
   /** Set when our own deadline killed the upstream request (→ 504, not 502). */
   timedOut: 'connect' | 'response' | undefined;
   proxyReq: http.ClientRequest | undefined;
+  /** The body goes chunked to the upstream (it exists and no Content-Length frames it). */
+  chunked: boolean;
+  /** We cut the exchange ourselves (slow body, upstream cut, client gone): later upstream errors are not answered or counted. */
+  aborted: boolean;
+  /** Recorded in the request metric instead of the status sent (a slow body cut after the head went out). */
+  statusOverride: number | undefined;
+}
+
+/** A request waiting for an upstream slot. */
+interface Waiting {
+  run: () => void;
+  timer: NodeJS.Timeout | undefined;
 }
 
 type AnyReq = http.IncomingMessage | Http2ServerRequest;
@@ -63,33 +94,105 @@ export function upstreamReason(err: NodeJS.ErrnoException): UpstreamErrorReason 
   }
 }
 
-/** A short plain-text error answer. */
-export function sendError(res: AnyRes, status: number, text: string): void {
+function isH2(res: AnyRes): res is Http2ServerResponse {
+  return 'stream' in res;
+}
+
+/**
+ * Cut a response whose head is out, so the client sees it incomplete at once:
+ * HTTP/2 resets the stream with `code`, HTTP/1.1 closes the connection
+ * (no final chunk, or fewer bytes than Content-Length).
+ */
+function cutResponse(res: AnyRes, code: number, closeReason?: 'upstream_error'): void {
+  if (isH2(res)) {
+    if (!res.stream.destroyed) res.stream.close(code);
+    return;
+  }
+  if (closeReason) markClose(res.socket, closeReason);
+  res.destroy();
+}
+
+/** A short plain-text error answer; `sent` runs once it is handed to the connection. */
+export function sendError(res: AnyRes, status: number, text: string, sent?: () => void): void {
   if (res.headersSent) {
     // Too late for a status: cut the response so the client sees it incomplete.
-    res.destroy();
+    cutResponse(res, http2.constants.NGHTTP2_INTERNAL_ERROR);
     return;
   }
   const body = `${text}\n`;
   res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-  res.end(body);
+  res.end(body, sent);
+}
+
+/** What http-proxy-3's ws path accepts (it destroys anything else). */
+function isWebSocketUpgrade(req: http.IncomingMessage): boolean {
+  return req.method === 'GET' && req.headers.upgrade?.toLowerCase() === 'websocket';
+}
+
+/** End our side, then release the stream once the write side is done. */
+function endThenDestroy(conn: Duplex): void {
+  if (conn.destroyed) return;
+  conn.once('finish', () => conn.destroy());
+  conn.end();
+}
+
+/** Whether a request body exists that no Content-Length frames (HTTP/1.1 chunked, HTTP/2 DATA without content-length). */
+function needsChunked(req: AnyReq): boolean {
+  if (req.headers['content-length'] !== undefined) return false;
+  if (req.httpVersionMajor === 2) return !(req as Http2ServerRequest).stream.endAfterHeaders;
+  return req.headers['transfer-encoding'] !== undefined;
+}
+
+/** Whether body bytes may still arrive (HTTP/2: no END_STREAM on HEADERS yet; HTTP/1.1: message incomplete). */
+function bodyPending(req: AnyReq): boolean {
+  if (req.httpVersionMajor === 2) return !(req as Http2ServerRequest).stream.endAfterHeaders && !req.readableEnded;
+  return !(req as http.IncomingMessage).complete;
 }
 
 export class Forwarder {
   private readonly proxy: ProxyServer;
   private readonly agent: http.Agent;
   private readonly states = new WeakMap<object, RequestState>();
+  /** Requests forwarded now (each holds or waits for one upstream socket). */
+  private active = 0;
+  /** Requests waiting for a slot, oldest first. */
+  private readonly waiting = new Set<Waiting>();
+  /** Status each upgrade's upstream answered (101 when it switched). */
+  private readonly wsStatus = new WeakMap<object, { status: number | undefined }>();
   /** Set by the drain: responses then carry `Connection: close`. */
   draining = false;
 
   constructor(private readonly opts: ForwarderOptions) {
     // Keep-alive to the upstream; free sockets are dropped before a typical
     // upstream keep-alive timeout (node: 5 s) would close them under us.
-    this.agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, timeout: 4000, scheduling: 'lifo' });
+    // maxSockets backs up the slot count below (a socket of a finished
+    // request may close a moment after its slot is given to the next one).
+    this.agent = new http.Agent({
+      keepAlive: true,
+      maxSockets: opts.maxSockets,
+      maxTotalSockets: opts.maxSockets,
+      timeout: 4000,
+      scheduling: 'lifo',
+    });
     this.proxy = new ProxyServer({ target: opts.upstreamUrl, agent: this.agent, xfwd: false, ws: true });
+    // http-proxy-3's deleteLength pass sets `content-length: 0` on a DELETE or
+    // OPTIONS without one, even when a chunked body follows (the body would
+    // then reach the upstream unframed). Put the framing back just before the
+    // request is made.
+    this.proxy.before('web', 'stream', (req) => {
+      if (this.states.get(req)?.chunked) {
+        delete req.headers['content-length'];
+        req.headers['transfer-encoding'] = 'chunked';
+      }
+      return undefined;
+    });
     this.proxy.on('proxyReq', (proxyReq, req, _res, _options, socket) => {
       const state = this.states.get(req);
       if (state) state.proxyReq = proxyReq;
+      if (state?.aborted) {
+        proxyReq.destroy();
+        return;
+      }
       if (socket.connecting && opts.upstreamConnectMs > 0) {
         const t = setTimeout(() => {
           if (state) state.timedOut = 'connect';
@@ -102,6 +205,7 @@ export class Forwarder {
     this.proxy.on('proxyRes', (proxyRes, req, res) => {
       const state = this.states.get(req);
       if (state?.timer) clearTimeout(state.timer);
+      if (state) this.watchUpstreamBody(proxyRes, res, state);
       // The upstream's hop-by-hop headers are for the upstream hop only.
       stripHopByHop(proxyRes.headers);
       if (req.httpVersionMajor === 1) {
@@ -111,19 +215,25 @@ export class Forwarder {
         proxyRes.headers.connection = keepAlive ? 'keep-alive' : 'close';
       }
     });
+    this.proxy.on('proxyReqWs', (proxyReq, req) => {
+      const seen = this.wsStatus.get(req);
+      if (!seen) return;
+      proxyReq.once('response', (r: http.IncomingMessage) => (seen.status = r.statusCode));
+      proxyReq.once('upgrade', (r: http.IncomingMessage) => (seen.status = r.statusCode ?? 101));
+    });
   }
 
   /** Forward one request. `facts` are the connection's (client address, SNI, client cert). */
   web(req: AnyReq, res: AnyRes, facts: HandshakeFacts): void {
     const headers = req.headers as Record<string, string | string[] | undefined>;
-    const chunked = headers['transfer-encoding'] !== undefined && headers['content-length'] === undefined;
+    const state: RequestState = { timer: undefined, timedOut: undefined, proxyReq: undefined, chunked: needsChunked(req), aborted: false, statusOverride: undefined };
     stripHopByHop(headers);
-    // Re-frame a chunked request body as chunked toward the upstream (the
-    // header itself is hop-by-hop, the need for framing is not).
-    if (chunked) headers['transfer-encoding'] = 'chunked';
+    // A body without Content-Length goes chunked toward the upstream (the
+    // Transfer-Encoding header is hop-by-hop, the need for framing is not;
+    // HTTP/2 has no such header at all).
+    if (state.chunked) headers['transfer-encoding'] = 'chunked';
     setForwardingHeaders(headers, facts, this.opts.clientCertHeader);
     if (this.draining && 'shouldKeepAlive' in res) res.shouldKeepAlive = false;
-    const state: RequestState = { timer: undefined, timedOut: undefined, proxyReq: undefined };
     this.states.set(req, state);
     if (this.opts.upstreamResponseMs > 0) {
       state.timer = setTimeout(() => {
@@ -136,32 +246,47 @@ export class Forwarder {
     const started = performance.now();
     res.once('close', () => {
       if (state.timer) clearTimeout(state.timer);
+      // Whatever the upstream does after this (errors of the request
+      // http-proxy-3 now destroys) is not the upstream's fault.
+      state.aborted = true;
+      // The client left before the response was ended (an HTTP/2 stream reset,
+      // its connection closed): end the upstream request too, or its socket
+      // stays busy and holds an upstream.maxSockets slot (http-proxy-3 does
+      // this itself only for node:http requests).
+      if (!res.writableEnded) state.proxyReq?.destroy();
       this.opts.metrics.httpRequest({
         protocol: req.httpVersionMajor === 2 ? 'h2' : 'http1',
         // A response cut short (client gone) still counts, with the status it had.
-        status: res.statusCode,
+        status: state.statusOverride ?? res.statusCode,
         ktls: facts.ktls,
         durationSeconds: (performance.now() - started) / 1000,
       });
     });
-    // http-proxy-3 is typed for node:http; its web path also serves http2
-    // compat objects (it strips pseudo-headers for httpVersionMajor 2).
-    this.proxy.web(req as http.IncomingMessage, res as http.ServerResponse, {}, (err) => {
-      if (state.timer) clearTimeout(state.timer);
-      if (state.timedOut === 'connect') this.fail(res, 'connect_timeout');
-      else if (state.timedOut === 'response') this.fail(res, 'response_timeout');
-      else this.fail(res, upstreamReason(err));
-    });
+    // HTTP/2 has no parser step that could refuse these (the HTTP/1.1 front refuses them before here).
+    if (req.httpVersionMajor === 2 && requestProblem(req.rawHeaders)) {
+      sendError(res, 400, 'Bad Request');
+      return;
+    }
+    this.admit(req, res, state);
   }
 
-  /** Forward a WebSocket (or any Upgrade) handshake and then the bytes both ways. */
+  /** Forward a WebSocket handshake and then the bytes both ways; any other Upgrade is served as a plain request. */
   ws(req: http.IncomingMessage, socket: Duplex, head: Buffer, facts: HandshakeFacts): void {
+    if (!isWebSocketUpgrade(req)) {
+      this.ignoreUpgrade(req, socket, facts);
+      return;
+    }
     stripHopByHop(req.headers, true);
     setForwardingHeaders(req.headers, facts, this.opts.clientCertHeader);
     let failed = false;
+    const seen: { status: number | undefined } = { status: undefined };
+    this.wsStatus.set(req, seen);
     const started = performance.now();
     socket.once('close', () => {
-      this.opts.metrics.httpRequest({ protocol: 'ws', status: failed ? 502 : 101, ktls: facts.ktls, durationSeconds: (performance.now() - started) / 1000 });
+      // The upstream may refuse the upgrade (h2c, a non-WebSocket path): its
+      // answer is relayed and counted as what it was, not as 101.
+      const status = failed ? 502 : (seen.status ?? 101);
+      this.opts.metrics.httpRequest({ protocol: 'ws', status, ktls: facts.ktls, durationSeconds: (performance.now() - started) / 1000 });
     });
     // Upgraded connections never go back to a pool: agent false.
     this.proxy.ws(req, socket, head, { agent: false }, (err) => {
@@ -174,19 +299,195 @@ export class Forwarder {
     });
   }
 
+  /**
+   * http-proxy-3 relays WebSocket upgrades only and drops any other (h2c, …)
+   * without a word. A server may ignore Upgrade (RFC 9110 §7.8): forward the
+   * plain request it also is (web() strips Upgrade and Connection), answer on
+   * this connection, then close it; counted as http1 with the real status.
+   * Bytes after the head (`head`) are not read: the connection closes.
+   */
+  private ignoreUpgrade(req: http.IncomingMessage, socket: Duplex, facts: HandshakeFacts): void {
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    // node:http types want a net.Socket; a ServerResponse only writes to and watches the stream.
+    res.assignSocket(socket as unknown as Socket);
+    // The socket's close then emits the response's 'close' (where web() counts it).
+    res.once('finish', () => endThenDestroy(socket));
+    this.web(req, res, facts);
+  }
+
   close(): void {
+    for (const w of this.waiting) clearTimeout(w.timer);
+    this.waiting.clear();
     this.agent.destroy();
+  }
+
+  /** Forward now if a slot is free, else queue (bounded, and no longer than upstreamConnectMs), else 503. */
+  private admit(req: AnyReq, res: AnyRes, state: RequestState): void {
+    if (this.active < this.opts.maxSockets) {
+      this.dispatch(req, res, state);
+      return;
+    }
+    if (this.waiting.size >= this.opts.maxPending) {
+      this.fail(res, 'overloaded');
+      return;
+    }
+    const entry: Waiting = { run: () => this.dispatch(req, res, state), timer: undefined };
+    this.waiting.add(entry);
+    if (this.opts.upstreamConnectMs > 0) {
+      // Waiting for a slot is part of getting an upstream connection.
+      entry.timer = setTimeout(() => {
+        this.waiting.delete(entry);
+        this.fail(res, 'overloaded');
+      }, this.opts.upstreamConnectMs);
+    }
+    res.once('close', () => {
+      if (this.waiting.delete(entry)) clearTimeout(entry.timer);
+    });
+  }
+
+  private dispatch(req: AnyReq, res: AnyRes, state: RequestState): void {
+    this.active++;
+    res.once('close', () => {
+      this.active--;
+      this.next();
+    });
+    // http-proxy-3 is typed for node:http; its web path also serves http2
+    // compat objects (it strips pseudo-headers for httpVersionMajor 2).
+    this.proxy.web(req as http.IncomingMessage, res as http.ServerResponse, {}, (err) => {
+      if (state.timer) clearTimeout(state.timer);
+      if (state.aborted) return;
+      // Counted once: an upstream reset mid-body also ends proxyRes early.
+      state.aborted = true;
+      if (state.timedOut === 'connect') this.fail(res, 'connect_timeout');
+      else if (state.timedOut === 'response') this.fail(res, 'response_timeout');
+      else this.fail(res, upstreamReason(err));
+    });
+    // After proxy.web: it pipes the body synchronously, and a 'data' listener
+    // added before the pipe would start the flow with nobody to take it.
+    if (bodyPending(req)) this.watchRequestBody(req, res, state);
+  }
+
+  /** Give freed slots to the oldest waiting requests. */
+  private next(): void {
+    for (const entry of this.waiting) {
+      if (this.active >= this.opts.maxSockets) return;
+      this.waiting.delete(entry);
+      clearTimeout(entry.timer);
+      entry.run();
+    }
+  }
+
+  /**
+   * timeouts.requestBody and limits.minRequestBodyRate with one timer per
+   * body (re-armed at each window end or the deadline), never one per chunk.
+   * A window in which the upstream pushed back (the pipe paused the body) is
+   * not held against the client.
+   */
+  private watchRequestBody(req: AnyReq, res: AnyRes, state: RequestState): void {
+    const { requestBodyMs, minRequestBodyRate } = this.opts;
+    if (requestBodyMs <= 0 && minRequestBodyRate <= 0) return;
+    const windowMs = this.opts.bodyRateWindowMs ?? BODY_RATE_WINDOW_MS;
+    const minBytes = (minRequestBodyRate * windowMs) / 1000;
+    const started = performance.now();
+    let windowEnd = windowMs;
+    let windows = 0;
+    let bytes = 0;
+    let pushedBack = false;
+    let timer: NodeJS.Timeout | undefined;
+    const onData = (d: Buffer): void => {
+      bytes += d.length;
+    };
+    const onPause = (): void => {
+      pushedBack = true;
+    };
+    const stop = (): void => {
+      clearTimeout(timer);
+      req.off('data', onData);
+      req.off('pause', onPause);
+    };
+    const arm = (): void => {
+      const deadline = requestBodyMs > 0 ? requestBodyMs : Infinity;
+      const at = Math.min(deadline, minRequestBodyRate > 0 ? windowEnd : Infinity);
+      timer = setTimeout(tick, Math.max(0, at - (performance.now() - started)));
+      timer.unref();
+    };
+    const tick = (): void => {
+      const elapsed = performance.now() - started;
+      if (requestBodyMs > 0 && elapsed >= requestBodyMs) {
+        stop();
+        this.bodyTooSlow(req, res, state);
+        return;
+      }
+      if (minRequestBodyRate > 0 && elapsed >= windowEnd) {
+        windows++;
+        // The first window is grace (connection ramp-up, a client's think time).
+        if (windows >= 2 && !pushedBack && bytes < minBytes) {
+          stop();
+          this.bodyTooSlow(req, res, state);
+          return;
+        }
+        windowEnd += windowMs;
+        bytes = 0;
+        pushedBack = req.isPaused();
+      }
+      arm();
+    };
+    req.on('data', onData);
+    req.on('pause', onPause);
+    req.once('end', stop);
+    res.once('close', stop);
+    arm();
+  }
+
+  /** A request body too slow: abort the upstream request, answer 408 (or cut the response), count it as 408. */
+  private bodyTooSlow(req: AnyReq, res: AnyRes, state: RequestState): void {
+    state.aborted = true;
+    state.proxyReq?.destroy();
+    req.unpipe();
+    if (res.headersSent) {
+      state.statusOverride = 408;
+      cutResponse(res, http2.constants.NGHTTP2_CANCEL);
+      return;
+    }
+    if (isH2(res)) {
+      // The client may still be sending: once the answer is out, end the
+      // stream (RFC 9113 §8.1: RST_STREAM NO_ERROR after a complete response).
+      sendError(res, 408, 'request body too slow.', () => {
+        if (!res.stream.destroyed) res.stream.close(http2.constants.NGHTTP2_NO_ERROR);
+      });
+      return;
+    }
+    // The rest of the body will not be read: the connection closes after the answer.
+    res.shouldKeepAlive = false;
+    sendError(res, 408, 'request body too slow.');
+  }
+
+  /** An upstream response that ends before it is complete is cut toward the client at once, counted as reset. */
+  private watchUpstreamBody(proxyRes: http.IncomingMessage, res: AnyRes, state: RequestState): void {
+    proxyRes.once('close', () => {
+      if (proxyRes.complete || state.aborted) return;
+      state.aborted = true;
+      this.opts.metrics.upstreamError('reset');
+      cutResponse(res, http2.constants.NGHTTP2_INTERNAL_ERROR, 'upstream_error');
+    });
   }
 
   private fail(res: AnyRes, reason: UpstreamErrorReason): void {
     const timeout = reason === 'connect_timeout' || reason === 'response_timeout';
-    const status = timeout ? 504 : 502;
+    const status = timeout ? 504 : reason === 'overloaded' ? 503 : 502;
     this.opts.metrics.upstreamError(reason);
+    if (res.headersSent) {
+      cutResponse(res, http2.constants.NGHTTP2_INTERNAL_ERROR, 'upstream_error');
+      return;
+    }
     const text = timeout
       ? 'upstream did not answer in time.'
-      : reason === 'connect_refused' || reason === 'dns'
-        ? 'upstream is not reachable.'
-        : 'upstream failed.';
+      : reason === 'overloaded'
+        ? 'too many requests to the upstream, try again.'
+        : reason === 'connect_refused' || reason === 'dns'
+          ? 'upstream is not reachable.'
+          : 'upstream failed.';
     sendError(res, status, text);
   }
 }

@@ -26,7 +26,8 @@ import type { Duplex } from 'node:stream';
 import type { DrainProtocol, KtlsDrainTarget } from '../ktls/drain.js';
 import type { HandshakeFacts } from '../pipeline/facts.js';
 import { markClose } from '../pipeline/plain-connection.js';
-import { type FrontMetrics, Forwarder } from './forward.js';
+import { type FrontMetrics, Forwarder, sendError } from './forward.js';
+import { requestProblem } from './headers.js';
 import { H2Front } from './h2.js';
 import { attachUpgrade } from './ws.js';
 
@@ -55,6 +56,8 @@ export class HttpFront {
   /** Connections handed to the WebSocket/Upgrade path (no longer HTTP/1.1). */
   private readonly upgraded = new WeakSet<Duplex>();
   private readonly targets = new WeakMap<Duplex, KtlsDrainTarget>();
+  /** Connections whose request stream broke (client error): no more answers, close once in-flight responses end. */
+  private readonly brokenConns = new WeakSet<Duplex>();
 
   constructor(private readonly opts: HttpFrontOptions) {
     this.forwarder = new Forwarder({
@@ -99,25 +102,31 @@ export class HttpFront {
         done = true;
         const i = list.indexOf(res);
         if (i >= 0) list.splice(i, 1);
-        // The head went out with keep-alive before the drain: close after it.
-        if (this.drainingConns.has(conn) && list.length === 0) endGracefully(conn);
+        // The head went out with keep-alive before the drain (or the client
+        // error): close after it.
+        if ((this.drainingConns.has(conn) || this.brokenConns.has(conn)) && list.length === 0) endGracefully(conn);
       };
       res.once('finish', settle);
       res.once('close', settle);
       res.once('finish', () => {
         if (this.draining) this.server.closeIdleConnections();
       });
-      this.forwarder.web(req, res, facts);
+      if (requestProblem(req.rawHeaders)) this.refuse(res, facts);
+      else this.forwarder.web(req, res, facts);
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
     // Client errors of a connection arrive with its socket; remember facts for the ktls label.
     attachUpgrade(this.server, this.forwarder, (s) => this.facts.get(s));
-    this.server.on('upgrade', (_req: http.IncomingMessage, socket: Duplex) => this.upgraded.add(socket));
+    // Only a WebSocket becomes a byte stream; any other Upgrade (h2c) is served as the plain request it also is.
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex) => {
+      if (req.headers.upgrade?.toLowerCase() === 'websocket') this.upgraded.add(socket);
+    });
     this.h2 = new H2Front(this.forwarder, {
       maxHeaderSize: opts.maxHeaderSize,
       idleMs: opts.timeouts.idle,
       headersMs: opts.timeouts.headers,
       maxConcurrentStreams: opts.limits.maxConcurrentStreams,
+      jsStreamWriteRefused: () => opts.metrics.internalError('js_stream_write_refused'),
     });
   }
 
@@ -188,27 +197,117 @@ export class HttpFront {
     this.server.close();
   }
 
+  /** A request that parsed but must not be forwarded (see requestProblem): 400, counted, connection closed after it. */
+  private refuse(res: http.ServerResponse, facts: HandshakeFacts): void {
+    // The rest of the connection's byte stream is suspect too: close after this answer.
+    res.shouldKeepAlive = false;
+    res.once('close', () => {
+      this.opts.metrics.httpRequest({ protocol: 'http1', status: res.statusCode, ktls: facts.ktls, durationSeconds: 0 });
+    });
+    sendError(res, 400, 'Bad Request');
+  }
+
+  /**
+   * node:http's 'clientError': the request stream of `socket` cannot be
+   * parsed further. node reports it again for every later chunk (the parser
+   * stays in error), so only the first report counts. An error answer is
+   * written on the socket only when no response is in flight or queued on the
+   * connection; otherwise it would land inside that response (or ahead of
+   * it), so those responses finish and the connection closes after them.
+   */
   private onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
-    let status = 400;
-    let text = 'Bad Request';
-    if (err.code === 'HPE_HEADER_OVERFLOW') {
-      status = 431;
-      text = 'Request Header Fields Too Large';
-    } else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
-      status = 408;
-      text = 'Request Timeout';
-      markClose(socket, 'headers_timeout');
-    } else if (err.code === 'ECONNRESET' || !socket.writable) {
+    if (this.brokenConns.has(socket)) return;
+    this.brokenConns.add(socket);
+    if (err.code === 'ECONNRESET' || !socket.writable) {
       socket.destroy();
       return;
     }
-    this.opts.metrics.httpRequest({ protocol: 'http1', status, ktls: this.facts.get(socket)?.ktls ?? 'off', durationSeconds: 0 });
-    const body = `${text}\n`;
+    const list = this.inflight.get(socket) ?? [];
+    const last = list[list.length - 1];
+    // The connection's close line and closed_total say why (the one log line per bad client).
+    if (last && !last.req.complete) {
+      markClose(socket, 'bad_request');
+      refuseBrokenBody(last, socket);
+      return;
+    }
+    const answer = errorAnswer(err);
+    if (err.code !== 'HPE_CLOSED_CONNECTION') markClose(socket, answer.status === 408 ? 'headers_timeout' : 'bad_request');
+    // Data after a request that closes the connection (HTTP/1.0, Connection:
+    // close) is a client race (RFC 9112 §9.3), not a bad request: not counted.
+    if (err.code !== 'HPE_CLOSED_CONNECTION') {
+      this.opts.metrics.httpRequest({ protocol: 'http1', status: answer.status, ktls: this.facts.get(socket)?.ktls ?? 'off', durationSeconds: 0 });
+    }
+    if (last) {
+      // node:http then sends `Connection: close` on it; the settle hook ends the connection after it.
+      if (!last.headersSent) last.shouldKeepAlive = false;
+      return;
+    }
+    if (err.code === 'HPE_CLOSED_CONNECTION') {
+      endGracefully(socket);
+      return;
+    }
+    const body = `${answer.text}\n`;
     socket.end(
-      `HTTP/1.1 ${status} ${text}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${answer.status} ${answer.text}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
     );
-    socket.once('finish', () => socket.destroy());
+    lingerThenDestroy(socket);
   }
+}
+
+/**
+ * The parse error is inside the body of the newest request (bad chunk
+ * framing): that request gets the 400, through its own response so it goes
+ * out in its turn (the forwarder counts it; http-proxy-3 then leaves the
+ * answered response alone), or is cut if its head is already out. Its
+ * upstream request would wait for the rest of a body that never comes:
+ * once the connection is gone, abort it (ECONNRESET on a request of a
+ * destroyed socket makes http-proxy-3 destroy the upstream request).
+ */
+function refuseBrokenBody(res: http.ServerResponse, socket: Duplex): void {
+  const req = res.req;
+  socket.once('close', () => {
+    if (!req.complete && !req.destroyed) req.destroy(Object.assign(new Error('request body unparseable'), { code: 'ECONNRESET' }));
+  });
+  if (!res.headersSent) res.shouldKeepAlive = false;
+  sendError(res, 400, 'Bad Request');
+}
+
+/** The status of an error answer to a request node:http could not parse. */
+function errorAnswer(err: NodeJS.ErrnoException): { status: number; text: string } {
+  switch (err.code) {
+    // A request line or header block over limits.maxHeaderSize (one limit covers both in node:http).
+    case 'HPE_HEADER_OVERFLOW':
+      return { status: 431, text: 'Request Header Fields Too Large' };
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return { status: 408, text: 'Request Timeout' };
+    default:
+      return { status: 400, text: 'Bad Request' };
+  }
+}
+
+/** How long a connection that got an error answer keeps reading (and discarding) before it is destroyed. */
+const LINGER_MS = 2000;
+
+/**
+ * After an error answer and our FIN: keep reading what the client is still
+ * sending until it closes its side (or LINGER_MS passes), then destroy.
+ * Destroying at once would close a TCP socket with unread input, which the
+ * kernel answers with a reset that can overtake the answer in the client's
+ * receive path (the "reset instead of 431").
+ */
+function lingerThenDestroy(socket: Duplex): void {
+  // node:http's own 'data' listener keeps reading; its parser is in error, so the bytes are dropped.
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  const done = (): void => {
+    clearTimeout(timer);
+    // The client's FIN may come before our answer is flushed: let the answer out first.
+    if (socket.writableFinished) socket.destroy();
+    else socket.once('finish', () => socket.destroy());
+  };
+  socket.once('close', () => clearTimeout(timer));
+  if (socket.readableEnded) done();
+  else socket.once('end', done);
 }
 
 /** End our side (close_notify + FIN on TLS), then release the stream once the write side is done. */

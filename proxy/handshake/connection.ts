@@ -1,9 +1,16 @@
 // One connection's way through the handshake engine (see engine.ts for the
 // big picture). State machine:
 //
-//   feeding ──(client Finished classified, offload() true)──► finished-fed ──(secure + quiet)──► detached (handoff)
+//   feeding ──(client Finished classified, offload() asked)──► finished-fed ──(secure + quiet)──► detached (handoff)
 //      │                                                          │
-//      └──(not offloadable / declined / any doubt)──► fallback-pending ──► passthrough (userspace)
+//      └──(no exact state: suite not trackable / any doubt)──► fallback-pending ──► passthrough (userspace)
+//
+// offload()'s answer does not choose between hand-off and passthrough: it
+// only rides on the hand-off (`offload`), and the caller puts the keys in the
+// kernel or keeps them in its JS record layer. Passthrough keeps Node's TLS
+// on the engine's JS Duplex for the connection's whole life, where Node can
+// hit an internal assertion that ends the process (nodejs/node#35384), so it
+// is only for connections without an exact state to hand off.
 //
 // Invariants:
 //   - OpenSSL gets whole records, one per event-loop turn, and never a byte
@@ -21,6 +28,7 @@ import { EngineDuplex } from './engine-duplex.js';
 import type { HandshakeFailureReason } from './errors.js';
 import { HandshakeError, TlsWireError, reasonFromTlsError } from './errors.js';
 import { collectFacts } from './facts.js';
+import { guardTlsOverJsStream } from './js-stream-guard.js';
 import type { KeylogEntry } from './keylog.js';
 import { canControlReading, stopReading, resumeReading } from './read-control.js';
 import type { TlsRecord } from './records.js';
@@ -66,10 +74,14 @@ export class HandshakeConnection implements EngineSink {
   private timer: NodeJS.Timeout | null = null;
   private pumping = false;
   private rawEnded = false;
+  /** The tracker found a record the client sent malformed (the engine then fell back to let OpenSSL judge it). */
+  private clientSentMalformed = false;
   private readingStopped = false;
   private pausedForBuffer = false;
   private readonly canStopReading: boolean;
   private fallbackReason: UserspaceReason = 'tracker_desync';
+  /** offload()'s answer, carried on the hand-off. */
+  private offloadAnswer = false;
   private pendingWrites = 0;
   private outputEvents = 0;
   private recordsIn = 0;
@@ -221,6 +233,9 @@ export class HandshakeConnection implements EngineSink {
       return;
     }
     // OpenSSL has seen only whole, unmodified records: let it judge the rest.
+    // If the client closes before OpenSSL says why, the malformed bytes are
+    // the cause, not the FIN that came with them.
+    this.clientSentMalformed = true;
     this.fallback('tracker_desync');
   }
 
@@ -242,13 +257,12 @@ export class HandshakeConnection implements EngineSink {
     const facts = this.negotiatedFacts();
     if (!facts) return this.fallback('cipher_not_offloadable');
     if (!this.canStopReading) return this.fallback('read_stop_unavailable');
-    let offload: boolean;
     try {
-      offload = this.hooks.offload(facts) === true;
+      this.offloadAnswer = this.hooks.offload(facts) === true;
     } catch {
-      return this.fallback('offload_hook_error');
+      // The state is as exact as with any answer: the keys just stay in JS.
+      this.offloadAnswer = false;
     }
-    if (!offload) return this.fallback('offload_declined');
     this.inFramer.take();
     this.phase = 'finished-fed';
     // OpenSSL needs nothing more from the client: stop reading the fd now,
@@ -321,13 +335,26 @@ export class HandshakeConnection implements EngineSink {
 
   private guessFailureReason(): HandshakeFailureReason {
     if (this.tlsSocket?.authorizationError && !this.secure) return 'client_cert_rejected';
-    return this.tracker.serverAlertReason ?? (this.tracker.clientAlert ? 'peer_alert' : this.rawEnded ? 'peer_closed' : 'protocol_error');
+    if (this.tracker.serverAlertReason) return this.tracker.serverAlertReason;
+    if (this.tracker.clientAlert) return 'peer_alert';
+    return this.rawEnded && !this.clientSentMalformed ? 'peer_closed' : 'protocol_error';
   }
 
   // ------------------------------------------------- events routed by the engine
 
+  /**
+   * The engine's TLS socket, first seen: its writes over our Duplex fail
+   * instead of asserting (js-stream-guard.ts), for the handshake and for a
+   * passthrough connection's whole life.
+   */
+  private adopt(tlsSocket: tls.TLSSocket): void {
+    if (this.tlsSocket === tlsSocket) return;
+    this.tlsSocket = tlsSocket;
+    guardTlsOverJsStream(tlsSocket, () => this.hooks.jsStreamWriteRefused?.());
+  }
+
   onKeylog(entry: KeylogEntry, tlsSocket: tls.TLSSocket): void {
-    this.tlsSocket ??= tlsSocket;
+    this.adopt(tlsSocket);
     if (this.phase !== 'feeding' && this.phase !== 'finished-fed') {
       entry.secret.fill(0);
       return;
@@ -342,14 +369,14 @@ export class HandshakeConnection implements EngineSink {
   }
 
   onTlsClientError(err: Error, tlsSocket: tls.TLSSocket): void {
-    this.tlsSocket ??= tlsSocket;
+    this.adopt(tlsSocket);
     let reason = reasonFromTlsError(err);
     if (reason === 'protocol_error') reason = this.guessFailureReason();
     this.fail(reason, describeError(err), err);
   }
 
   onSecure(tlsSocket: tls.TLSSocket): void {
-    this.tlsSocket = tlsSocket;
+    this.adopt(tlsSocket);
     this.secure = true;
     switch (this.phase) {
       case 'passthrough':
@@ -497,6 +524,7 @@ export class HandshakeConnection implements EngineSink {
       ...(rxSecret ? { rxSecret } : {}),
       leftover,
       peerEnded: this.rawEnded,
+      offload: this.offloadAnswer,
     });
   }
 

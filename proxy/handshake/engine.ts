@@ -13,9 +13,16 @@
 // with `newSession`, 'newSession') events. Its options (certs, ciphers,
 // ALPN, SNI, requestCert, tickets) are the real ones.
 //
+// Every connection with an exact state is handed off, whatever offload()
+// says (its answer rides on the hand-off): the caller installs the keys in
+// the kernel or keeps them in its JS record layer. Only a connection without
+// an exact state (a suite the tracker cannot follow, any doubt) stays on the
+// TLSSocket over the engine's JS Duplex, where Node's TLS can hit an internal
+// assertion that ends the process (nodejs/node#35384): the caller should
+// count those.
+//
 // Performance: every ciphertext byte of the handshake runs through a JS
-// Duplex, and a connection that stays in userspace keeps running through it
-// for its whole life. That is why connections that can never be offloaded
+// Duplex. That is why connections that can never be offloaded
 // (kTLS flag off, kernel without TLS, native addon missing) must NOT come
 // here: the caller gives them straight to Node's native TLSSocket on the raw
 // socket (tls.Server 'connection' with the net.Socket itself). The engine has

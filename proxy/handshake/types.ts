@@ -74,18 +74,28 @@ export interface HandshakeFacts {
 export interface OffloadHooks {
   /**
    * Called at most once per connection, before the client Finished is fed.
-   * true → hand off; false → stay on the TLSSocket (reason `offload_declined`).
-   * Must be synchronous and must not throw (a throw counts as false, reason
-   * `offload_hook_error`).
+   * true → the keys may go to the kernel; false → they stay in JS. Either
+   * way the engine hands off whenever its state is exact (the answer is the
+   * hand-off's `offload`): a connection left on the TLSSocket would run over
+   * the engine's JS Duplex for its whole life, and Node's TLS over a JS
+   * stream can hit an internal assertion that ends the process
+   * (nodejs/node#35384). Must be synchronous; a throw counts as false.
    */
   offload(facts: NegotiatedFacts): boolean;
+  /**
+   * Node's TLS asserted on a write over the engine's Duplex
+   * (nodejs/node#35384): the write failed instead (js-stream-guard.ts) and
+   * this connection ends with an error. For counting; must not throw.
+   */
+  jsStreamWriteRefused?(): void;
 }
 
-/** Why a connection stayed on Node's TLSSocket (closed set, for logs/metrics). */
+/**
+ * Why a connection stayed on Node's TLSSocket over the engine's Duplex
+ * (closed set, for logs/metrics): only when no exact hand-off state exists.
+ */
 export type UserspaceReason =
-  | 'cipher_not_offloadable' // version or suite the kernel cannot hold: offload() not asked
-  | 'offload_declined' // offload() returned false
-  | 'offload_hook_error' // offload() threw
+  | 'cipher_not_offloadable' // version or suite neither the kernel nor the JS record layer can hold: offload() not asked
   | 'read_stop_unavailable' // this Node lacks what stopReading() needs
   | 'tracker_desync' // the wire did not match what OpenSSL reported
   | 'handoff_verify_failed' // derived state did not verify (e.g. TLS 1.2 client Finished)
@@ -123,6 +133,12 @@ export interface HandoffResult {
   readonly leftover: Buffer;
   /** The client's FIN was read before the handoff (nothing more will arrive after `leftover`). */
   readonly peerEnded: boolean;
+  /**
+   * What offload() answered: true → the keys may go to the kernel; false
+   * (declined, or the hook threw) → the caller keeps the record layer in JS
+   * (proxy/ktls/install.ts with a userspace decision).
+   */
+  readonly offload: boolean;
 }
 
 export type HandshakeResult = UserspaceResult | HandoffResult;

@@ -16,6 +16,12 @@
 // Before step 4 nothing is in the kernel: a socket with the ULP attached but no
 // keys behaves as plain TCP, so the JS record layer can take over from the very
 // state we would have given the kernel.
+//
+// A `userspace` decision (policy: flag off mid-handshake, cipher not in
+// ktls.ciphers, kernel cipher unsupported, ...) skips steps 2-5: the JS record
+// layer takes the hand-off state directly, no syscall. Every engine connection
+// that ends in userspace runs there, never on Node's TLS over a JS Duplex
+// (nodejs/node#35384: an internal assertion that ends the process).
 
 import type { KtlsNative, Poller } from '../../native/index.js';
 import { socketFd } from '../../native/index.js';
@@ -41,7 +47,7 @@ export interface InstallEvents extends KtlsConnectionEvents {
 
 export interface InstallInput {
   handoff: HandoffResult;
-  /** The decision for this connection: mode `tx` or `txrx`. */
+  /** The decision for this connection: `tx` or `txrx`, or `userspace` for the JS record layer alone. */
   decision: KtlsDecision;
   native: KtlsNative;
   /** Probe: the kernel can take a second TLS_TX/TLS_RX (TLS 1.3 KeyUpdate). */
@@ -60,7 +66,7 @@ export interface InstallInput {
 export interface InstallResult {
   /** The plaintext stream for the fronts. */
   stream: KernelTlsStream;
-  /** `input.decision`, or `install_failed` (userspace) when the keys never reached the kernel. */
+  /** `input.decision`, or `install_failed` (userspace) when the keys of a kernel decision never reached it. */
   decision: KtlsDecision;
   /** Set when the install failed before any key was installed. */
   installError: KtlsErrorClass | null;
@@ -77,50 +83,21 @@ export class KtlsInstallError extends SidecarError {
 
 /**
  * Install kTLS on a handed-off connection. Resolves with the stream (kernel
- * or, after an early failure, userspace); rejects with KtlsInstallError after
- * destroying the socket when the connection cannot go on (a key already in
- * the kernel and the other failed, or the peer's leftover was not valid TLS).
+ * or, after an early failure or for a `userspace` decision, the JS record
+ * layer); rejects with KtlsInstallError after destroying the socket when the
+ * connection cannot go on (a key already in the kernel and the other failed,
+ * or the hand-off state was not valid).
  */
 export async function installKtls(input: InstallInput): Promise<InstallResult> {
   const { handoff, native, events = {} } = input;
-  const { raw, tx, rx } = handoff;
-  if (input.decision.mode === 'userspace') throw new TypeError('installKtls: the decision keeps this connection in userspace');
-  const wantRx = input.decision.mode === 'txrx';
-
+  const { raw, tx } = handoff;
   // JS copies first: the fallback needs exactly the state the kernel would
   // have got, and setCryptoInfo() zeroes what it is given.
-  let txJs: RecordProtection;
-  let rxJs: RecordProtection;
-  try {
-    txJs = RecordProtection.fromCryptoInfo(tx, handoff.txSecret);
-    rxJs = RecordProtection.fromCryptoInfo(rx, handoff.rxSecret);
-  } catch (err) {
-    wipeHandoff(handoff);
-    raw.destroy();
-    throw new KtlsInstallError('handoff state is not a valid CryptoInfo', null, err);
-  }
-  wipeHandoff(handoff);
-  const reader = new JsRecordReader(rxJs);
-  reader.push(handoff.leftover);
-
-  const common = {
-    raw,
-    version: tx.version,
-    cipher: tx.cipher,
-    rekeySupported: input.rekeySupported,
-    keyUpdateRateLimit: input.keyUpdateRateLimit,
-    events,
-    ...(input.allowHalfOpen === undefined ? {} : { allowHalfOpen: input.allowHalfOpen }),
-    ...(input.txKeyRecordLimit === undefined ? {} : { txKeyRecordLimit: input.txKeyRecordLimit }),
-    ...(input.keyUsageCheckWrites === undefined ? {} : { keyUsageCheckWrites: input.keyUsageCheckWrites }),
-  };
+  const { txJs, rxJs, reader } = jsState(handoff);
+  const common = streamCommon(input, events);
   let initialEvents: RxEvent[] = [];
-
-  /** Before any key is in the kernel: the JS record layer takes over, nothing lost. */
-  const userspace = (info: KtlsErrorClass): InstallResult => {
-    events.syscallError?.(info);
-    events.installFailed?.(info);
-    const stream = new KernelTlsStream({
+  const jsStream = (): KernelTlsStream =>
+    new KernelTlsStream({
       ...common,
       fd: -1,
       native: null,
@@ -129,7 +106,16 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
       initialEvents,
       peerEnded: handoff.peerEnded,
     });
-    return { stream, decision: INSTALL_FAILED, installError: info };
+
+  // The decision keeps the keys out of the kernel: no syscall at all.
+  if (input.decision.mode === 'userspace') return { stream: jsStream(), decision: input.decision, installError: null };
+  const wantRx = input.decision.mode === 'txrx';
+
+  /** Before any key is in the kernel: the JS record layer takes over, nothing lost. */
+  const userspace = (info: KtlsErrorClass): InstallResult => {
+    events.syscallError?.(info);
+    events.installFailed?.(info);
+    return { stream: jsStream(), decision: INSTALL_FAILED, installError: info };
   };
 
   const fd = socketFd(raw);
@@ -213,6 +199,40 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
     peerEnded: handoff.peerEnded,
   });
   return { stream, decision: input.decision, installError: null };
+}
+
+/** Both directions' JS record protection from the hand-off (whose key copies are wiped); the leftover is queued. */
+function jsState(handoff: HandoffResult): { txJs: RecordProtection; rxJs: RecordProtection; reader: JsRecordReader } {
+  let txJs: RecordProtection;
+  let rxJs: RecordProtection;
+  try {
+    txJs = RecordProtection.fromCryptoInfo(handoff.tx, handoff.txSecret);
+    rxJs = RecordProtection.fromCryptoInfo(handoff.rx, handoff.rxSecret);
+  } catch (err) {
+    wipeHandoff(handoff);
+    handoff.raw.destroy();
+    throw new KtlsInstallError('handoff state is not a valid CryptoInfo', null, err);
+  }
+  wipeHandoff(handoff);
+  const reader = new JsRecordReader(rxJs);
+  reader.push(handoff.leftover);
+  return { txJs, rxJs, reader };
+}
+
+/** The KernelTlsStream options every record layer of this connection shares. */
+function streamCommon(input: InstallInput, events: InstallEvents) {
+  const { raw, tx } = input.handoff;
+  return {
+    raw,
+    version: tx.version,
+    cipher: tx.cipher,
+    rekeySupported: input.rekeySupported,
+    keyUpdateRateLimit: input.keyUpdateRateLimit,
+    events,
+    ...(input.allowHalfOpen === undefined ? {} : { allowHalfOpen: input.allowHalfOpen }),
+    ...(input.txKeyRecordLimit === undefined ? {} : { txKeyRecordLimit: input.txKeyRecordLimit }),
+    ...(input.keyUsageCheckWrites === undefined ? {} : { keyUsageCheckWrites: input.keyUsageCheckWrites }),
+  };
 }
 
 /** TLS 1.3: the chain from the direction's *current* secret (a leftover KeyUpdate may have advanced it). */

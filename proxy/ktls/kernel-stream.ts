@@ -46,6 +46,8 @@ export interface KtlsConnectionEvents {
   keyUpdate?(direction: 'rx' | 'tx', result: 'ok' | 'rate_limited' | 'unsupported' | 'failed'): void;
   /** An alert from the peer other than close_notify. */
   peerAlert?(level: number, description: number): void;
+  /** A TLS 1.2 ClientHello after the handshake (client renegotiation), refused; `fatal` from the second on. */
+  renegotiationRefused?(fatal: boolean): void;
 }
 
 /** One event from the RX side, in order. */
@@ -220,6 +222,8 @@ export interface KtlsStreamStats {
   /** The peer sent FIN without close_notify. */
   truncated: boolean;
   alertsIn: number;
+  /** TLS 1.2 client renegotiations refused (ClientHellos after the handshake). */
+  renegotiationsRefused: number;
   /** Why we ended the connection ourselves, if we did (e.g. rekey_unsupported, key_update_limit). */
   endReason: string | null;
 }
@@ -301,6 +305,7 @@ export class KernelTlsStream extends Duplex {
       closeNotifyOut: false,
       truncated: false,
       alertsIn: 0,
+      renegotiationsRefused: 0,
       endReason: null,
     };
     if (opts.tx.side === 'kernel') this.txSeqBase = this.kernelSeq('tx');
@@ -481,14 +486,31 @@ export class KernelTlsStream extends Duplex {
       case 'key_update':
         return this.onKeyUpdate(ev.requested, rxAlreadyRekeyed);
       case 'renegotiation':
-        // TLS 1.2 client renegotiation: refuse politely (a warning alert), as OpenSSL can be told to.
-        this.sendControl(ContentType.ALERT, buildAlert(AlertLevel.WARNING, AlertDescription.NO_RENEGOTIATION));
-        return true;
+        return this.onRenegotiation();
       case 'fatal':
         if (ev.why.startsWith('decrypt_error')) this.events.decryptError?.(where);
         this.fatal(ev.alert, ev.why);
         return false;
     }
+  }
+
+  /**
+   * TLS 1.2 client renegotiation is never allowed (the record layer is not
+   * OpenSSL any more). The first ClientHello gets a polite no_renegotiation
+   * warning, as OpenSSL can be told to send (a client then gives up or goes
+   * on without it); a client that asks again is not listening: fatal alert.
+   */
+  private onRenegotiation(): boolean {
+    this.s.renegotiationsRefused++;
+    const again = this.s.renegotiationsRefused > 1;
+    this.events.renegotiationRefused?.(again);
+    if (again) {
+      this.s.endReason ??= 'renegotiation_refused';
+      this.fatal(AlertDescription.UNEXPECTED_MESSAGE, 'client renegotiation after no_renegotiation');
+      return false;
+    }
+    this.sendControl(ContentType.ALERT, buildAlert(AlertLevel.WARNING, AlertDescription.NO_RENEGOTIATION));
+    return true;
   }
 
   private onAlert(level: number, description: number): boolean {

@@ -20,18 +20,41 @@ interface Pending {
   resolve: (o: HandshakeOutcome) => void;
 }
 
+/**
+ * OpenSSL's reason for a failed server handshake (Node's `ERR_SSL_<REASON>`)
+ * as a metric reason. Anything not named here is OpenSSL refusing the bytes
+ * the client sent (unexpected message, length mismatch, packet length too
+ * long, bad extension, …): a malformed handshake, `protocol_error`.
+ */
+function classifyOpensslReason(reason: string): HandshakeFailure {
+  if (reason === 'PEER_DID_NOT_RETURN_A_CERTIFICATE') return 'client_cert_required';
+  if (reason === 'NO_APPLICATION_PROTOCOL') return 'no_application_protocol';
+  // A record header whose version is not 3.x (a 0x16 byte followed by garbage),
+  // not a version the client asked for: the sniff already saw a TLS record type.
+  if (reason === 'WRONG_VERSION_NUMBER') return 'protocol_error';
+  if (/UNSUPPORTED_PROTOCOL|VERSION|INAPPROPRIATE_FALLBACK/.test(reason)) return 'protocol_version';
+  if (/NO_SHARED_CIPHER|NO_SUITABLE|NO_CIPHERS/.test(reason)) return 'no_shared_cipher';
+  if (/ALERT/.test(reason)) return 'peer_alert';
+  if (/CERT/.test(reason)) return 'client_cert_invalid';
+  if (/INTERNAL_ERROR|MALLOC_FAILURE/.test(reason)) return 'internal_error';
+  return 'protocol_error';
+}
+
 /** Map an OpenSSL/Node handshake error to a stable, low-cardinality reason. */
 export function classifyHandshakeError(err: Error): HandshakeFailure {
   const code = (err as NodeJS.ErrnoException).code ?? '';
   const msg = `${code} ${err.message}`;
   if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
   if (code === 'ECONNRESET' || /socket disconnected|ECONNRESET|EPIPE/.test(msg)) return 'reset';
-  if (/PEER_DID_NOT_RETURN_A_CERTIFICATE|peer did not return a certificate/i.test(msg)) return 'client_cert_required';
-  if (/NO_APPLICATION_PROTOCOL|no application protocol/i.test(msg)) return 'no_application_protocol';
-  if (/UNSUPPORTED_PROTOCOL|VERSION|wrong version/i.test(msg)) return 'protocol_version';
-  if (/NO_SHARED_CIPHER|no shared cipher/i.test(msg)) return 'no_shared_cipher';
+  // By code, not message: OpenSSL's message names the failing function too
+  // (`tls_parse_ctos_supported_versions: bad extension` is not a version failure).
+  if (code.startsWith('ERR_SSL_')) return classifyOpensslReason(code.slice('ERR_SSL_'.length));
+  if (/peer did not return a certificate/i.test(msg)) return 'client_cert_required';
+  if (/no application protocol/i.test(msg)) return 'no_application_protocol';
+  if (/unsupported protocol|version too low/i.test(msg)) return 'protocol_version';
+  if (/no shared cipher/i.test(msg)) return 'no_shared_cipher';
   if (/alert/i.test(msg)) return 'peer_alert';
-  if (/certificate|CERT/i.test(msg)) return 'client_cert_invalid';
+  if (/certificate/i.test(msg)) return 'client_cert_invalid';
   return 'other';
 }
 

@@ -1,9 +1,14 @@
 // Where a connection's TLS record layer lives, and its labels. Two ways in:
 //  - userspaceRecordLayer(): a Node TLSSocket (the fast path for connections
-//    that can never be offloaded, and the engine's userspace results);
-//  - kernelRecordLayer(): a handed-off connection → installKtls() →
-//    KernelTlsStream (kernel TX, kernel or JS RX; or the whole record layer in
-//    JS when the install failed before any key reached the kernel).
+//    that can never be offloaded; and the rare engine connection without an
+//    exact hand-off state, which stays on Node's TLS over the engine's JS
+//    Duplex — close line `engine_fallback`);
+//  - kernelRecordLayer(): every handed-off connection → installKtls() →
+//    KernelTlsStream: kernel TX, kernel or JS RX; or the whole record layer in
+//    JS (`record_layer: js`) when the decision keeps the keys in userspace or
+//    the install failed before any key reached the kernel.
+// close line `record_layer`: kernel | js (KernelTlsStream, both sides in JS) |
+// userspace (Node's TLSSocket).
 // Either way the caller gets a plaintext Duplex, the connection's labels and
 // a closeInfo() for its close log line, so server.ts and the fronts never
 // branch on kTLS.
@@ -43,25 +48,29 @@ function labelsOf(facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>, l: Pick<
   return { ...l, tls_version: facts.tlsVersion as TlsVersionLabel, cipher: facts.cipher };
 }
 
-/** A Node TLSSocket record layer; `reason` says why it is not in the kernel. */
+/**
+ * A Node TLSSocket record layer; `reason` says why it is not in the kernel.
+ * `engineFallback`: the engine's reason when this TLSSocket runs over the
+ * engine's JS Duplex (no exact hand-off state), for the close line.
+ */
 export function userspaceRecordLayer(
   socket: tls.TLSSocket,
   facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>,
   reason: Exclude<ReasonLabel, 'enabled'>,
+  engineFallback?: UserspaceReason,
 ): RecordLayer {
   const labels = labelsOf(facts, { ktls: 'off', ktls_reason: reason, direction: 'none' });
-  return {
-    stream: socket,
-    labels,
-    closeInfo: () => ({ record_layer: 'userspace', tx: 'userspace', rx: 'userspace', ktls_decision: 'userspace' }),
-  };
+  const info: CloseInfo = { record_layer: 'userspace', tx: 'userspace', rx: 'userspace', ktls_decision: 'userspace' };
+  if (engineFallback) info['engine_fallback'] = engineFallback;
+  return { stream: socket, labels, closeInfo: () => ({ ...info }) };
 }
 
 /**
- * Why an engine connection stayed on its TLSSocket, as a `ktls_reason`:
- * the decision's own reason when the offload hook declined; the version or
- * suite when the kernel could never hold it (the hook was not asked); and
- * `handoff_failed` when the hand-off itself did not work out.
+ * Why an engine connection stayed on its TLSSocket (no exact hand-off
+ * state), as a `ktls_reason`: the decision's own reason when the offload
+ * hook had already declined; the version or suite when the kernel could
+ * never hold it (the hook was not asked); and `handoff_failed` when the
+ * hand-off itself did not work out.
  */
 export function engineUserspaceReason(
   reason: UserspaceReason,
@@ -74,16 +83,15 @@ export function engineUserspaceReason(
   if (reason === 'cipher_not_offloadable') {
     return tlsVersion === 'TLSv1.3' || tlsVersion === 'TLSv1.2' ? 'cipher_not_allowed' : 'version_not_offloadable';
   }
-  // offload_declined without a userspace decision cannot happen; the rest are
-  // hand-off failures (tracker_desync, handoff_verify_failed, engine_not_quiet,
-  // read_stop_unavailable, offload_hook_error).
+  // The rest are hand-off failures (tracker_desync, handoff_verify_failed,
+  // engine_not_quiet, read_stop_unavailable).
   return 'handoff_failed';
 }
 
 export interface KernelLayerInput {
   handoff: HandoffResult;
   facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>;
-  /** The offload decision (mode `tx` or `txrx`). */
+  /** The offload decision: `tx` or `txrx`; `userspace` keeps the keys in the JS record layer (no install). */
   decision: KtlsDecision;
   native: KtlsNative;
   rekeySupported: boolean;
@@ -105,10 +113,13 @@ export interface KernelRecordLayer extends RecordLayer {
 }
 
 /**
- * Install kTLS on a handed-off connection. Rejects with KtlsInstallError
- * (socket already destroyed) when the connection cannot go on.
+ * The record layer of a handed-off connection: kTLS installed per the
+ * decision, or the JS record layer when the decision keeps the keys in
+ * userspace (nothing attempted, nothing counted as an offload). Rejects with
+ * KtlsInstallError (socket already destroyed) when the connection cannot go on.
  */
 export async function kernelRecordLayer(input: KernelLayerInput): Promise<KernelRecordLayer> {
+  if (input.decision.mode === 'userspace') return jsRecordLayer(input);
   const { metrics, decision } = input;
   const before = input.tlsStat?.() ?? null;
   metrics.ktlsOffload('attempted', 'tx', 'sw');
@@ -153,7 +164,26 @@ export async function kernelRecordLayer(input: KernelLayerInput): Promise<Kernel
       metrics.ktlsOffload('installed', 'rx', rxKind);
     }
   }
-  const labels = labelsOf(input.facts, decisionLabels(final));
+  return handedOffLayer(stream, final, input.facts);
+}
+
+/** A userspace decision: the JS record layer from the hand-off state, no syscall. */
+async function jsRecordLayer(input: KernelLayerInput): Promise<KernelRecordLayer> {
+  const result = await installKtls({
+    handoff: input.handoff,
+    decision: input.decision,
+    native: input.native,
+    rekeySupported: input.rekeySupported,
+    keyUpdateRateLimit: input.keyUpdateRateLimit,
+    events: input.events,
+    allowHalfOpen: true,
+  });
+  return handedOffLayer(result.stream, result.decision, input.facts);
+}
+
+/** Labels and close-line fields of a KernelTlsStream. */
+function handedOffLayer(stream: KernelTlsStream, final: KtlsDecision, facts: KernelLayerInput['facts']): KernelRecordLayer {
+  const labels = labelsOf(facts, decisionLabels(final));
   const side = (s: 'kernel' | 'js'): string => (s === 'kernel' ? 'kernel' : 'userspace');
   return {
     stream,
@@ -162,7 +192,8 @@ export async function kernelRecordLayer(input: KernelLayerInput): Promise<Kernel
     closeInfo: () => {
       const s = stream.stats();
       return {
-        record_layer: final.mode === 'userspace' ? 'userspace' : 'kernel',
+        // userspace decision or install_failed: both sides in JS (never Node's TLSSocket).
+        record_layer: final.mode === 'userspace' ? 'js' : 'kernel',
         tx: side(s.tx),
         rx: side(s.rx),
         ktls_decision: final.mode,
@@ -180,6 +211,7 @@ export async function kernelRecordLayer(input: KernelLayerInput): Promise<Kernel
         close_notify_out: s.closeNotifyOut,
         truncated: s.truncated,
         alerts_in: s.alertsIn,
+        renegotiations_refused: s.renegotiationsRefused,
         end_reason: s.endReason,
       };
     },

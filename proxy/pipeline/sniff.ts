@@ -36,8 +36,10 @@ export function plainHttpResponse(): string {
 
 /**
  * Wait for the first chunk, classify it and put it back. Resolves 'closed' when
- * the peer goes away first. The caller owns the timeout (it destroys the socket,
- * which settles this promise as 'closed').
+ * the peer goes away first (FIN or reset). The caller owns the timeout (it
+ * destroys the socket, which settles this promise as 'closed'), and on 'closed'
+ * must destroy the socket itself: an allowHalfOpen socket that saw the peer's
+ * FIN stays open (CLOSE-WAIT) until our side is closed.
  */
 export function sniff(socket: net.Socket): Promise<SniffVerdict | 'closed'> {
   return new Promise((resolve) => {

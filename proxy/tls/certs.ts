@@ -6,7 +6,7 @@ import { X509Certificate, createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { readConfiguredFile } from '../config/certs.js';
+import { readConfiguredFile, readConfiguredFileStat } from '../config/certs.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
 
 export interface CertPair {
@@ -24,10 +24,59 @@ export interface CertSummary {
   uri: string;
 }
 
+/** Where a private key was read from, for the permission check (no key bytes). */
+export interface KeyFileFacts {
+  /** Config key of the key file (`tls.key`, `tls.sni[0].key`). */
+  readonly keyName: string;
+  readonly path: string;
+  readonly mode: number;
+  readonly gid: number;
+}
+
 /** Read a cert/key PEM pair. `keyName` names the config key in the error (`tls.cert`, `tls.sni[0].key`). */
-export function readCertPair(certFile: string, keyFile: string, keyName: string): CertPair {
+export function readCertPair(certFile: string, keyFile: string, keyName: string): CertPair & { keyFile: KeyFileFacts } {
   const cert = readConfiguredFile(`${keyName}.cert`, certFile);
-  return { cert, key: readConfiguredFile(`${keyName}.key`, keyFile) };
+  const key = readConfiguredFileStat(`${keyName}.key`, keyFile);
+  return { cert, key: key.data, keyFile: { keyName: `${keyName}.key`, path: keyFile, mode: key.mode, gid: key.gid } };
+}
+
+/** The warn call of a logger (a pino Logger fits). */
+export type WarnLog = (obj: object, msg: string) => void;
+
+/** Path+mode pairs already warned about: a reload of the same file must not repeat the line. */
+const warnedKeyFiles = new Set<string>();
+
+function ownGroups(): number[] {
+  return [...(process.getgroups?.() ?? []), ...(process.getgid ? [process.getgid()] : [])];
+}
+
+/**
+ * Who besides the owner may use the key, or null. A group bit is fine when
+ * the group is one of ours: that is how a non-root container reads a
+ * Kubernetes Secret (mode 0440, group = the pod's fsGroup).
+ */
+function keyExposure(mode: number, gid: number): string | null {
+  if ((mode & 0o007) !== 0) return 'accessible to every user';
+  if ((mode & 0o070) !== 0 && !ownGroups().includes(gid)) return `accessible to group ${gid}`;
+  return null;
+}
+
+/**
+ * Warn (once per path and mode, for the life of the process) about a private
+ * key file that other users can read. Names the key and path, never content.
+ */
+export function warnIfKeyExposed(facts: KeyFileFacts, warn: WarnLog | undefined): void {
+  const exposure = keyExposure(facts.mode, facts.gid);
+  if (!exposure || !warn) return;
+  const id = `${facts.path}\0${facts.mode}`;
+  if (warnedKeyFiles.has(id)) return;
+  warnedKeyFiles.add(id);
+  const mode = facts.mode.toString(8).padStart(4, '0');
+  // `config_key`, not `key`: the logger redacts fields named key.
+  warn(
+    { event: 'key_file_permissions', config_key: facts.keyName, path: facts.path, mode },
+    `${facts.keyName}: private key file ${facts.path} is ${exposure} (mode ${mode}); chmod 600 it`,
+  );
 }
 
 /** Summarise the first certificate of a PEM chain. Throws on unparsable input. */
@@ -88,33 +137,66 @@ export function generateSelfSigned(extraNames: string[] = []): CertPair {
 }
 
 /**
+ * Kubernetes mounts a Secret/ConfigMap as `<mount>/tls.crt -> ..data/tls.crt`
+ * and updates it by renaming a new `..data` symlink over the old one: the
+ * watched names never change, only this one does.
+ */
+const KUBERNETES_DATA_LINK = '..data';
+
+/** The basenames worth a reload, per watched directory. */
+function namesByDirectory(files: string[]): Map<string, Set<string>> {
+  const byDir = new Map<string, Set<string>>();
+  for (const file of files) {
+    const abs = path.resolve(file);
+    const dir = path.dirname(abs);
+    const names = byDir.get(dir) ?? new Set([KUBERNETES_DATA_LINK]);
+    names.add(path.basename(abs));
+    byDir.set(dir, names);
+  }
+  return byDir;
+}
+
+/**
  * Watch certificate files for change and call `onChange` (debounced). Watches
  * the *directories*, not the files: editors and Kubernetes replace files by
  * rename, and Kubernetes swaps a `..data` symlink inside the mounted directory,
- * neither of which a watch on the old inode would see.
+ * neither of which a watch on the old inode would see. Events for any other
+ * name in those directories (a log file, an editor's swap file) are dropped
+ * before the debounce, so they neither cause a reload nor postpone one.
  */
 export class CertFileWatcher {
   private readonly watchers: fs.FSWatcher[] = [];
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
 
-  constructor(files: string[], onChange: () => void, debounceMs = 200) {
-    const dirs = new Set(files.map((f) => path.dirname(path.resolve(f))));
-    for (const dir of dirs) {
-      try {
-        const w = fs.watch(dir, { persistent: false }, () => {
-          if (this.closed) return;
-          if (this.timer) clearTimeout(this.timer);
-          this.timer = setTimeout(onChange, debounceMs);
-          this.timer.unref();
-        });
-        // A vanished directory must not crash the process; reload then reports it.
-        w.on('error', () => undefined);
-        this.watchers.push(w);
-      } catch {
-        // Unwatchable directory (missing, no inotify): SIGHUP still reloads.
-      }
+  constructor(
+    files: string[],
+    private readonly onChange: () => void,
+    private readonly debounceMs = 200,
+  ) {
+    for (const [dir, names] of namesByDirectory(files)) this.watch(dir, names);
+  }
+
+  private watch(dir: string, names: Set<string>): void {
+    try {
+      const w = fs.watch(dir, { persistent: false }, (_event, filename) => {
+        // No name (some platforms): cannot tell, so treat it as relevant.
+        if (filename !== null && !names.has(filename)) return;
+        this.schedule();
+      });
+      // A vanished directory must not crash the process; reload then reports it.
+      w.on('error', () => undefined);
+      this.watchers.push(w);
+    } catch {
+      // Unwatchable directory (missing, no inotify): SIGHUP still reloads.
     }
+  }
+
+  private schedule(): void {
+    if (this.closed) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.onChange(), this.debounceMs);
+    this.timer.unref();
   }
 
   close(): void {

@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import tls from 'node:tls';
 import { ConfigError } from '../errors.js';
 import { readConfiguredFile } from '../config/certs.js';
-import { type CertPair, type CertSummary, readCertPair, summarizeCert } from './certs.js';
+import { type CertPair, type CertSummary, readCertPair, summarizeCert, type WarnLog, warnIfKeyExposed } from './certs.js';
 
 export interface SniEntry {
   servername: string;
@@ -74,9 +74,10 @@ export class TlsContexts {
   /**
    * Read every file and build the contexts. Throws ConfigError (naming the
    * key) on an unreadable file, an unparsable certificate or a key that does
-   * not match its certificate.
+   * not match its certificate. `options.warn` hears about key files other
+   * users can read (once per path and mode, so reloads do not repeat it).
    */
-  static load(settings: TlsSettings, demoPair?: CertPair): TlsContexts {
+  static load(settings: TlsSettings, demoPair?: CertPair, options: { warn?: WarnLog } = {}): TlsContexts {
     const files: string[] = [];
     let clientCA: Buffer | undefined;
     if (settings.clientCA) {
@@ -87,7 +88,9 @@ export class TlsContexts {
     if (settings.cert || settings.key) {
       if (!settings.cert) throw new ConfigError('tls.cert', 'tls.key is set but tls.cert is not');
       if (!settings.key) throw new ConfigError('tls.key', 'tls.cert is set but tls.key is not');
-      defaultPair = readCertPair(settings.cert, settings.key, 'tls');
+      const read = readCertPair(settings.cert, settings.key, 'tls');
+      warnIfKeyExposed(read.keyFile, options.warn);
+      defaultPair = read;
       files.push(settings.cert, settings.key);
     } else if (demoPair) {
       defaultPair = { cert: Buffer.from(demoPair.cert), key: Buffer.from(demoPair.key) };
@@ -101,6 +104,7 @@ export class TlsContexts {
       const keyName = `tls.sni[${i}]`;
       if (!sni.servername) throw new ConfigError(`${keyName}.servername`, 'must not be empty');
       const pair = readCertPair(sni.cert, sni.key, keyName);
+      warnIfKeyExposed(pair.keyFile, options.warn);
       files.push(sni.cert, sni.key);
       const entry = buildEntry(settings, pair, clientCA, keyName);
       const name = sni.servername.toLowerCase();
@@ -117,6 +121,17 @@ function cipherString(settings: TlsSettings): string {
   const v12 = settings.ciphers || defaults.filter((c) => !c.startsWith('TLS_')).join(':');
   const v13 = settings.ciphersuites || defaults.filter((c) => c.startsWith('TLS_')).join(':');
   return `${v13}:${v12}`;
+}
+
+/**
+ * OpenSSL options for every context. Client-initiated TLS 1.2 renegotiation is
+ * refused (a no_renegotiation warning alert; OpenSSL clients then give up the
+ * connection): Node's server would accept 3 per connection, it costs a full
+ * handshake each, and a kTLS socket could not follow one anyway.
+ */
+function secureOptions(settings: TlsSettings): number {
+  const { SSL_OP_NO_RENEGOTIATION, SSL_OP_NO_TICKET } = crypto.constants;
+  return SSL_OP_NO_RENEGOTIATION | (settings.sessionTickets ? 0 : SSL_OP_NO_TICKET);
 }
 
 function buildEntry(settings: TlsSettings, pair: CertPair, clientCA: Buffer | undefined, keyName: string): Entry {
@@ -138,7 +153,10 @@ function buildEntry(settings: TlsSettings, pair: CertPair, clientCA: Buffer | un
       // A fixed id context keeps session resumption working with client certs
       // (OpenSSL refuses to resume a verified session without one).
       sessionIdContext: 'ktls-sidecar',
-      secureOptions: settings.sessionTickets ? 0 : crypto.constants.SSL_OP_NO_TICKET,
+      // Our cipher order, not the client's: the operator's tls.ciphers/ciphersuites
+      // rank what kTLS handles best (AES-GCM) first.
+      honorCipherOrder: true,
+      secureOptions: secureOptions(settings),
     });
   } catch (err) {
     // OpenSSL's messages name no key material ("key values mismatch", "no cipher match").

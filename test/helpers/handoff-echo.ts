@@ -21,7 +21,7 @@ export interface HandoffEchoOptions {
   /** The TLS server's options (key, cert, versions, suites). */
   tls: tls.TlsOptions;
   handshakeTimeoutMs?: number;
-  /** The decision for a connection from its negotiated facts; a `userspace` one declines the hand-off. */
+  /** The decision for a connection from its negotiated facts; a `userspace` one keeps the record layer in JS (no kernel install). */
   decide(facts: NegotiatedFacts): KtlsDecision;
   /** The rest of installKtls's input. */
   install: Pick<InstallInput, 'rekeySupported' | 'keyUpdateRateLimit' | 'txKeyRecordLimit' | 'keyUsageCheckWrites'>;

@@ -49,7 +49,7 @@ t.test('tcp mode through the engine: install fails with ENOENT, the connection g
     t.equal(line['ktls'], 'off');
     t.equal(line['ktls_reason'], 'install_failed');
     const info = line['ktls_info'] as Record<string, unknown>;
-    t.equal(info['record_layer'], 'userspace', 'the JS record layer carried it');
+    t.equal(info['record_layer'], 'js', 'the JS record layer carried it');
     t.equal(info['tx'], 'userspace');
     t.equal(info['rx'], 'userspace');
     t.equal(info['bytes_in_userspace'], data.length, 'every received byte was decrypted in JS');
@@ -72,11 +72,11 @@ t.test('tcp mode through the engine: install fails with ENOENT, the connection g
 });
 
 t.test('engine userspace results map to a ktls_reason', (t) => {
-  t.equal(engineUserspaceReason('offload_declined', { mode: 'userspace', reason: 'sampled_out' }, 'TLSv1.3'), 'sampled_out', 'the hook\'s own reason');
-  t.equal(engineUserspaceReason('offload_declined', { mode: 'userspace', reason: 'cipher_not_allowed' }, 'TLSv1.2'), 'cipher_not_allowed');
+  t.equal(engineUserspaceReason('engine_not_quiet', { mode: 'userspace', reason: 'sampled_out' }, 'TLSv1.3'), 'sampled_out', 'the hook\'s own reason');
+  t.equal(engineUserspaceReason('tracker_desync', { mode: 'userspace', reason: 'cipher_not_allowed' }, 'TLSv1.2'), 'cipher_not_allowed');
   t.equal(engineUserspaceReason('cipher_not_offloadable', undefined, 'TLSv1.2'), 'cipher_not_allowed', 'a suite the kernel cannot hold');
   t.equal(engineUserspaceReason('cipher_not_offloadable', undefined, 'TLSv1.1'), 'version_not_offloadable');
-  for (const r of ['tracker_desync', 'handoff_verify_failed', 'engine_not_quiet', 'read_stop_unavailable', 'offload_hook_error'] as const) {
+  for (const r of ['tracker_desync', 'handoff_verify_failed', 'engine_not_quiet', 'read_stop_unavailable'] as const) {
     t.equal(engineUserspaceReason(r, { mode: 'tx', reason: 'enabled' }, 'TLSv1.3'), 'handoff_failed', r);
   }
   t.end();

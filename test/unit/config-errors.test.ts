@@ -6,6 +6,7 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../../proxy/errors.js';
 import { loadConfig, type LoadOptions } from '../../proxy/config/index.js';
+import { runCli } from '../helpers/sidecar.js';
 
 /** A self-signed P-256 certificate + key written by openssl into `dir`. */
 function makeCert(dir: string, name: string, cn = 'localhost'): { cert: string; key: string } {
@@ -293,6 +294,64 @@ t.test('an unreadable client CA', (t) => {
   const e = configError(t, { argv: ['--demo', '--tls-client-ca', 'ca.pem'], env: {}, cwd: t.testdir() });
   t.equal(e.key, 'tls.clientCA');
   t.end();
+});
+
+// Paths that never end: each read is capped (1 MiB) and only regular files are
+// read at all, so startup fails with a ConfigError instead of eating memory or
+// blocking on a FIFO nobody writes to.
+t.test('a certificate path that is a character device (/dev/zero) is refused', (t) => {
+  const dir = t.testdir();
+  const { key } = makeCert(dir, 'a');
+  const e = configError(t, { argv: ['--tls-cert', '/dev/zero', '--tls-key', key], env: {}, cwd: dir });
+  t.equal(e.key, 'tls.cert');
+  t.match(e.reason, /\/dev\/zero is a character device; point it at a regular file/);
+  t.end();
+});
+
+t.test('a key path that is a FIFO with no writer is refused, not waited on', (t) => {
+  const dir = t.testdir();
+  const { cert } = makeCert(dir, 'a');
+  execFileSync('mkfifo', [join(dir, 'key.fifo')]);
+  const e = configError(t, { argv: ['--tls-cert', cert, '--tls-key', 'key.fifo'], env: {}, cwd: dir });
+  t.equal(e.key, 'tls.key');
+  t.match(e.reason, /key\.fifo is a FIFO; point it at a regular file/);
+  t.end();
+});
+
+t.test('a certificate file over 1 MiB is refused', (t) => {
+  const dir = t.testdir();
+  const { cert, key } = makeCert(dir, 'a');
+  // A real certificate padded past the cap: only the size can be the reason.
+  writeFileSync(join(dir, 'big.crt'), Buffer.concat([readFileSync(cert), Buffer.alloc(1024 * 1024, 0x0a)]));
+  const e = configError(t, { argv: ['--tls-cert', 'big.crt', '--tls-key', key], env: {}, cwd: dir });
+  t.equal(e.key, 'tls.cert');
+  t.match(e.reason, /big\.crt is larger than 1 MiB \(\d+ bytes\)/);
+  t.end();
+});
+
+t.test('a config file over 1 MiB is refused (--config)', (t) => {
+  const dir = t.testdir({ 'c.yaml': `# ${'x'.repeat(1024 * 1024)}\nktls:\n  enabled: false\n` });
+  const e = configError(t, { argv: ['--demo', '--config', 'c.yaml'], env: {}, cwd: dir });
+  t.equal(e.key, '--config');
+  t.match(e.reason, /c\.yaml is larger than 1 MiB/);
+  t.end();
+});
+
+t.test('a client CA path that is a FIFO is refused', (t) => {
+  const dir = t.testdir();
+  execFileSync('mkfifo', [join(dir, 'ca.fifo')]);
+  const e = configError(t, { argv: ['--demo', '--tls-client-ca', 'ca.fifo'], env: {}, cwd: dir });
+  t.equal(e.key, 'tls.clientCA');
+  t.match(e.reason, /is a FIFO/);
+  t.end();
+});
+
+t.test('the CLI exits 2 naming the key and path for a /dev/zero certificate', async (t) => {
+  const dir = t.testdir();
+  const { key } = makeCert(dir, 'a');
+  const r = await runCli(['--tls-cert', '/dev/zero', '--tls-key', key]);
+  t.equal(r.code, 2);
+  t.match(r.stderr, /config error: tls\.cert: \/dev\/zero is a character device/);
 });
 
 t.test('a good pair loads and is summarised', (t) => {

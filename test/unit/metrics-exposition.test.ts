@@ -9,6 +9,7 @@ import {
   userspaceLabels,
   type ConnectionLabels,
 } from '../../proxy/admin/metrics.js';
+import { classifyHandshakeError } from '../../proxy/pipeline/handshake.js';
 
 const kernel: ConnectionLabels = {
   ktls: 'on',
@@ -157,7 +158,8 @@ t.test('two metric sets in one process do not collide', async (t) => {
 });
 
 t.test('handshake engine failures map to a metric reason or a rejection', (t) => {
-  t.same(classifyEngineFailure('not_tls'), { kind: 'rejected', reason: 'not_tls' });
+  // The sniff passed a 0x16 first: a record header the engine cannot frame is a malformed ClientHello.
+  t.same(classifyEngineFailure('not_tls'), { kind: 'handshake_failure', reason: 'protocol_error' });
   t.same(classifyEngineFailure('buffer_limit'), { kind: 'rejected', reason: 'handshake_buffer_limit' });
   t.same(classifyEngineFailure('unsupported_version'), { kind: 'handshake_failure', reason: 'protocol_version' });
   t.same(classifyEngineFailure('client_cert_rejected'), { kind: 'handshake_failure', reason: 'client_cert_invalid' });
@@ -165,5 +167,35 @@ t.test('handshake engine failures map to a metric reason or a rejection', (t) =>
   t.same(classifyEngineFailure('timeout'), { kind: 'handshake_failure', reason: 'timeout' });
   t.same(classifyEngineFailure('protocol_error'), { kind: 'handshake_failure', reason: 'protocol_error' });
   t.same(classifyEngineFailure('something_new'), { kind: 'handshake_failure', reason: 'other' });
+  t.end();
+});
+
+/** An error as Node's TLS server reports it in 'tlsClientError'. */
+function sslError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+t.test('TLSSocket handshake errors map to a metric reason; malformed ClientHellos are protocol_error', (t) => {
+  const malformed: [string, string][] = [
+    ['ERR_SSL_UNEXPECTED_MESSAGE', 'ossl_statem_server_read_transition:unexpected message'],
+    ['ERR_SSL_LENGTH_MISMATCH', 'tls_process_client_hello:length mismatch'],
+    ['ERR_SSL_PACKET_LENGTH_TOO_LONG', 'ssl3_get_record:packet length too long'],
+    ['ERR_SSL_WRONG_VERSION_NUMBER', 'ssl3_get_record:wrong version number'],
+    // The function name says "versions"; the reason says the bytes were bad.
+    ['ERR_SSL_BAD_EXTENSION', 'tls_parse_ctos_supported_versions:bad extension'],
+    ['ERR_SSL_RECORD_LAYER_FAILURE', 'ssl3_read_bytes:record layer failure'],
+  ];
+  for (const [code, message] of malformed) t.equal(classifyHandshakeError(sslError(code, message)), 'protocol_error', code);
+  t.equal(classifyHandshakeError(sslError('ERR_SSL_UNSUPPORTED_PROTOCOL', 'unsupported protocol')), 'protocol_version');
+  t.equal(classifyHandshakeError(sslError('ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION', 'tlsv1 alert protocol version')), 'protocol_version');
+  t.equal(classifyHandshakeError(sslError('ERR_SSL_NO_SHARED_CIPHER', 'no shared cipher')), 'no_shared_cipher');
+  t.equal(classifyHandshakeError(sslError('ERR_SSL_NO_APPLICATION_PROTOCOL', 'no application protocol')), 'no_application_protocol');
+  t.equal(classifyHandshakeError(sslError('ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE', 'peer did not return a certificate')), 'client_cert_required');
+  t.equal(classifyHandshakeError(sslError('ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE', 'sslv3 alert bad certificate')), 'peer_alert');
+  t.equal(classifyHandshakeError(sslError('ERR_SSL_INTERNAL_ERROR', 'internal error')), 'internal_error');
+  t.equal(classifyHandshakeError(sslError('ERR_TLS_HANDSHAKE_TIMEOUT', 'TLS handshake timeout')), 'timeout');
+  t.equal(classifyHandshakeError(sslError('ECONNRESET', 'read ECONNRESET')), 'reset');
+  t.equal(classifyHandshakeError(new Error('Client network socket disconnected before secure TLS connection was established')), 'reset');
+  t.equal(classifyHandshakeError(new Error('something else entirely')), 'other', 'not from OpenSSL: other');
   t.end();
 });
