@@ -5,7 +5,6 @@
 // the close line and logged, never a crash, and nothing else disturbed.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import tls from 'node:tls';
 import t from 'tap';
 import { JsRecordReader, KernelTlsStream } from '../../proxy/ktls/kernel-stream.js';
@@ -17,6 +16,7 @@ import { skipUnlessKtlsLess } from '../helpers/host-ktls.js';
 import { makePki } from '../helpers/pki.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
 import { patternBytes, sha256 } from '../helpers/upstream.js';
+import { socketPair } from '../helpers/socket-pair.js';
 
 const skip = skipUnlessKtlsLess('the lab covers the kernel RX side');
 
@@ -75,21 +75,6 @@ t.test('client renegotiation after the hand-off: refused, logged, counted; other
 // ---------------------------------------------------------------------------
 // The record layer itself, deterministic: a client that asks twice.
 
-/** A connected loopback pair: [server side, client side]. */
-async function socketPair(t: { teardown(fn: () => unknown): void }): Promise<[net.Socket, net.Socket]> {
-  const server = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  const client = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-  const srv = await accepted;
-  srv.pause();
-  t.teardown(() => {
-    client.destroy();
-    srv.destroy();
-    server.close();
-  });
-  return [srv, client];
-}
 
 /** Both TLS 1.2 AES-GCM directions: `client` seals what `server` opens and the other way round. */
 function tls12Keys() {

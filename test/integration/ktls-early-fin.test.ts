@@ -14,7 +14,7 @@
 // the client's FIN and writes them in one burst followed by FIN.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
+import type net from 'node:net';
 import t from 'tap';
 import { JsRecordReader, KernelTlsStream } from '../../proxy/ktls/kernel-stream.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
@@ -25,6 +25,7 @@ import { skipUnlessKtlsLess } from '../helpers/host-ktls.js';
 import { makePki } from '../helpers/pki.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
 import { patternBytes, sha256 } from '../helpers/upstream.js';
+import { socketPair } from '../helpers/socket-pair.js';
 
 const skip = skipUnlessKtlsLess('the lab covers the real install');
 
@@ -85,21 +86,6 @@ function jsStream(raw: net.Socket, leftover: Buffer, peerEnded: boolean): Kernel
   });
 }
 
-/** A connected loopback pair: [server side, client side]. */
-async function socketPair(t: { teardown(fn: () => unknown): void }): Promise<[net.Socket, net.Socket]> {
-  const server = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const accepted = new Promise<net.Socket>((resolve) => server.once('connection', resolve));
-  const client = net.connect({ port: (server.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-  const srv = await accepted;
-  srv.pause();
-  t.teardown(() => {
-    client.destroy();
-    srv.destroy();
-    server.close();
-  });
-  return [srv, client];
-}
 
 /** Wait a few turns without reading (the front waiting for its upstream), then read everything. */
 async function readLate(s: KernelTlsStream): Promise<Buffer> {
