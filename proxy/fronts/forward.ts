@@ -59,6 +59,8 @@ interface RequestState {
   aborted: boolean;
   /** Recorded in the request metric instead of the status sent (a slow body cut after the head went out). */
   statusOverride: number | undefined;
+  /** Sent once more already, after a reused keep-alive connection failed under it. */
+  retried: boolean;
 }
 
 /** A request waiting for an upstream slot. */
@@ -144,6 +146,20 @@ function needsChunked(req: AnyReq): boolean {
 }
 
 /** Whether body bytes may still arrive (HTTP/2: no END_STREAM on HEADERS yet; HTTP/1.1: message incomplete). */
+/**
+ * A keep-alive connection the upstream closed just as we reused it (its idle
+ * timeout racing the agent's): the request never reached the application, so
+ * an idempotent request without a body is sent once more, on a new
+ * connection, before any answer went to the client (as Node's http docs
+ * advise for `request.reusedSocket`). Anything else is answered as failed.
+ */
+function retryable(req: AnyReq, res: AnyRes, state: RequestState, err: NodeJS.ErrnoException): boolean {
+  if (state.retried || state.timedOut || res.headersSent || !state.proxyReq?.reusedSocket) return false;
+  if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'OPTIONS') return false;
+  if (state.chunked || Number(req.headers['content-length'] ?? 0) > 0) return false;
+  return err.code === 'ECONNRESET' || err.code === 'EPIPE';
+}
+
 function bodyPending(req: AnyReq): boolean {
   if (req.httpVersionMajor === 2) return !(req as Http2ServerRequest).stream.endAfterHeaders && !req.readableEnded;
   return !(req as http.IncomingMessage).complete;
@@ -226,7 +242,7 @@ export class Forwarder {
   /** Forward one request. `facts` are the connection's (client address, SNI, client cert). */
   web(req: AnyReq, res: AnyRes, facts: HandshakeFacts): void {
     const headers = req.headers as Record<string, string | string[] | undefined>;
-    const state: RequestState = { timer: undefined, timedOut: undefined, proxyReq: undefined, chunked: needsChunked(req), aborted: false, statusOverride: undefined };
+    const state: RequestState = { timer: undefined, timedOut: undefined, proxyReq: undefined, chunked: needsChunked(req), aborted: false, statusOverride: undefined, retried: false };
     stripHopByHop(headers);
     // A body without Content-Length goes chunked toward the upstream (the
     // Transfer-Encoding header is hop-by-hop, the need for framing is not;
@@ -352,20 +368,30 @@ export class Forwarder {
       this.active--;
       this.next();
     });
+    this.forward(req, res, state);
+    // After proxy.web: it pipes the body synchronously, and a 'data' listener
+    // added before the pipe would start the flow with nobody to take it.
+    if (bodyPending(req)) this.watchRequestBody(req, res, state);
+  }
+
+  private forward(req: AnyReq, res: AnyRes, state: RequestState): void {
     // http-proxy-3 is typed for node:http; its web path also serves http2
     // compat objects (it strips pseudo-headers for httpVersionMajor 2).
     this.proxy.web(req as http.IncomingMessage, res as http.ServerResponse, {}, (err) => {
-      if (state.timer) clearTimeout(state.timer);
       if (state.aborted) return;
+      if (retryable(req, res, state, err)) {
+        state.retried = true;
+        state.proxyReq = undefined;
+        this.forward(req, res, state);
+        return;
+      }
+      if (state.timer) clearTimeout(state.timer);
       // Counted once: an upstream reset mid-body also ends proxyRes early.
       state.aborted = true;
       if (state.timedOut === 'connect') this.fail(res, 'connect_timeout');
       else if (state.timedOut === 'response') this.fail(res, 'response_timeout');
       else this.fail(res, upstreamReason(err));
     });
-    // After proxy.web: it pipes the body synchronously, and a 'data' listener
-    // added before the pipe would start the flow with nobody to take it.
-    if (bodyPending(req)) this.watchRequestBody(req, res, state);
   }
 
   /** Give freed slots to the oldest waiting requests. */

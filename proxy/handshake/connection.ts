@@ -202,6 +202,10 @@ export class HandshakeConnection implements EngineSink {
         // lines) before the next record is classified.
         await nextTurn();
       }
+    } catch (err) {
+      // A bug below (the pump runs detached: `void this.pump()`): this one
+      // handshake fails, counted as internal_error, instead of an unhandled rejection.
+      this.fail('internal_error', describeError(err), err);
     } finally {
       this.pumping = false;
     }
@@ -264,6 +268,9 @@ export class HandshakeConnection implements EngineSink {
       this.offloadAnswer = false;
     }
     this.inFramer.take();
+    // The hook runs the decision synchronously; the client may have reset the
+    // connection meanwhile (its handle is gone then and reads cannot stop).
+    if (this.raw.destroyed) return this.fail('peer_closed', 'connection closed during the handshake');
     this.phase = 'finished-fed';
     // OpenSSL needs nothing more from the client: stop reading the fd now,
     // so what follows the Finished stays bounded and ends up in `leftover`.
