@@ -9,8 +9,7 @@ import { createRequire } from 'node:module';
 import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { CryptoInfo, KernelCipher, KtlsDirection, TlsVersion } from '../proxy/tls/crypto-info.js';
-import { ErrorCodes, SidecarError } from '../proxy/errors.js';
+import type { CryptoInfo, KernelCipher, KtlsDirection, TlsVersion } from './crypto-info.js';
 
 export type { CryptoInfo, KernelCipher, KtlsDirection, TlsVersion };
 
@@ -225,12 +224,25 @@ export function nativeStatus(): NativeStatus {
   return load().status;
 }
 
+/** The code of NativeUnavailableError (listed with the project's other codes in proxy/errors.ts). */
+export const NATIVE_UNAVAILABLE_CODE = 'ERR_KTLS_SIDECAR_NATIVE_UNAVAILABLE';
+
+/** The addon is missing or failed to load; the message says why (never secrets). */
+export class NativeUnavailableError extends Error {
+  readonly code = NATIVE_UNAVAILABLE_CODE;
+
+  constructor(reason: string) {
+    super(`native kTLS addon unavailable: ${reason}`);
+    this.name = 'NativeUnavailableError';
+  }
+}
+
 /** The addon. Throws ERR_KTLS_SIDECAR_NATIVE_UNAVAILABLE (with the reason) when it is not available. */
 export function native(): KtlsNative {
   const r = load();
   if (r.native) return r.native;
   const reason = r.status.available ? 'unknown' : r.status.reason;
-  throw new SidecarError(ErrorCodes.NATIVE_UNAVAILABLE, `native kTLS addon unavailable: ${reason}`);
+  throw new NativeUnavailableError(reason);
 }
 
 /**

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createKtlsFlag } from './admin/flag.js';
+import { createKtlsFlag } from './ktls/flag.js';
 import { createMetrics } from './admin/metrics.js';
 import { type AdminServer, startAdminServer } from './admin/server.js';
 import { type LoadedConfig, loadConfig, reloadConfig, watchConfigFile } from './config/index.js';

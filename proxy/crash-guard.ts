@@ -10,7 +10,7 @@
 // Never key material: only the error's name, code, message and stack reach
 // the log (not its other properties, which could hold buffers).
 
-import type { InternalErrorKind } from './admin/metrics.js';
+import type { InternalErrorKind } from './vocabulary.js';
 
 type CaughtKind = Extract<InternalErrorKind, 'uncaught_exception' | 'unhandled_rejection'>;
 

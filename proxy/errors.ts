@@ -1,6 +1,8 @@
 // Coded errors. The `code` is stable API (tests, logs and operators match on
 // it); the message is for humans and must never carry key material.
 
+import { NATIVE_UNAVAILABLE_CODE } from '../native/index.js';
+
 /** Every error code this project raises starts with this prefix. */
 export type SidecarErrorCode = `ERR_KTLS_SIDECAR_${string}`;
 
@@ -19,7 +21,7 @@ export const ErrorCodes = {
   /** The upstream could not be reached or failed mid-response. */
   UPSTREAM: 'ERR_KTLS_SIDECAR_UPSTREAM',
   /** The native kTLS addon is missing or could not be loaded. */
-  NATIVE_UNAVAILABLE: 'ERR_KTLS_SIDECAR_NATIVE_UNAVAILABLE',
+  NATIVE_UNAVAILABLE: NATIVE_UNAVAILABLE_CODE,
   /** Installing keys into the kernel failed. */
   KTLS_INSTALL: 'ERR_KTLS_SIDECAR_KTLS_INSTALL',
   /** A kTLS connection saw a control record it cannot handle (KeyUpdate limit, unexpected alert). */

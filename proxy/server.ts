@@ -10,14 +10,9 @@
 // connections finish on the old one.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { type KtlsFlag, createKtlsFlag } from './admin/flag.js';
-import {
-  type CloseReason,
-  type ConnectionProtocol,
-  type KtlsReason as KtlsReasonLabel,
-  type SidecarMetrics,
-  classifyEngineFailure,
-} from './admin/metrics.js';
+import { type KtlsFlag, createKtlsFlag } from './ktls/flag.js';
+import { type SidecarMetrics, classifyEngineFailure } from './admin/metrics.js';
+import { type CloseReason, type ConnectionProtocol, type KtlsReason as KtlsReasonLabel } from './vocabulary.js';
 import type { Readiness, ReadinessCheck } from './admin/server.js';
 import type { Config } from './config/schema.js';
 import { describeError } from './errors.js';

@@ -4,84 +4,56 @@
 // as "other" so a bug can never explode the series count.
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { KTLS_DIRECTIONS } from '../../native/crypto-info.js';
+import type { KtlsDirection } from '../../native/crypto-info.js';
+import {
+  ADMIN_REFUSAL_REASONS,
+  CLOSE_REASONS,
+  CONNECTION_PROTOCOLS,
+  CPU_MODES,
+  DIRECTION_LABELS,
+  DRAIN_ACTIONS,
+  FLAG_SOURCES,
+  HANDSHAKE_FAILURE_REASONS,
+  HTTP_PROTOCOLS,
+  INTERNAL_ERROR_KINDS,
+  KEY_UPDATE_RESULTS,
+  KTLS_REASONS,
+  KTLS_STAGES,
+  KTLS_STATES,
+  OFFLOAD_KINDS,
+  OFFLOAD_RESULTS,
+  REJECT_REASONS,
+  RELOAD_TRIGGERS,
+  RESULTS,
+  TLS_VERSION_LABELS,
+  UPSTREAM_ERROR_REASONS,
+  oneOf,
+} from '../vocabulary.js';
+import type {
+  AdminRefusalReason,
+  CloseReason,
+  ConnectionProtocol,
+  DrainAction,
+  FlagSource,
+  HandshakeFailureReason,
+  HttpProtocol,
+  InternalErrorKind,
+  KeyUpdateResult,
+  KtlsDirectionLabel,
+  KtlsReason,
+  KtlsState,
+  OffloadKind,
+  OffloadResult,
+  RejectReason,
+  ReloadTrigger,
+  Result,
+  StatusClass,
+  TlsVersionLabel,
+  UpstreamErrorReason,
+} from '../vocabulary.js';
 
 export const METRIC_PREFIX = 'ktls_sidecar_';
-
-/**
- * Why a connection is (or is not) on kernel TLS. With ktls="on" the reason is
- * `enabled` (the full requested direction) or, for a `tx` connection whose RX
- * was refused, `rekey_unsupported` / `kernel_cipher_unsupported`.
- */
-export const KTLS_REASONS = [
-  'enabled',
-  'flag_off',
-  'cipher_not_allowed',
-  'version_not_offloadable',
-  'kernel_no_tls',
-  'kernel_cipher_unsupported',
-  'native_unavailable',
-  'sampled_out',
-  'install_failed',
-  'rekey_unsupported',
-  'handoff_failed',
-  'not_attempted',
-  'handshake_only',
-  'other',
-] as const;
-export type KtlsReason = (typeof KTLS_REASONS)[number];
-
-export const KTLS_STATES = ['on', 'off'] as const;
-export type KtlsState = (typeof KTLS_STATES)[number];
-
-export const KTLS_DIRECTIONS = ['tx', 'txrx', 'none'] as const;
-export type KtlsDirectionLabel = (typeof KTLS_DIRECTIONS)[number];
-
-export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3', 'none', 'other'] as const;
-export type TlsVersionLabel = (typeof TLS_VERSIONS)[number];
-
-/** Application protocol of a connection (from ALPN and mode). */
-export const CONNECTION_PROTOCOLS = ['http1', 'h2', 'tcp', 'none'] as const;
-export type ConnectionProtocol = (typeof CONNECTION_PROTOCOLS)[number];
-
-/** Protocol of one HTTP request (`ws` = a WebSocket upgrade). */
-export const HTTP_PROTOCOLS = ['http1', 'h2', 'ws'] as const;
-export type HttpProtocol = (typeof HTTP_PROTOCOLS)[number];
-
-export const STATUS_CLASSES = ['1xx', '2xx', '3xx', '4xx', '5xx', 'other'] as const;
-export type StatusClass = (typeof STATUS_CLASSES)[number];
-
-/**
- * Connections that ended before or during the handshake without a handshake
- * failure: refused by us, or closed by the client before it sent a byte
- * (`no_data`: TCP health checks, port scans).
- */
-export const REJECT_REASONS = [
-  'limit',
-  'plain_http',
-  'not_tls',
-  'handshake_timeout',
-  'handshake_buffer_limit',
-  'draining',
-  'no_data',
-  'other',
-] as const;
-export type RejectReason = (typeof REJECT_REASONS)[number];
-
-/** Handshakes that started (the ClientHello was TLS) and failed. */
-export const HANDSHAKE_FAILURE_REASONS = [
-  'timeout',
-  'protocol_version',
-  'protocol_error',
-  'no_shared_cipher',
-  'no_application_protocol',
-  'client_cert_required',
-  'client_cert_invalid',
-  'peer_alert',
-  'reset',
-  'internal_error',
-  'other',
-] as const;
-export type HandshakeFailureReason = (typeof HANDSHAKE_FAILURE_REASONS)[number];
 
 /**
  * What to count for a failure reported by the handshake engine
@@ -114,95 +86,6 @@ export function classifyEngineFailure(
   }
 }
 
-export const UPSTREAM_ERROR_REASONS = [
-  'connect_refused',
-  'connect_timeout',
-  'response_timeout',
-  'reset',
-  'dns',
-  'protocol',
-  'overloaded',
-  'other',
-] as const;
-export type UpstreamErrorReason = (typeof UPSTREAM_ERROR_REASONS)[number];
-
-/** Why an established connection ended. */
-export const CLOSE_REASONS = [
-  'client_close',
-  'upstream_close',
-  'idle_timeout',
-  'headers_timeout',
-  'bad_request',
-  'upstream_error',
-  'shutdown',
-  'ktls_drain',
-  'key_update_limit',
-  'error',
-  'other',
-] as const;
-export type CloseReason = (typeof CLOSE_REASONS)[number];
-
-export const RESULTS = ['success', 'failure'] as const;
-export type Result = (typeof RESULTS)[number];
-
-export const RELOAD_TRIGGERS = ['sighup', 'config_watch', 'startup'] as const;
-export type ReloadTrigger = (typeof RELOAD_TRIGGERS)[number];
-
-export const FLAG_SOURCES = ['admin', 'sighup', 'config_watch', 'startup'] as const;
-export type FlagSource = (typeof FLAG_SOURCES)[number];
-
-/** Why the admin server refused a request (changes come from loopback peers only). */
-export const ADMIN_REFUSAL_REASONS = ['not_loopback'] as const;
-export type AdminRefusalReason = (typeof ADMIN_REFUSAL_REASONS)[number];
-
-export const KEY_UPDATE_RESULTS = ['ok', 'rate_limited', 'unsupported', 'failed'] as const;
-export type KeyUpdateResult = (typeof KEY_UPDATE_RESULTS)[number];
-
-export const DRAIN_ACTIONS = ['closed', 'kept'] as const;
-export type DrainAction = (typeof DRAIN_ACTIONS)[number];
-
-/** Where a kTLS syscall failed (proxy/ktls/errno.ts KtlsStage; anything else is `other`). */
-export const KTLS_ERROR_STAGES = [
-  'ulp',
-  'install_tx',
-  'install_rx',
-  'rekey_tx',
-  'rekey_rx',
-  'option',
-  'recv',
-  'read',
-  'read_plain',
-  'write',
-  'send_control',
-  'poll',
-  'decrypt',
-  'other',
-] as const;
-export type KtlsErrorStage = (typeof KTLS_ERROR_STAGES)[number];
-
-export const OFFLOAD_RESULTS = ['attempted', 'installed', 'failed'] as const;
-export type OffloadResult = (typeof OFFLOAD_RESULTS)[number];
-
-export const OFFLOAD_DIRECTIONS = ['tx', 'rx'] as const;
-export type OffloadDirection = (typeof OFFLOAD_DIRECTIONS)[number];
-
-/** `sw`: the kernel's software crypto; `device`: the NIC (TLS_DEVICE) took the direction. */
-export const OFFLOAD_KINDS = ['sw', 'device'] as const;
-export type OffloadKind = (typeof OFFLOAD_KINDS)[number];
-
-/** `none`: CPU of intervals in which no connection moved bytes (timers, GC, admin). */
-export const CPU_MODES = ['on', 'off', 'none'] as const;
-export type CpuModeLabel = (typeof CPU_MODES)[number];
-
-/**
- * What the last-resort handlers (proxy/crash-guard.ts) caught; engine
- * connections left on Node's TLS over the engine's JS Duplex (no exact
- * hand-off state); writes a JS stream wrapper refused instead of asserting
- * (proxy/handshake/js-stream-guard.ts) — the last two: nodejs/node#35384.
- */
-export const INTERNAL_ERROR_KINDS = ['uncaught_exception', 'unhandled_rejection', 'engine_fallback', 'js_stream_write_refused'] as const;
-export type InternalErrorKind = (typeof INTERNAL_ERROR_KINDS)[number];
-
 /** errno names are a bounded kernel set; anything not errno-shaped (or our own markers) is `other`. */
 function errnoLabel(v: string): string {
   return /^E[A-Z0-9]{1,15}$/.test(v) || v === 'UNKNOWN' ? v : 'other';
@@ -221,10 +104,6 @@ export interface ConnectionLabels {
 
 const CONNECTION_LABEL_NAMES = ['ktls', 'ktls_reason', 'tls_version', 'cipher', 'direction', 'protocol'] as const;
 
-function oneOf<T extends string>(set: readonly T[], v: string, fallback: T): T {
-  return (set as readonly string[]).includes(v) ? (v as T) : fallback;
-}
-
 /** Cipher names are bounded by the configured lists; still, refuse anything that is not a suite-shaped name. */
 function cipherLabel(v: string): string {
   return /^[A-Za-z0-9_-]{1,64}$/.test(v) ? v : 'other';
@@ -236,10 +115,10 @@ export function normalizeLabels(l: ConnectionLabels): ConnectionLabels {
   return {
     ktls,
     ktls_reason: oneOf(KTLS_REASONS, l.ktls_reason, 'other'),
-    tls_version: oneOf(TLS_VERSIONS, l.tls_version, 'other'),
+    tls_version: oneOf(TLS_VERSION_LABELS, l.tls_version, 'other'),
     cipher: cipherLabel(l.cipher),
     // A userspace connection has no kernel direction, whatever the caller said.
-    direction: ktls === 'off' ? 'none' : oneOf(KTLS_DIRECTIONS, l.direction, 'none'),
+    direction: ktls === 'off' ? 'none' : oneOf(DIRECTION_LABELS, l.direction, 'none'),
     protocol: oneOf(CONNECTION_PROTOCOLS, l.protocol, 'none'),
   };
 }
@@ -328,7 +207,7 @@ export interface SidecarMetrics {
   /** A failed kTLS syscall (already classified by classifyKtlsError), or a record that failed authentication. */
   ktlsError(errno: string, stage: string): void;
   /** One direction of one connection: install attempted, then installed or failed. */
-  ktlsOffload(result: OffloadResult, direction: OffloadDirection, offload: OffloadKind): void;
+  ktlsOffload(result: OffloadResult, direction: KtlsDirection, offload: OffloadKind): void;
   /** One CPU accounting interval (proxy/ktls/cpu-accounting.ts CpuSplit): seconds per mode. */
   cpuSplit(split: { readonly on: number; readonly off: number; readonly none: number }): void;
   /** An error the process survived (crash guard), or an engine connection left on the Duplex. */
@@ -539,7 +418,7 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     connectionAccepted: () => accepted.inc(),
     connectionRejected: (reason) => rejected.inc({ reason: oneOf(REJECT_REASONS, reason, 'other') }),
     handshakeCompleted: ({ tlsVersion, cipher, protocol, durationSeconds }) => {
-      const tls_version = oneOf(TLS_VERSIONS, tlsVersion, 'other');
+      const tls_version = oneOf(TLS_VERSION_LABELS, tlsVersion, 'other');
       handshakes.inc({ tls_version, cipher: cipherLabel(cipher), protocol: oneOf(CONNECTION_PROTOCOLS, protocol, 'none') });
       handshakeDuration.observe({ tls_version }, durationSeconds);
     },
@@ -575,11 +454,11 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     setKernelAvailable: (available) => kernelAvailable.set(available ? 1 : 0),
     keyUpdate: (direction, result) => keyUpdates.inc({ direction, result: oneOf(KEY_UPDATE_RESULTS, result, 'failed') }),
     ktlsDrained: (action) => drained.inc({ action: oneOf(DRAIN_ACTIONS, action, 'kept') }),
-    ktlsError: (errno, stage) => ktlsErrors.inc({ errno: errnoLabel(errno), stage: oneOf(KTLS_ERROR_STAGES, stage, 'other') }),
+    ktlsError: (errno, stage) => ktlsErrors.inc({ errno: errnoLabel(errno), stage: oneOf(KTLS_STAGES, stage, 'other') }),
     ktlsOffload: (result, direction, offload) =>
       offloads.inc({
         result: oneOf(OFFLOAD_RESULTS, result, 'failed'),
-        direction: oneOf(OFFLOAD_DIRECTIONS, direction, 'tx'),
+        direction: oneOf(KTLS_DIRECTIONS, direction, 'tx'),
         offload: oneOf(OFFLOAD_KINDS, offload, 'sw'),
       }),
     cpuSplit: (split) => {

@@ -9,7 +9,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { type AddressInfo, isIPv4 } from 'node:net';
 import type { Registry } from 'prom-client';
 import { ErrorCodes, SidecarError } from '../errors.js';
-import type { KtlsFlag } from './flag.js';
+import type { KtlsFlag } from '../ktls/flag.js';
 
 export interface ReadinessCheck {
   readonly name: string;

@@ -58,8 +58,6 @@ export function parseBoolean(value: unknown): boolean | undefined {
   return undefined;
 }
 
-export type KtlsDirectionSetting = 'tx' | 'txrx';
-
 /** Env/flag text for a list: comma separated (`:` is taken by the per-cipher direction). */
 function splitList(value: string): string[] {
   return value.split(',').map((s) => s.trim()).filter((s) => s !== '');

@@ -4,7 +4,7 @@ export type { LoadedConfig, LoadOptions, ConfigSource, ConfigLayer } from './loa
 export { schema, schemaKeys, schemaDefaults, envName, flagName, ENV_PREFIX, LOG_LEVELS } from './schema.js';
 export type { Config, KtlsCipherRule, SniCertificate, ProxyMode, LogLevel, KeyInfo } from './schema.js';
 export { parseDuration, parseSize, parseHostPort, parseBoolean } from './formats.js';
-export type { HostPort, KtlsDirectionSetting } from './formats.js';
+export type { HostPort } from './formats.js';
 export type { CertificateSummary } from './certs.js';
 export { KTLS_SUITES, findKtlsSuite } from './ktls-ciphers.js';
 export type { KtlsSuite } from './ktls-ciphers.js';

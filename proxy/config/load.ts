@@ -10,7 +10,8 @@ import { createSecureContext } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { checkCaBundle, checkKeyPair, readConfiguredFile, type CertificateSummary } from './certs.js';
-import { parseBoolean, registerFormats, type KtlsDirectionSetting } from './formats.js';
+import { parseBoolean, registerFormats } from './formats.js';
+import type { KtlsDirectionSetting } from '../vocabulary.js';
 import { parseCipherPolicy } from './ktls-ciphers.js';
 import {
   ENV_PREFIX,

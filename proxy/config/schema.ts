@@ -3,8 +3,8 @@
 // them); docs/config.md and config/default.yaml are checked against this file
 // by test/unit/config-defaults.test.ts.
 
-import type { KernelCipher } from '../tls/crypto-info.js';
-import type { KtlsDirectionSetting } from './formats.js';
+import type { KernelCipher } from '../../native/crypto-info.js';
+import type { KtlsDirectionSetting } from '../vocabulary.js';
 import { DEFAULT_KTLS_CIPHERS as DEFAULT_KTLS_SUITES } from './ktls-ciphers.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;

@@ -21,7 +21,8 @@ import type { Duplex } from 'node:stream';
 import { ProxyServer } from 'http-proxy-3';
 import type { HandshakeFacts } from '../pipeline/facts.js';
 import { markClose } from '../pipeline/plain-connection.js';
-import type { SidecarMetrics, UpstreamErrorReason } from '../admin/metrics.js';
+import type { SidecarMetrics } from '../admin/metrics.js';
+import type { UpstreamErrorReason } from '../vocabulary.js';
 import { requestProblem, setForwardingHeaders, stripHopByHop } from './headers.js';
 
 /** limits.minRequestBodyRate is measured over windows of this length (the first one is grace). */

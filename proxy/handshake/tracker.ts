@@ -8,7 +8,7 @@
 //   - what was negotiated (version, suite, ALPN, SNI, resumption, HRR)?
 // It never assumes counts (tickets, record splits, nonce policy): it counts.
 
-import type { KernelCipher, TlsVersion } from '../tls/crypto-info.js';
+import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { AlertDescription, ContentType, HandshakeType } from '../tls/control.js';
 import { tls12KeyBlock } from '../tls/prf.js';
 import { RecordProtection } from '../tls/record-protection.js';

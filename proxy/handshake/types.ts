@@ -2,7 +2,7 @@
 
 import type net from 'node:net';
 import type tls from 'node:tls';
-import type { CryptoInfo, KernelCipher, TlsVersion } from '../tls/crypto-info.js';
+import type { CryptoInfo, KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 
 /**
  * What is known when the engine asks `offload()`: after the server's flight,

@@ -16,7 +16,7 @@
 import type net from 'node:net';
 import { Duplex } from 'node:stream';
 import { ErrorCodes, SidecarError } from '../errors.js';
-import type { CryptoInfo, TlsVersion } from '../tls/crypto-info.js';
+import type { CryptoInfo, TlsVersion } from '../../native/crypto-info.js';
 import { AlertDescription, AlertLevel, ContentType, HandshakeType, buildAlert, buildKeyUpdate, parseAlert, parseKeyUpdate } from '../tls/control.js';
 import { MAX_PLAINTEXT, RecordProtection } from '../tls/record-protection.js';
 import { resumeReading } from './read-control.js';

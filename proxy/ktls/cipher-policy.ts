@@ -7,10 +7,10 @@
 // a config error, never a silent "not offloaded".
 
 import { ConfigError } from '../errors.js';
-import type { KernelCipher, TlsVersion } from '../tls/crypto-info.js';
+import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { allSuites } from '../tls/suites.js';
 
-export type KtlsPolicyDirection = 'tx' | 'txrx';
+import type { KtlsDirectionSetting } from '../vocabulary.js';
 
 /** A suite the kernel's TLS ULP can hold (AEAD only: the kernel has no CBC/MAC-then-encrypt). */
 export interface OffloadableSuite {
@@ -60,7 +60,7 @@ export function findOffloadableSuite(name: string): OffloadableSuite | undefined
 export interface CipherPolicyEntry {
   readonly suite: OffloadableSuite;
   /** Per-suite override of `ktls.direction`; undefined = use `ktls.direction`. */
-  readonly direction: KtlsPolicyDirection | undefined;
+  readonly direction: KtlsDirectionSetting | undefined;
 }
 
 export interface CipherPolicy {
@@ -122,7 +122,7 @@ export function parseCipherPolicy(value: string | readonly string[]): CipherPoli
   });
 }
 
-function splitDirection(text: string, index: number): { name: string; direction: KtlsPolicyDirection | undefined } {
+function splitDirection(text: string, index: number): { name: string; direction: KtlsDirectionSetting | undefined } {
   const colon = text.lastIndexOf(':');
   if (colon < 0) return { name: text, direction: undefined };
   const suffix = text.slice(colon + 1).trim().toLowerCase();
@@ -141,7 +141,7 @@ function splitDirection(text: string, index: number): { name: string; direction:
  */
 export interface CipherRuleView {
   readonly iana: string;
-  readonly direction: KtlsPolicyDirection;
+  readonly direction: KtlsDirectionSetting;
 }
 
 export type CipherPolicySource = string | readonly string[] | readonly CipherRuleView[] | CipherPolicy;

@@ -20,7 +20,9 @@
 // traffic) the split falls back to bytes. An interval with no bytes at all is
 // booked as `none` (idle work: timers, GC, admin).
 
-export type CpuMode = 'on' | 'off' | 'none';
+import type { CpuMode } from '../vocabulary.js';
+
+export type { CpuMode };
 
 export interface CpuSplit {
   /** Seconds attributed to each mode in this interval; on + off + none = delta. */

@@ -10,31 +10,25 @@
 // the handshake engine (plain Node TLSSocket, faster) when kTLS is impossible
 // anyway. `decide()` evaluates the same rules, then the post-handshake ones.
 
-import type { KernelCipher, KtlsDirection, TlsVersion } from '../tls/crypto-info.js';
+import type { KernelCipher, KtlsDirection, TlsVersion } from '../../native/crypto-info.js';
 import { cipherPolicyOf } from './cipher-policy.js';
-import type { CipherPolicySource, KtlsPolicyDirection } from './cipher-policy.js';
+import type { CipherPolicySource } from './cipher-policy.js';
+import { KTLS_REASONS } from '../vocabulary.js';
+import type { KtlsDirectionSetting, KtlsMode, KtlsReason as AnyKtlsReason } from '../vocabulary.js';
 
-export type KtlsMode = 'userspace' | 'tx' | 'txrx';
+export type { KtlsMode };
 
 /**
- * The closed set of `ktls_reason` label values (documented in docs/ktls.md and
- * docs/metrics.md). `enabled` is the only reason of an offloaded connection
- * with its full requested direction; a connection can be `tx` with
- * `rekey_unsupported` or `kernel_cipher_unsupported` when only RX was refused.
+ * The reasons the decision gives (a subset of `KTLS_REASONS` in
+ * proxy/vocabulary.ts, the one list the metrics and docs read). `enabled` is
+ * the only reason of an offloaded connection with its full requested
+ * direction; a connection can be `tx` with `rekey_unsupported` or
+ * `kernel_cipher_unsupported` when only RX was refused.
  */
-export const KTLS_REASONS = [
-  'enabled',
-  'flag_off',
-  'native_unavailable',
-  'kernel_no_tls',
-  'sampled_out',
-  'version_not_offloadable',
-  'cipher_not_allowed',
-  'kernel_cipher_unsupported',
-  'rekey_unsupported',
-  'install_failed',
-] as const;
-export type KtlsReason = (typeof KTLS_REASONS)[number];
+export type KtlsReason = Exclude<AnyKtlsReason, 'handoff_failed' | 'not_attempted' | 'other'>;
+export const DECISION_REASONS = KTLS_REASONS.filter(
+  (r): r is KtlsReason => r !== 'handoff_failed' && r !== 'not_attempted' && r !== 'other',
+);
 
 export interface KtlsDecision {
   readonly mode: KtlsMode;
@@ -52,7 +46,7 @@ export interface KtlsProbeView {
 
 /** The `ktls.*` keys the decision reads (a superset, e.g. the whole frozen `config.ktls`, is fine). */
 export interface KtlsDecisionConfig {
-  readonly direction: KtlsPolicyDirection;
+  readonly direction: KtlsDirectionSetting;
   /** `config.ktls.ciphers` (resolved rules), raw entries, or a parsed policy; parsed once and cached. */
   readonly ciphers: CipherPolicySource;
   /** Fraction of eligible connections offloaded, 0..1. */
@@ -106,7 +100,7 @@ interface Rule {
 /** The facts rules need after parsing, computed once per decide(). */
 interface SuiteView {
   readonly version: TlsVersion | null;
-  readonly direction: KtlsPolicyDirection | null; // null: cipher not allowed
+  readonly direction: KtlsDirectionSetting | null; // null: cipher not allowed
   readonly kernelCipher: KernelCipher | null;
 }
 

@@ -13,7 +13,7 @@
 // Re-enabling the flag before the timeout cancels the forced close (already
 // requested drains still finish: a sent GOAWAY cannot be taken back).
 
-import type { KtlsFlag, KtlsFlagChange } from '../admin/flag.js';
+import type { KtlsFlag, KtlsFlagChange } from './flag.js';
 
 export type DrainProtocol = 'http1' | 'h2' | 'tcp';
 

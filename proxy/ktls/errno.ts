@@ -21,31 +21,9 @@ export type KtlsErrorKind =
   | 'would_block'
   | 'other';
 
-/**
- * Where the syscall was made; EIO and EINVAL mean different things at different stages.
- * The named stages are the ones the classifier treats specially or that the project
- * uses; any other string is accepted (and treated generically) so callers can be precise.
- */
-export type KtlsStage =
-  | 'ulp'
-  | 'tx'
-  | 'rx'
-  | 'install_tx'
-  | 'install_rx'
-  | 'rekey_tx'
-  | 'rekey_rx'
-  | 'option'
-  | 'recv'
-  | 'read'
-  | 'read_plain'
-  | 'rx_partial'
-  | 'write'
-  | 'send_control'
-  | 'poll'
-  | 'probe'
-  | 'fd'
-  // `string & Record<never, never>` keeps the names above in autocompletion while accepting any string.
-  | (string & Record<never, never>);
+import type { KtlsStage } from '../vocabulary.js';
+
+export type { KtlsStage };
 
 export interface KtlsErrorClass {
   /** errno name ('EBADMSG'), or 'UNKNOWN' when `err` carried none. */
@@ -54,13 +32,11 @@ export interface KtlsErrorClass {
   stage: KtlsStage;
 }
 
-/** The same shape under the name the record layer uses. */
-export type KtlsErrorInfo = KtlsErrorClass;
 
 /** Reads: EIO here means a non-data record met a read without a cmsg buffer. */
 const READ_STAGES: ReadonlySet<string> = new Set(['recv', 'read', 'read_plain']);
 /** Installs: EINVAL here means the kernel refuses the version/cipher combination. */
-const INSTALL_STAGES: ReadonlySet<string> = new Set(['tx', 'rx', 'install_tx', 'install_rx', 'option', 'probe']);
+const INSTALL_STAGES: ReadonlySet<string> = new Set(['install_tx', 'install_rx', 'option', 'probe']);
 
 const KIND_BY_ERRNO: Readonly<Record<string, KtlsErrorKind>> = {
   EBADMSG: 'decrypt_error',

@@ -25,8 +25,8 @@
 
 import type { KtlsNative, Poller } from '../../native/index.js';
 import { socketFd } from '../../native/index.js';
-import type { CryptoInfo } from '../tls/crypto-info.js';
-import { wipeCryptoInfo } from '../tls/crypto-info.js';
+import type { CryptoInfo } from '../../native/crypto-info.js';
+import { wipeCryptoInfo } from '../../native/crypto-info.js';
 import { RecordProtection } from '../tls/record-protection.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import type { HandoffResult } from '../handshake/types.js';

@@ -23,8 +23,8 @@
 import { Duplex } from 'node:stream';
 import type net from 'node:net';
 import type { KtlsNative, NativeSyscallError, Poller } from '../../native/index.js';
-import type { KernelCipher, TlsVersion } from '../tls/crypto-info.js';
-import { wipeCryptoInfo } from '../tls/crypto-info.js';
+import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
+import { wipeCryptoInfo } from '../../native/crypto-info.js';
 import { MAX_PLAINTEXT } from '../tls/record-protection.js';
 import type { RecordProtection } from '../tls/record-protection.js';
 import { AlertDescription, AlertLevel, ContentType, buildAlert, buildKeyUpdate, parseAlert } from '../tls/control.js';

@@ -12,7 +12,7 @@
 // KeyUpdate must be sent under the old key and TLS_TX set right after.
 // Older kernels refuse a second TLS_TX/TLS_RX with EBUSY.
 
-import type { CryptoInfo, KernelCipher } from '../tls/crypto-info.js';
+import type { CryptoInfo, KernelCipher } from '../../native/crypto-info.js';
 import { RecordProtection } from '../tls/record-protection.js';
 import { tls13NextTrafficSecret } from '../tls/hkdf.js';
 import { AEAD_PARAMS } from '../tls/suites.js';

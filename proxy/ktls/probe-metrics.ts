@@ -4,7 +4,7 @@
 import { Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
 import type { KernelProbe } from './probe.js';
-import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from './probe.js';
+import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from '../../native/crypto-info.js';
 import { TLS_STAT_PATH, readTlsStat } from './tls-stat.js';
 
 export interface ProbeMetricsOptions {

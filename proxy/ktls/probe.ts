@@ -13,16 +13,14 @@ import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { release as osRelease } from 'node:os';
 import { gunzipSync } from 'node:zlib';
-import type { KernelCipher, KtlsDirection, TlsVersion } from '../tls/crypto-info.js';
+import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from '../../native/crypto-info.js';
+import type { KernelCipher, KtlsDirection, TlsVersion } from '../../native/crypto-info.js';
 import type { KtlsNative, KtlsOption, NativeStatus } from '../../native/index.js';
 import { native as getNative, nativeStatus, socketFd } from '../../native/index.js';
 import { classifyKtlsError } from './errno.js';
 import type { TlsStat } from './tls-stat.js';
 import { readTlsStat } from './tls-stat.js';
 
-export const KERNEL_CIPHERS: readonly KernelCipher[] = ['AES_GCM_128', 'AES_GCM_256', 'CHACHA20_POLY1305', 'AES_CCM_128'];
-export const TLS_VERSIONS: readonly TlsVersion[] = ['TLSv1.2', 'TLSv1.3'];
-export const KTLS_DIRECTIONS: readonly KtlsDirection[] = ['tx', 'rx'];
 export const KTLS_OPTIONS: readonly KtlsOption[] = ['TLS_TX_ZEROCOPY_RO', 'TLS_RX_EXPECT_NO_PAD'];
 
 /** Why kTLS cannot be used at all (closed set: usable as a label value). */

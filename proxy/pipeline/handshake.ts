@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import type net from 'node:net';
 import tls from 'node:tls';
 import { TlsContexts, type TlsSettings } from '../tls/context.js';
-import type { HandshakeFailureReason } from '../admin/metrics.js';
+import type { HandshakeFailureReason } from '../vocabulary.js';
 import { HandshakeEngine } from '../handshake/engine.js';
 import type { ClientIdentity } from './facts.js';
 

@@ -8,7 +8,7 @@
 //    fronts ever depending on a TLSSocket;
 //  - keep half-close semantics explicit (allowHalfOpen both ways).
 import { Duplex } from 'node:stream';
-import type { CloseReason } from '../admin/metrics.js';
+import type { CloseReason } from '../vocabulary.js';
 import type { HandshakeFacts } from './facts.js';
 
 /**

@@ -14,7 +14,8 @@
 // branch on kTLS.
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
-import type { ConnectionLabels, KtlsReason as ReasonLabel, OffloadKind, SidecarMetrics, TlsVersionLabel } from '../admin/metrics.js';
+import type { ConnectionLabels, SidecarMetrics } from '../admin/metrics.js';
+import type { KtlsReason as ReasonLabel, OffloadKind, TlsVersionLabel } from '../vocabulary.js';
 import type { HandoffResult, UserspaceReason } from '../handshake/types.js';
 import type { KtlsNative } from '../../native/index.js';
 import { decisionLabels } from '../ktls/decision.js';
@@ -23,7 +24,7 @@ import { KtlsInstallError, installKtls } from '../ktls/install.js';
 import type { InstallEvents } from '../ktls/install.js';
 import type { KernelTlsStream } from '../ktls/kernel-stream.js';
 import type { TlsStat } from '../ktls/tls-stat.js';
-import { wipeCryptoInfo } from '../tls/crypto-info.js';
+import { wipeCryptoInfo } from '../../native/crypto-info.js';
 import type { HandshakeFacts } from './facts.js';
 
 /**

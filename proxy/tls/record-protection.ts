@@ -4,7 +4,7 @@
 // TLS 1.3 AEAD formats, and converts back to a CryptoInfo, so code that
 // works with this class also validates the CryptoInfo it came from.
 
-import type { CryptoInfo, KernelCipher, TlsVersion } from './crypto-info.js';
+import type { CryptoInfo, KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { AEAD_TAG_LENGTH, aeadOpen, aeadSeal, seqBytes, xorNonce } from './aead.js';
 import { ContentType } from './control.js';
 import { tls13NextTrafficSecret, tls13TrafficKeys } from './hkdf.js';

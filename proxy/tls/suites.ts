@@ -4,7 +4,7 @@
 // (CBC, CCM_8, ...): such suites stay on Node's TLSSocket. The non-AEAD rows
 // exist only so logs and metrics can name what was negotiated.
 
-import type { KernelCipher, TlsVersion } from './crypto-info.js';
+import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 
 export type HashName = 'sha256' | 'sha384';
 

@@ -3,7 +3,7 @@
 // the installs fail for real (ENOENT). Shared by the integration tests that
 // drive that path (ktls-engine-path, ktls-early-fin).
 import { Writable } from 'node:stream';
-import { createKtlsFlag } from '../../proxy/admin/flag.js';
+import { createKtlsFlag } from '../../proxy/ktls/flag.js';
 import { createMetrics } from '../../proxy/admin/metrics.js';
 import { loadConfig } from '../../proxy/config/index.js';
 import { probeKernel } from '../../proxy/ktls/probe.js';

@@ -14,7 +14,7 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import tls from 'node:tls';
 import t, { type Test } from 'tap';
-import { createKtlsFlag } from '../../proxy/admin/flag.js';
+import { createKtlsFlag } from '../../proxy/ktls/flag.js';
 import { createMetrics } from '../../proxy/admin/metrics.js';
 import { loadConfig } from '../../proxy/config/index.js';
 import { createLogger } from '../../proxy/log.js';

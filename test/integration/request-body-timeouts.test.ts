@@ -8,7 +8,7 @@ import http2 from 'node:http2';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
-import type { HttpProtocol, KtlsState } from '../../proxy/admin/metrics.js';
+import type { HttpProtocol, KtlsState } from '../../proxy/vocabulary.js';
 import { Forwarder } from '../../proxy/fronts/forward.js';
 import type { HandshakeFacts } from '../../proxy/pipeline/facts.js';
 import { metricValue } from '../helpers/metrics.js';

@@ -6,7 +6,7 @@ import { native } from '../../native/index.js';
 import { probeKernel } from '../../proxy/ktls/probe.js';
 import { parseTlsStat } from '../../proxy/ktls/tls-stat.js';
 import { runDoctor } from '../../proxy/doctor.js';
-import type { KernelCipher, KtlsDirection, TlsVersion } from '../../proxy/tls/crypto-info.js';
+import type { KernelCipher, KtlsDirection, TlsVersion } from '../../native/crypto-info.js';
 import { cryptoInfo, knownKeys } from './helpers/records.js';
 import { kernelHasRekey, skipOutsideLab, tcpPair } from './helpers/sockets.js';
 

@@ -7,7 +7,7 @@ import t from 'tap';
 import { native } from '../../native/index.js';
 import type { KtlsNative } from '../../native/index.js';
 import { classifyKtlsError } from '../../proxy/ktls/errno.js';
-import type { KernelCipher, TlsVersion } from '../../proxy/tls/crypto-info.js';
+import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { CONTENT, cryptoInfo, knownKeys, openRecord, sealRecord } from './helpers/records.js';
 import { catchErr, ktlsPair, rawReader, recvRecordWait, skipOutsideLab, tlsCounter, waitReadable } from './helpers/sockets.js';
 

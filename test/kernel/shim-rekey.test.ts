@@ -6,7 +6,7 @@ import t from 'tap';
 import { native } from '../../native/index.js';
 import { classifyKtlsError } from '../../proxy/ktls/errno.js';
 import { probeKernel } from '../../proxy/ktls/probe.js';
-import type { KernelCipher } from '../../proxy/tls/crypto-info.js';
+import type { KernelCipher } from '../../native/crypto-info.js';
 import { CONTENT, cryptoInfo, knownKeys, openRecord } from './helpers/records.js';
 import { catchErr, kernelHasRekey, ktlsPair, rawReader, recvRecordWait, skipOutsideLab, tlsCounter } from './helpers/sockets.js';
 

@@ -4,7 +4,7 @@
 import { request } from 'node:http';
 import os from 'node:os';
 import t, { type Test } from 'tap';
-import { createKtlsFlag } from '../../proxy/admin/flag.js';
+import { createKtlsFlag } from '../../proxy/ktls/flag.js';
 import { createMetrics } from '../../proxy/admin/metrics.js';
 import { isLoopbackAddress, startAdminServer } from '../../proxy/admin/server.js';
 

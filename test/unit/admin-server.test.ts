@@ -1,7 +1,7 @@
 // The admin server over real HTTP on port 0.
 import t, { type Test } from 'tap';
 import { request } from 'node:http';
-import { createKtlsFlag } from '../../proxy/admin/flag.js';
+import { createKtlsFlag } from '../../proxy/ktls/flag.js';
 import { createMetrics } from '../../proxy/admin/metrics.js';
 import { startAdminServer, type AdminServer, type Readiness } from '../../proxy/admin/server.js';
 

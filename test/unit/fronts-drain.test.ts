@@ -9,7 +9,7 @@ import net from 'node:net';
 import { once } from 'node:events';
 import WebSocket from 'ws';
 import { createMetrics } from '../../proxy/admin/metrics.js';
-import { createKtlsFlag } from '../../proxy/admin/flag.js';
+import { createKtlsFlag } from '../../proxy/ktls/flag.js';
 import { HttpFront } from '../../proxy/fronts/http.js';
 import { TcpFront } from '../../proxy/fronts/tcp.js';
 import { KtlsConnectionRegistry, attachDrainToFlag } from '../../proxy/ktls/drain.js';

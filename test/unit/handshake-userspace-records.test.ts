@@ -6,7 +6,7 @@ import t from 'tap';
 import { RecordFramer } from '../../proxy/handshake/records.js';
 import type { UserspaceRecordsInit } from '../../proxy/handshake/userspace-records.js';
 import { UserspaceRecords } from '../../proxy/handshake/userspace-records.js';
-import type { KernelCipher, TlsVersion } from '../../proxy/tls/crypto-info.js';
+import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { AlertDescription, ContentType, HandshakeType, buildAlert, buildHandshakeMessage, buildKeyUpdate } from '../../proxy/tls/control.js';
 import type { OpenedRecord } from '../../proxy/tls/record-protection.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';

@@ -1,9 +1,9 @@
 import t from 'tap';
-import { decide, preHandshake, decisionLabels, KTLS_REASONS, INSTALL_FAILED } from '../../proxy/ktls/decision.js';
+import { decide, preHandshake, decisionLabels, DECISION_REASONS, INSTALL_FAILED } from '../../proxy/ktls/decision.js';
 import type { DecisionInput, KtlsDecisionConfig, KtlsProbeView, HandshakeFactsView, KtlsReason } from '../../proxy/ktls/decision.js';
 import { DEFAULT_KTLS_CIPHERS } from '../../proxy/ktls/cipher-policy.js';
 import { loadConfig } from '../../proxy/config/index.js';
-import type { KernelCipher, KtlsDirection, TlsVersion } from '../../proxy/tls/crypto-info.js';
+import type { KernelCipher, KtlsDirection, TlsVersion } from '../../native/crypto-info.js';
 
 // ---- probes: real kernels seen in the lab, as capability tables ----------------------------
 
@@ -147,7 +147,7 @@ t.test('cross product: every result obeys the policy it claims', (t) => {
     const d = decide(inp);
     seen.add(`${d.mode}/${d.reason}`);
     const off = d.mode === 'userspace';
-    if (!KTLS_REASONS.includes(d.reason)) bad.push(`unknown reason ${d.reason}`);
+    if (!DECISION_REASONS.includes(d.reason)) bad.push(`unknown reason ${d.reason}`);
     if (off && d.reason === 'enabled') bad.push('userspace with reason enabled');
     // An offloaded connection says `enabled`, or why it got TX only.
     if (!off && !['enabled', 'rekey_unsupported', 'kernel_cipher_unsupported'].includes(d.reason)) bad.push(`mode ${d.mode} with reason ${d.reason}`);
@@ -167,7 +167,7 @@ t.test('cross product: every result obeys the policy it claims', (t) => {
   }
   t.equal(bad.length, 0, bad.slice(0, 5).join('; '));
   // The table reaches every reason but install_failed (set by the install step).
-  for (const r of KTLS_REASONS) if (r !== 'install_failed') t.ok([...seen].some((s) => s.endsWith(`/${r}`)), `reason ${r} reachable`);
+  for (const r of DECISION_REASONS) if (r !== 'install_failed') t.ok([...seen].some((s) => s.endsWith(`/${r}`)), `reason ${r} reachable`);
   t.ok(seen.has('tx/enabled') && seen.has('txrx/enabled') && seen.has('tx/rekey_unsupported') && seen.has('tx/kernel_cipher_unsupported'));
   t.end();
 });

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { KtlsConnectionRegistry, attachDrainToFlag } from '../../proxy/ktls/drain.js';
 import type { KtlsDrainTarget } from '../../proxy/ktls/drain.js';
-import { createKtlsFlag } from '../../proxy/admin/flag.js';
+import { createKtlsFlag } from '../../proxy/ktls/flag.js';
 import { EventEmitter } from 'node:events';
 
 function target(protocol: 'http1' | 'h2' | 'tcp', log: string[], name: string, opts: { closeOnDrain?: boolean; remove?: () => void; throws?: boolean } = {}) {

@@ -9,7 +9,7 @@ import type { RxEvent } from '../../proxy/ktls/kernel-stream.js';
 import { KeyUpdateRateLimiter, PostHandshakeParser, TrafficSecretChain } from '../../proxy/ktls/keyupdate.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
 import { buildKeyUpdate, buildHandshakeMessage, ContentType } from '../../proxy/tls/control.js';
-import type { KernelCipher } from '../../proxy/tls/crypto-info.js';
+import type { KernelCipher } from '../../native/crypto-info.js';
 
 function tls13Pair(cipher: KernelCipher = 'AES_GCM_128', seq = 0n) {
   const secret = randomBytes(cipher === 'AES_GCM_256' ? 48 : 32);

@@ -5,7 +5,7 @@ import type { Test } from 'tap';
 import net from 'node:net';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import { NativeSyscallError, errnoName, native } from '../../native/index.js';
-import type { CryptoInfo } from '../../proxy/tls/crypto-info.js';
+import type { CryptoInfo } from '../../native/crypto-info.js';
 import { classifyKtlsError } from '../../proxy/ktls/errno.js';
 
 const BAD_FD = 2147483000; // far above any RLIMIT_NOFILE: always EBADF

@@ -7,7 +7,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { gunzipSync } from 'node:zlib';
 import { loadNative } from '../../native/index.js';
-import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS, probeKernel } from '../../proxy/ktls/probe.js';
+import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from '../../native/crypto-info.js';
+import { probeKernel } from '../../proxy/ktls/probe.js';
 
 const ulps = readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').trim().split(/\s+/);
 // The module may be loadable (CAP_NET_ADMIN autoload) even when not listed yet.

@@ -1,5 +1,5 @@
 import t from 'tap';
-import type { KernelCipher, TlsVersion } from '../../proxy/tls/crypto-info.js';
+import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { ContentType } from '../../proxy/tls/control.js';
 import { MAX_PLAINTEXT, RecordProtection } from '../../proxy/tls/record-protection.js';
 import { AEAD_PARAMS } from '../../proxy/tls/suites.js';

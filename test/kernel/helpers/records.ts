@@ -4,7 +4,7 @@
 // (TLS 1.2 GCM/CCM: salt || explicit nonce), RFC 7905 (TLS 1.2 ChaCha20: iv XOR seq).
 import { AEAD_TAG_LENGTH, aeadOpen, aeadSeal, seqBytes, xorNonce } from '../../../proxy/tls/aead.js';
 import { AEAD_PARAMS } from '../../../proxy/tls/suites.js';
-import type { CryptoInfo, KernelCipher, TlsVersion } from '../../../proxy/tls/crypto-info.js';
+import type { CryptoInfo, KernelCipher, TlsVersion } from '../../../native/crypto-info.js';
 
 export const CONTENT = { alert: 21, handshake: 22, data: 23 } as const;
 

@@ -2,7 +2,7 @@
 // source, and the ktls_sidecar_ktls_enabled gauge.
 import t from 'tap';
 import { Writable } from 'node:stream';
-import { createKtlsFlag, type KtlsFlagChange } from '../../proxy/admin/flag.js';
+import { createKtlsFlag, type KtlsFlagChange } from '../../proxy/ktls/flag.js';
 import { createMetrics } from '../../proxy/admin/metrics.js';
 import { createLogger } from '../../proxy/log.js';
 

@@ -5,11 +5,16 @@
 // and zeroes the key buffers once setsockopt() has returned.
 
 /** Ciphers the kernel's TLS ULP can hold (names follow TLS_CIPHER_* in linux/tls.h). */
-export type KernelCipher = 'AES_GCM_128' | 'AES_GCM_256' | 'CHACHA20_POLY1305' | 'AES_CCM_128';
+export const KERNEL_CIPHERS = ['AES_GCM_128', 'AES_GCM_256', 'CHACHA20_POLY1305', 'AES_CCM_128'] as const;
+export type KernelCipher = (typeof KERNEL_CIPHERS)[number];
 
-export type TlsVersion = 'TLSv1.2' | 'TLSv1.3';
+/** The TLS versions the kernel's TLS ULP can hold (and the only ones the sidecar negotiates). */
+export const TLS_VERSIONS = ['TLSv1.2', 'TLSv1.3'] as const;
+export type TlsVersion = (typeof TLS_VERSIONS)[number];
 
-export type KtlsDirection = 'tx' | 'rx';
+/** One direction of a connection's record layer: `tx` = to the client, `rx` = from it. */
+export const KTLS_DIRECTIONS = ['tx', 'rx'] as const;
+export type KtlsDirection = (typeof KTLS_DIRECTIONS)[number];
 
 export interface CryptoInfo {
   version: TlsVersion;

@@ -3,9 +3,13 @@
 // connection; the tcp drain logic subscribes. Every change is logged with its
 // source and mirrored in the ktls_sidecar_ktls_enabled gauge.
 
-import type { FlagSource, SidecarMetrics } from './metrics.js';
+import type { FlagSource } from '../vocabulary.js';
 
-export type { FlagSource } from './metrics.js';
+/** What the flag reports on every change (the metrics adapter implements it). */
+export interface FlagObserver {
+  setKtlsEnabled(enabled: boolean): void;
+  ktlsFlagChanged(source: FlagSource): void;
+}
 
 export interface KtlsFlagState {
   readonly enabled: boolean;
@@ -47,7 +51,7 @@ export interface KtlsFlag {
 export interface KtlsFlagOptions {
   readonly enabled: boolean;
   readonly logger?: FlagLogger;
-  readonly metrics?: Pick<SidecarMetrics, 'setKtlsEnabled' | 'ktlsFlagChanged'>;
+  readonly metrics?: FlagObserver;
   /** Clock, for tests that check changedAt. */
   readonly now?: () => Date;
 }
