@@ -5,7 +5,6 @@
 
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { KTLS_DIRECTIONS } from '../../native/crypto-info.js';
-import type { KtlsDirection } from '../../native/crypto-info.js';
 import {
   ADMIN_REFUSAL_REASONS,
   CLOSE_REASONS,
@@ -30,27 +29,14 @@ import {
   UPSTREAM_ERROR_REASONS,
   oneOf,
 } from '../vocabulary.js';
+import type { ConnectionLabels, ConnectionMetrics, SidecarEvents } from '../observe/events.js';
 import type {
-  AdminRefusalReason,
-  CloseReason,
   ConnectionProtocol,
-  DrainAction,
-  FlagSource,
   HandshakeFailureReason,
-  HttpProtocol,
-  InternalErrorKind,
-  KeyUpdateResult,
-  KtlsDirectionLabel,
   KtlsReason,
-  KtlsState,
-  OffloadKind,
-  OffloadResult,
   RejectReason,
-  ReloadTrigger,
-  Result,
   StatusClass,
   TlsVersionLabel,
-  UpstreamErrorReason,
 } from '../vocabulary.js';
 
 export const METRIC_PREFIX = 'ktls_sidecar_';
@@ -91,16 +77,6 @@ function errnoLabel(v: string): string {
   return /^E[A-Z0-9]{1,15}$/.test(v) || v === 'UNKNOWN' ? v : 'other';
 }
 
-/** The labels on every per-connection and byte series. */
-export interface ConnectionLabels {
-  readonly ktls: KtlsState;
-  readonly ktls_reason: KtlsReason;
-  readonly tls_version: TlsVersionLabel;
-  /** IANA suite name (`getCipher().standardName`), or `none`. */
-  readonly cipher: string;
-  readonly direction: KtlsDirectionLabel;
-  readonly protocol: ConnectionProtocol;
-}
 
 const CONNECTION_LABEL_NAMES = ['ktls', 'ktls_reason', 'tls_version', 'cipher', 'direction', 'protocol'] as const;
 
@@ -149,21 +125,7 @@ export function statusClass(status: number): StatusClass {
   return c >= 1 && c <= 5 ? (`${c}xx` as StatusClass) : 'other';
 }
 
-/** Per-connection handle: caches the labelled children (bytes are counted per chunk) and closes once. */
-export interface ConnectionMetrics {
-  readonly labels: ConnectionLabels;
-  /** Add application bytes: `rx` received from the client, `tx` sent to it. */
-  bytes(rx: number, tx: number): void;
-  /** Count the close (idempotent: later calls do nothing). */
-  close(reason: CloseReason): void;
-}
 
-export interface CertificateExpiry {
-  readonly servername: string;
-  readonly subject: string;
-  /** Expiry, ms since the epoch. */
-  readonly notAfter: number;
-}
 
 export interface MetricsOptions {
   /** Registry to use; a fresh one by default (tests create many). */
@@ -174,48 +136,14 @@ export interface MetricsOptions {
   readonly version?: string;
 }
 
-export interface SidecarMetrics {
-  readonly registry: Registry;
-  /** A TCP connection was accepted (before limits, sniffing or the handshake). */
-  connectionAccepted(): void;
-  /** A connection was refused before or during the handshake. */
-  connectionRejected(reason: RejectReason): void;
-  handshakeCompleted(facts: { tlsVersion: string; cipher: string; protocol: ConnectionProtocol; durationSeconds: number }): void;
-  handshakeFailed(reason: HandshakeFailureReason): void;
-  /** The record layer is chosen: count the connection as open with its final labels. */
-  connectionOpened(labels: ConnectionLabels): ConnectionMetrics;
-  /** Close without a handle (prefer `ConnectionMetrics.close`). */
-  connectionClosed(labels: ConnectionLabels, reason: CloseReason): void;
-  /** Add bytes without a handle (prefer `ConnectionMetrics.bytes`). */
-  bytes(labels: ConnectionLabels, rx: number, tx: number): void;
-  httpRequest(facts: { protocol: HttpProtocol; status: number; ktls: KtlsState; durationSeconds: number }): void;
-  upstreamError(reason: UpstreamErrorReason): void;
-  /** Replace the certificate expiry series (startup and every cert reload). */
-  setCertificates(certs: readonly CertificateExpiry[]): void;
-  certReload(result: Result): void;
-  /** The admin server refused a request (a change from a non-loopback peer: 403). */
-  adminRequestRefused(reason: AdminRefusalReason): void;
-  configReload(result: Result, trigger: ReloadTrigger): void;
-  /** Set by the flag on every change; do not call directly. */
-  setKtlsEnabled(enabled: boolean): void;
-  ktlsFlagChanged(source: FlagSource): void;
-  /** Result of the kernel probe (1 = kTLS usable on this host). */
-  setKernelAvailable(available: boolean): void;
-  keyUpdate(direction: 'rx' | 'tx', result: KeyUpdateResult): void;
-  /** A kTLS connection met the flag turning off (drained, or kept: tcp with drainOnDisable keep). */
-  ktlsDrained(action: DrainAction): void;
-  /** A failed kTLS syscall (already classified by classifyKtlsError), or a record that failed authentication. */
-  ktlsError(errno: string, stage: string): void;
-  /** One direction of one connection: install attempted, then installed or failed. */
-  ktlsOffload(result: OffloadResult, direction: KtlsDirection, offload: OffloadKind): void;
-  /** One CPU accounting interval (proxy/ktls/cpu-accounting.ts CpuSplit): seconds per mode. */
-  cpuSplit(split: { readonly on: number; readonly off: number; readonly none: number }): void;
-  /** An error the process survived (crash guard), or an engine connection left on the Duplex. */
-  internalError(kind: InternalErrorKind): void;
-}
 
 const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const HANDSHAKE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+/** The Prometheus adapter: every event becomes a series of `registry`. */
+export interface SidecarMetrics extends SidecarEvents {
+  readonly registry: Registry;
+}
 
 export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
   const registry = options.registry ?? new Registry();

@@ -21,7 +21,7 @@ import type { Duplex } from 'node:stream';
 import { ProxyServer } from 'http-proxy-3';
 import type { HandshakeFacts } from '../pipeline/facts.js';
 import { markClose } from '../pipeline/plain-connection.js';
-import type { SidecarMetrics } from '../admin/metrics.js';
+import type { SidecarEvents } from '../observe/events.js';
 import type { UpstreamErrorReason } from '../vocabulary.js';
 import { requestProblem, setForwardingHeaders, stripHopByHop } from './headers.js';
 
@@ -47,7 +47,7 @@ export interface ForwarderOptions {
 }
 
 /** The metric calls the HTTP fronts make. */
-export type FrontMetrics = Pick<SidecarMetrics, 'httpRequest' | 'upstreamError' | 'internalError'>;
+export type FrontMetrics = Pick<SidecarEvents, 'httpRequest' | 'upstreamError' | 'internalError'>;
 
 interface RequestState {
   timer: NodeJS.Timeout | undefined;

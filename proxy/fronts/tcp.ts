@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { KtlsDrainTarget } from '../ktls/drain.js';
 import type { HandshakeFacts } from '../pipeline/facts.js';
 import { markClose } from '../pipeline/plain-connection.js';
-import type { SidecarMetrics } from '../admin/metrics.js';
+import type { SidecarEvents } from '../observe/events.js';
 import { upstreamReason } from './forward.js';
 import { buildProxyV2Header } from './proxy-protocol.js';
 
@@ -16,7 +16,7 @@ export interface TcpFrontOptions {
   proxyProtocol: 'off' | 'v2';
   upstreamConnectMs: number;
   idleMs: number;
-  metrics: Pick<SidecarMetrics, 'upstreamError'>;
+  metrics: Pick<SidecarEvents, 'upstreamError'>;
 }
 
 /** Split `host:port` / `[v6]:port`. */

@@ -14,7 +14,7 @@
 // branch on kTLS.
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
-import type { ConnectionLabels, SidecarMetrics } from '../admin/metrics.js';
+import type { ConnectionLabels, SidecarEvents } from '../observe/events.js';
 import type { KtlsReason as ReasonLabel, OffloadKind, TlsVersionLabel } from '../vocabulary.js';
 import type { HandoffResult, UserspaceReason } from '../handshake/types.js';
 import type { KtlsNative } from '../../native/index.js';
@@ -98,7 +98,7 @@ export interface KernelLayerInput {
   rekeySupported: boolean;
   keyUpdateRateLimit: number;
   events: InstallEvents;
-  metrics: Pick<SidecarMetrics, 'ktlsOffload'>;
+  metrics: Pick<SidecarEvents, 'ktlsOffload'>;
   /**
    * Reads /proc/net/tls_stat, when a NIC could take TLS (probe); null: every
    * install is software kTLS. A TlsTxDevice/TlsRxDevice step across the

@@ -7,8 +7,8 @@ import {
   normalizeLabels,
   statusClass,
   userspaceLabels,
-  type ConnectionLabels,
 } from '../../proxy/admin/metrics.js';
+import type { ConnectionLabels } from '../../proxy/observe/events.js';
 import { classifyHandshakeError } from '../../proxy/pipeline/handshake.js';
 
 const kernel: ConnectionLabels = {
