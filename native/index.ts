@@ -17,7 +17,8 @@ export type { CryptoInfo, KernelCipher, KtlsDirection, TlsVersion };
 export type NativeStatus = { available: true; path: string } | { available: false; reason: string; path: string };
 
 /** Socket options of SOL_TLS that take an int on/off value. */
-export type KtlsOption = 'TLS_TX_ZEROCOPY_RO' | 'TLS_RX_EXPECT_NO_PAD';
+export const KTLS_OPTIONS = ['TLS_TX_ZEROCOPY_RO', 'TLS_RX_EXPECT_NO_PAD'] as const;
+export type KtlsOption = (typeof KTLS_OPTIONS)[number];
 
 /** What `getCryptoInfo` reads back. Never the key. An unknown kernel value comes back as its number. */
 export interface InstalledCryptoInfo {

@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createKtlsFlag } from './ktls/flag.js';
+import { registerProbeMetrics } from './admin/probe-metrics.js';
 import { createMetrics } from './admin/metrics.js';
 import { type AdminServer, startAdminServer } from './admin/server.js';
 import { type LoadedConfig, loadConfig, reloadConfig, watchConfigFile } from './config/index.js';
@@ -92,7 +93,15 @@ async function serve(argv: string[]): Promise<number> {
 
   let sidecar: Sidecar;
   try {
-    sidecar = new Sidecar({ config, logger, metrics, demoCert, upstreamUrl, flag });
+    sidecar = new Sidecar({
+      config,
+      logger,
+      events: metrics,
+      onKernelProbe: (probe, kernelAvailable) => registerProbeMetrics(metrics.registry, probe, { kernelAvailable }),
+      demoCert,
+      upstreamUrl,
+      flag,
+    });
   } catch (err) {
     if (err instanceof ConfigError) {
       writeErr(`ktls-sidecar: config error: ${err.message}`);

@@ -1,9 +1,9 @@
 // `ktls-sidecar doctor [--json]`: what this node's kernel can do with kTLS, and for
 // every "no" why and what to do. Exit code: 0 when kTLS is usable, 1 when it is not
 // (the sidecar then serves in userspace TLS), 2 on a usage error.
-import type { KernelProbe } from './ktls/probe.js';
 import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from '../native/crypto-info.js';
-import { KTLS_OPTIONS, probeKernel } from './ktls/probe.js';
+import { type KernelProbe, probeKernel } from './ktls/probe.js';
+import { KTLS_OPTIONS } from '../native/index.js';
 
 const USAGE = 'usage: ktls-sidecar doctor [--json]\n';
 

@@ -185,10 +185,10 @@ const CLOSE_FACT_KEYS = new Set([
 ]);
 
 /**
- * One `info` line per closed connection (`event: "connection_closed"`).
- * Extra fields spread into the facts by the record layer (kTLS record counts,
- * KeyUpdates…) are added as they are when they are strings, numbers, booleans
- * or null; they never replace the fixed fields.
+ * One `info` line per closed connection (`event: "connection_closed"`),
+ * written by the close-log observer (proxy/observe/close-log.ts). Extra
+ * fields a caller adds to the facts are logged as they are when they are
+ * strings, numbers, booleans or null; they never replace the fixed fields.
  */
 export function logConnectionClose(logger: Logger, f: ConnectionCloseFacts): void {
   const line: Record<string, unknown> = {

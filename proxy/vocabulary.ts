@@ -194,3 +194,27 @@ export type CpuMode = (typeof CPU_MODES)[number];
  */
 export const INTERNAL_ERROR_KINDS = ['uncaught_exception', 'unhandled_rejection', 'engine_fallback', 'js_stream_write_refused'] as const;
 export type InternalErrorKind = (typeof INTERNAL_ERROR_KINDS)[number];
+
+/** `upstream.proxyProtocol` (tcp mode): send a PROXY protocol v2 header to the upstream, or not. */
+export const PROXY_PROTOCOL_MODES = ['off', 'v2'] as const;
+export type ProxyProtocolMode = (typeof PROXY_PROTOCOL_MODES)[number];
+
+/**
+ * Why the handshake engine kept a connection on Node's TLS over its JS stream
+ * (no exact hand-off state): the close line's `engine_fallback` and
+ * docs/ktls.md. `cipher_not_offloadable`: a version or suite neither the
+ * kernel nor the JS record layer can hold (the offload hook is not asked);
+ * `read_stop_unavailable`: this Node lacks what stopping reads needs;
+ * `tracker_desync`: the wire did not match what OpenSSL reported;
+ * `handoff_verify_failed`: the derived state did not verify (e.g. the TLS 1.2
+ * client Finished); `engine_not_quiet`: OpenSSL kept writing after the
+ * handshake.
+ */
+export const ENGINE_FALLBACK_REASONS = [
+  'cipher_not_offloadable',
+  'read_stop_unavailable',
+  'tracker_desync',
+  'handoff_verify_failed',
+  'engine_not_quiet',
+] as const;
+export type EngineFallbackReason = (typeof ENGINE_FALLBACK_REASONS)[number];

@@ -30,53 +30,14 @@ import {
   oneOf,
 } from '../vocabulary.js';
 import type { ConnectionLabels, ConnectionMetrics, SidecarEvents } from '../observe/events.js';
-import type {
-  ConnectionProtocol,
-  HandshakeFailureReason,
-  KtlsReason,
-  RejectReason,
-  StatusClass,
-  TlsVersionLabel,
-} from '../vocabulary.js';
+import type { StatusClass } from '../vocabulary.js';
 
 export const METRIC_PREFIX = 'ktls_sidecar_';
-
-/**
- * What to count for a failure reported by the handshake engine
- * (proxy/handshake/errors.ts, whose reasons are named from the engine's point
- * of view): a handshake failure with its metric reason, or a rejection when the
- * flight blew the buffer limit.
- */
-export function classifyEngineFailure(
-  reason: string,
-): { kind: 'handshake_failure'; reason: HandshakeFailureReason } | { kind: 'rejected'; reason: RejectReason } {
-  switch (reason) {
-    case 'not_tls':
-      // The engine only sees connections the sniff classified as TLS (a 0x16
-      // handshake record type first): a first record header it cannot frame
-      // (garbage after the 0x16, an impossible length) is a malformed
-      // ClientHello, as OpenSSL's WRONG_VERSION_NUMBER / PACKET_LENGTH_TOO_LONG
-      // are on the TLSSocket path. Non-TLS bytes are rejected (`not_tls`,
-      // `plain_http`) by the sniff, before any handshake.
-      return { kind: 'handshake_failure', reason: 'protocol_error' };
-    case 'buffer_limit':
-      return { kind: 'rejected', reason: 'handshake_buffer_limit' };
-    case 'unsupported_version':
-      return { kind: 'handshake_failure', reason: 'protocol_version' };
-    case 'client_cert_rejected':
-      return { kind: 'handshake_failure', reason: 'client_cert_invalid' };
-    case 'peer_closed':
-      return { kind: 'handshake_failure', reason: 'reset' };
-    default:
-      return { kind: 'handshake_failure', reason: oneOf(HANDSHAKE_FAILURE_REASONS, reason, 'other') };
-  }
-}
 
 /** errno names are a bounded kernel set; anything not errno-shaped (or our own markers) is `other`. */
 function errnoLabel(v: string): string {
   return /^E[A-Z0-9]{1,15}$/.test(v) || v === 'UNKNOWN' ? v : 'other';
 }
-
 
 const CONNECTION_LABEL_NAMES = ['ktls', 'ktls_reason', 'tls_version', 'cipher', 'direction', 'protocol'] as const;
 
@@ -99,33 +60,10 @@ export function normalizeLabels(l: ConnectionLabels): ConnectionLabels {
   };
 }
 
-/**
- * Labels for a connection that stays in userspace TLS. Until the kTLS handoff
- * runs, connections use reason `not_attempted` (or `native_unavailable` /
- * `kernel_no_tls` when the probe already knows).
- */
-export function userspaceLabels(facts: {
-  tlsVersion: string | null | undefined;
-  cipher: string | null | undefined;
-  protocol: ConnectionProtocol;
-  reason?: Exclude<KtlsReason, 'enabled'>;
-}): ConnectionLabels {
-  return normalizeLabels({
-    ktls: 'off',
-    ktls_reason: facts.reason ?? 'not_attempted',
-    tls_version: (facts.tlsVersion ?? 'none') as TlsVersionLabel,
-    cipher: facts.cipher ?? 'none',
-    direction: 'none',
-    protocol: facts.protocol,
-  });
-}
-
 export function statusClass(status: number): StatusClass {
   const c = Math.floor(status / 100);
   return c >= 1 && c <= 5 ? (`${c}xx` as StatusClass) : 'other';
 }
-
-
 
 export interface MetricsOptions {
   /** Registry to use; a fresh one by default (tests create many). */
@@ -135,7 +73,6 @@ export interface MetricsOptions {
   /** Version for ktls_sidecar_build_info. */
   readonly version?: string;
 }
-
 
 const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 const HANDSHAKE_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];

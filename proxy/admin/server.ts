@@ -10,17 +10,7 @@ import { type AddressInfo, isIPv4 } from 'node:net';
 import type { Registry } from 'prom-client';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import type { KtlsFlag } from '../ktls/flag.js';
-
-export interface ReadinessCheck {
-  readonly name: string;
-  readonly ok: boolean;
-  readonly detail?: string;
-}
-
-export interface Readiness {
-  readonly ready: boolean;
-  readonly checks: readonly ReadinessCheck[];
-}
+import type { Readiness } from '../readiness.js';
 
 /** The logger calls the admin server makes (a pino Logger fits). */
 export interface AdminLogger {

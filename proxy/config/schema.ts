@@ -3,9 +3,9 @@
 // them); docs/config.md and config/default.yaml are checked against this file
 // by test/unit/config-defaults.test.ts.
 
-import type { KernelCipher } from '../../native/crypto-info.js';
-import type { KtlsDirectionSetting } from '../vocabulary.js';
-import { DEFAULT_KTLS_CIPHERS as DEFAULT_KTLS_SUITES } from './ktls-ciphers.js';
+import { TLS_VERSIONS, type KernelCipher, type TlsVersion } from '../../native/crypto-info.js';
+import { KTLS_DIRECTION_SETTINGS, PROXY_PROTOCOL_MODES, type KtlsDirectionSetting, type ProxyProtocolMode } from '../vocabulary.js';
+import { DEFAULT_KTLS_CIPHERS } from '../ktls/cipher-policy.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -25,9 +25,6 @@ export const DEFAULT_TLS13_CIPHERSUITES = [
   'TLS_AES_256_GCM_SHA384',
   'TLS_CHACHA20_POLY1305_SHA256',
 ].join(':');
-
-/** kTLS allow-list default: the AES-GCM suites of TLS 1.3 and 1.2 (every kTLS kernel has them). */
-export const DEFAULT_KTLS_CIPHERS: readonly string[] = DEFAULT_KTLS_SUITES;
 
 /** One leaf of the schema (what convict needs plus nothing else). */
 export interface SchemaLeaf {
@@ -59,7 +56,7 @@ export const schema = {
     address: { doc: 'Upstream host:port in tcp mode.', format: 'host-port', default: '127.0.0.1:8080' },
     proxyProtocol: {
       doc: 'tcp mode: send a PROXY protocol v2 header (the client address) to the upstream before the first byte.',
-      format: ['off', 'v2'],
+      format: PROXY_PROTOCOL_MODES,
       default: 'off',
     },
     maxSockets: {
@@ -86,7 +83,7 @@ export const schema = {
       format: 'sni-list',
       default: [],
     },
-    minVersion: { doc: 'Lowest TLS version accepted.', format: ['TLSv1.2', 'TLSv1.3'], default: 'TLSv1.2' },
+    minVersion: { doc: 'Lowest TLS version accepted.', format: TLS_VERSIONS, default: 'TLSv1.2' },
     ciphers: { doc: 'TLS 1.2 cipher list (OpenSSL syntax).', format: 'nonempty-string', default: DEFAULT_TLS12_CIPHERS },
     ciphersuites: { doc: 'TLS 1.3 cipher suites (colon-separated IANA names).', format: 'nonempty-string', default: DEFAULT_TLS13_CIPHERSUITES },
     clientCA: { doc: 'PEM bundle of CAs for client certificates; setting it turns on mTLS.', format: 'pem-path', default: '' },
@@ -141,10 +138,11 @@ export const schema = {
       format: 'strict-boolean',
       default: true,
     },
-    direction: { doc: 'tx: kernel encrypts, userspace decrypts; txrx: the kernel does both.', format: ['tx', 'txrx'], default: 'tx' },
+    direction: { doc: 'tx: kernel encrypts, userspace decrypts; txrx: the kernel does both.', format: KTLS_DIRECTION_SETTINGS, default: 'tx' },
     ciphers: {
       doc: 'Cipher suites allowed for kTLS (IANA or OpenSSL names); NAME:tx or NAME:txrx overrides ktls.direction for that suite. Env/flag form: comma-separated.',
       format: 'ktls-cipher-list',
+      // The AES-GCM suites of TLS 1.3 and 1.2 (every kTLS kernel has them).
       default: [...DEFAULT_KTLS_CIPHERS],
     },
     sampleRate: { doc: 'Fraction of eligible connections handed to the kernel (canary); the rest get ktls_reason="sampled_out".', format: 'ratio', default: 1 },
@@ -166,7 +164,7 @@ export const schema = {
   },
 } as const satisfies SchemaTree;
 
-export type ProxyMode = 'http' | 'tcp';
+export type ProxyMode = (typeof schema.mode.format)[number];
 
 export interface SniCertificate {
   readonly servername: string;
@@ -180,7 +178,7 @@ export interface SniCertificate {
 export interface KtlsCipherRule {
   readonly iana: string;
   readonly openssl: string;
-  readonly version: 'TLSv1.2' | 'TLSv1.3';
+  readonly version: TlsVersion;
   readonly kernelCipher: KernelCipher;
   /** The per-cipher override if given (`NAME:txrx`), else ktls.direction. */
   readonly direction: KtlsDirectionSetting;
@@ -193,7 +191,7 @@ export interface Config {
   readonly upstream: {
     readonly url: string;
     readonly address: string;
-    readonly proxyProtocol: 'off' | 'v2';
+    readonly proxyProtocol: ProxyProtocolMode;
     readonly maxSockets: number;
     readonly maxPending: number;
   };
@@ -202,7 +200,7 @@ export interface Config {
     readonly cert: string;
     readonly key: string;
     readonly sni: readonly SniCertificate[];
-    readonly minVersion: 'TLSv1.2' | 'TLSv1.3';
+    readonly minVersion: TlsVersion;
     readonly ciphers: string;
     readonly ciphersuites: string;
     readonly clientCA: string;
@@ -234,7 +232,7 @@ export interface Config {
     readonly ciphers: readonly KtlsCipherRule[];
     readonly sampleRate: number;
     readonly forceTls13Rx: boolean;
-    readonly drainOnDisable: 'close' | 'keep';
+    readonly drainOnDisable: (typeof schema.ktls.drainOnDisable.format)[number];
     readonly drainTimeout: number;
     readonly keyUpdateRateLimit: number;
   };

@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { statSync, type Stats } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { ConfigError } from '../errors.js';
-import { readConfiguredFile } from './certs.js';
+import { readConfiguredFile } from '../tls/certs.js';
 import { reloadConfig, type LoadedConfig } from './load.js';
 
 export interface WatchOptions {

@@ -1,48 +1,41 @@
 // Forwarding one HTTP request (HTTP/1.1 or HTTP/2 on the client side) or one
 // WebSocket upgrade to the HTTP/1.1 upstream with http-proxy-3. Bodies stream
-// both ways (pipe, no buffering). Upstream failures become short plain-text
-// 502/503/504 answers, counted by reason.
-//
-// Bounds (each holds an upstream connection otherwise):
-//   upstream sockets  at most maxSockets requests are forwarded at once; up to
-//                     maxPending more wait (FIFO) for a slot, at most
-//                     upstreamConnectMs; past either → 503, reason overloaded.
-//   request bodies    requestBodyMs for the whole body and minRequestBodyRate
-//                     per window after the first; past either → 408 (or a
-//                     reset once the response head is out), counted as 408.
+// both ways (pipe, no buffering). A request, in the order web() tells it:
+// hop-by-hop headers out and ours in (headers.ts), a slot among the upstream
+// sockets (upstream-pool.ts), the upstream request (sent once more if a
+// reused keep-alive socket was reset under an idempotent bodiless request),
+// the body watch (request-body.ts), and one count when the response closes.
+// What ends it early:
+//   upstream failure  a short 502/503/504 answer by reason (upstream-errors.ts),
+//                     or a cut once the head is out; counted by reason.
+//   slow body         408 (or a reset once the response head is out), counted
+//                     as 408, not as an upstream error.
 //   upstream cut      an upstream response that ends early is cut toward the
 //                     client at once (HTTP/1.1: close; HTTP/2: RST_STREAM),
 //                     counted as upstream error reset.
 import http from 'node:http';
 import http2 from 'node:http2';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ProxyServer } from 'http-proxy-3';
-import type { HandshakeFacts } from '../pipeline/facts.js';
-import { markClose } from '../pipeline/plain-connection.js';
+import type { ConnectionFacts } from '../connection/facts.js';
 import type { SidecarEvents } from '../observe/events.js';
 import type { UpstreamErrorReason } from '../vocabulary.js';
+import { type AnyReq, type AnyRes, cutResponse, endGracefully, isH2, sendError } from './answers.js';
 import { requestProblem, setForwardingHeaders, stripHopByHop } from './headers.js';
+import { type BodyLimits, bodyPending, needsChunked, watchRequestBody } from './request-body.js';
+import { UPSTREAM_ANSWERS, upstreamReason } from './upstream-errors.js';
+import { UpstreamPool } from './upstream-pool.js';
 
-/** limits.minRequestBodyRate is measured over windows of this length (the first one is grace). */
-export const BODY_RATE_WINDOW_MS = 10_000;
-
-export interface ForwarderOptions {
+export interface ForwarderOptions extends BodyLimits {
   upstreamUrl: string;
   clientCertHeader: string;
   upstreamConnectMs: number;
   upstreamResponseMs: number;
-  /** timeouts.requestBody: whole request body deadline, ms (0 = none). */
-  requestBodyMs: number;
-  /** limits.minRequestBodyRate: bytes/s per 10 s window after the first (0 = none). */
-  minRequestBodyRate: number;
   /** upstream.maxSockets: upstream connections open at once. */
   maxSockets: number;
   /** upstream.maxPending: requests queued for a socket beyond maxSockets; more get 503. */
   maxPending: number;
-  /** Length of the body rate window, ms (default BODY_RATE_WINDOW_MS; tests shorten it). */
-  bodyRateWindowMs?: number;
   metrics: FrontMetrics;
 }
 
@@ -64,89 +57,11 @@ interface RequestState {
   retried: boolean;
 }
 
-/** A request waiting for an upstream slot. */
-interface Waiting {
-  run: () => void;
-  timer: NodeJS.Timeout | undefined;
-}
-
-type AnyReq = http.IncomingMessage | Http2ServerRequest;
-type AnyRes = http.ServerResponse | Http2ServerResponse;
-
-/** Map an upstream socket error to the metric's reason set. */
-export function upstreamReason(err: NodeJS.ErrnoException): UpstreamErrorReason {
-  switch (err.code) {
-    case 'ECONNREFUSED':
-    case 'EHOSTUNREACH':
-    case 'ENETUNREACH':
-    case 'EADDRNOTAVAIL':
-      return 'connect_refused';
-    case 'ENOTFOUND':
-    case 'EAI_AGAIN':
-      return 'dns';
-    case 'ECONNRESET':
-    case 'EPIPE':
-      return 'reset';
-    case 'HPE_INVALID_CONSTANT':
-    case 'HPE_INVALID_VERSION':
-    case 'HPE_INVALID_STATUS':
-    case 'HPE_INVALID_HEADER_TOKEN':
-      return 'protocol';
-    default:
-      return 'other';
-  }
-}
-
-function isH2(res: AnyRes): res is Http2ServerResponse {
-  return 'stream' in res;
-}
-
-/**
- * Cut a response whose head is out, so the client sees it incomplete at once:
- * HTTP/2 resets the stream with `code`, HTTP/1.1 closes the connection
- * (no final chunk, or fewer bytes than Content-Length).
- */
-function cutResponse(res: AnyRes, code: number, closeReason?: 'upstream_error'): void {
-  if (isH2(res)) {
-    if (!res.stream.destroyed) res.stream.close(code);
-    return;
-  }
-  if (closeReason) markClose(res.socket, closeReason);
-  res.destroy();
-}
-
-/** A short plain-text error answer; `sent` runs once it is handed to the connection. */
-export function sendError(res: AnyRes, status: number, text: string, sent?: () => void): void {
-  if (res.headersSent) {
-    // Too late for a status: cut the response so the client sees it incomplete.
-    cutResponse(res, http2.constants.NGHTTP2_INTERNAL_ERROR);
-    return;
-  }
-  const body = `${text}\n`;
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
-  res.end(body, sent);
-}
-
 /** What http-proxy-3's ws path accepts (it destroys anything else). */
 function isWebSocketUpgrade(req: http.IncomingMessage): boolean {
   return req.method === 'GET' && req.headers.upgrade?.toLowerCase() === 'websocket';
 }
 
-/** End our side, then release the stream once the write side is done. */
-function endThenDestroy(conn: Duplex): void {
-  if (conn.destroyed) return;
-  conn.once('finish', () => conn.destroy());
-  conn.end();
-}
-
-/** Whether a request body exists that no Content-Length frames (HTTP/1.1 chunked, HTTP/2 DATA without content-length). */
-function needsChunked(req: AnyReq): boolean {
-  if (req.headers['content-length'] !== undefined) return false;
-  if (req.httpVersionMajor === 2) return !(req as Http2ServerRequest).stream.endAfterHeaders;
-  return req.headers['transfer-encoding'] !== undefined;
-}
-
-/** Whether body bytes may still arrive (HTTP/2: no END_STREAM on HEADERS yet; HTTP/1.1: message incomplete). */
 /**
  * A keep-alive connection the upstream closed just as we reused it (its idle
  * timeout racing the agent's): the request never reached the application, so
@@ -161,37 +76,18 @@ function retryable(req: AnyReq, res: AnyRes, state: RequestState, err: NodeJS.Er
   return err.code === 'ECONNRESET' || err.code === 'EPIPE';
 }
 
-function bodyPending(req: AnyReq): boolean {
-  if (req.httpVersionMajor === 2) return !(req as Http2ServerRequest).stream.endAfterHeaders && !req.readableEnded;
-  return !(req as http.IncomingMessage).complete;
-}
-
 export class Forwarder {
   private readonly proxy: ProxyServer;
-  private readonly agent: http.Agent;
+  private readonly pool: UpstreamPool;
   private readonly states = new WeakMap<object, RequestState>();
-  /** Requests forwarded now (each holds or waits for one upstream socket). */
-  private active = 0;
-  /** Requests waiting for a slot, oldest first. */
-  private readonly waiting = new Set<Waiting>();
   /** Status each upgrade's upstream answered (101 when it switched). */
   private readonly wsStatus = new WeakMap<object, { status: number | undefined }>();
   /** Set by the drain: responses then carry `Connection: close`. */
   draining = false;
 
   constructor(private readonly opts: ForwarderOptions) {
-    // Keep-alive to the upstream; free sockets are dropped before a typical
-    // upstream keep-alive timeout (node: 5 s) would close them under us.
-    // maxSockets backs up the slot count below (a socket of a finished
-    // request may close a moment after its slot is given to the next one).
-    this.agent = new http.Agent({
-      keepAlive: true,
-      maxSockets: opts.maxSockets,
-      maxTotalSockets: opts.maxSockets,
-      timeout: 4000,
-      scheduling: 'lifo',
-    });
-    this.proxy = new ProxyServer({ target: opts.upstreamUrl, agent: this.agent, xfwd: false, ws: true });
+    this.pool = new UpstreamPool(opts.maxSockets, opts.maxPending, opts.upstreamConnectMs);
+    this.proxy = new ProxyServer({ target: opts.upstreamUrl, agent: this.pool.agent, xfwd: false, ws: true });
     // http-proxy-3's deleteLength pass sets `content-length: 0` on a DELETE or
     // OPTIONS without one, even when a chunked body follows (the body would
     // then reach the upstream unframed). Put the framing back just before the
@@ -228,7 +124,7 @@ export class Forwarder {
       if (req.httpVersionMajor === 1) {
         // Set explicitly: http-proxy-3 would otherwise copy the request's
         // Connection header (which we stripped) and override node's decision.
-        const keepAlive = (res).shouldKeepAlive && !this.draining;
+        const keepAlive = res.shouldKeepAlive && !this.draining;
         proxyRes.headers.connection = keepAlive ? 'keep-alive' : 'close';
       }
     });
@@ -241,7 +137,7 @@ export class Forwarder {
   }
 
   /** Forward one request. `facts` are the connection's (client address, SNI, client cert). */
-  web(req: AnyReq, res: AnyRes, facts: HandshakeFacts): void {
+  web(req: AnyReq, res: AnyRes, facts: ConnectionFacts): void {
     const headers = req.headers as Record<string, string | string[] | undefined>;
     const state: RequestState = { timer: undefined, timedOut: undefined, proxyReq: undefined, chunked: needsChunked(req), aborted: false, statusOverride: undefined, retried: false };
     stripHopByHop(headers);
@@ -284,11 +180,11 @@ export class Forwarder {
       sendError(res, 400, 'Bad Request');
       return;
     }
-    this.admit(req, res, state);
+    this.pool.admit(res, () => this.dispatch(req, res, state), () => this.fail(res, 'overloaded'));
   }
 
   /** Forward a WebSocket handshake and then the bytes both ways; any other Upgrade is served as a plain request. */
-  ws(req: http.IncomingMessage, socket: Duplex, head: Buffer, facts: HandshakeFacts): void {
+  ws(req: http.IncomingMessage, socket: Duplex, head: Buffer, facts: ConnectionFacts): void {
     if (!isWebSocketUpgrade(req)) {
       this.ignoreUpgrade(req, socket, facts);
       return;
@@ -323,56 +219,26 @@ export class Forwarder {
    * this connection, then close it; counted as http1 with the real status.
    * Bytes after the head (`head`) are not read: the connection closes.
    */
-  private ignoreUpgrade(req: http.IncomingMessage, socket: Duplex, facts: HandshakeFacts): void {
+  private ignoreUpgrade(req: http.IncomingMessage, socket: Duplex, facts: ConnectionFacts): void {
     const res = new http.ServerResponse(req);
     res.shouldKeepAlive = false;
     // node:http types want a net.Socket; a ServerResponse only writes to and watches the stream.
     res.assignSocket(socket as unknown as Socket);
     // The socket's close then emits the response's 'close' (where web() counts it).
-    res.once('finish', () => endThenDestroy(socket));
+    res.once('finish', () => endGracefully(socket));
     this.web(req, res, facts);
   }
 
   close(): void {
-    for (const w of this.waiting) clearTimeout(w.timer);
-    this.waiting.clear();
-    this.agent.destroy();
+    this.pool.close();
   }
 
-  /** Forward now if a slot is free, else queue (bounded, and no longer than upstreamConnectMs), else 503. */
-  private admit(req: AnyReq, res: AnyRes, state: RequestState): void {
-    if (this.active < this.opts.maxSockets) {
-      this.dispatch(req, res, state);
-      return;
-    }
-    if (this.waiting.size >= this.opts.maxPending) {
-      this.fail(res, 'overloaded');
-      return;
-    }
-    const entry: Waiting = { run: () => this.dispatch(req, res, state), timer: undefined };
-    this.waiting.add(entry);
-    if (this.opts.upstreamConnectMs > 0) {
-      // Waiting for a slot is part of getting an upstream connection.
-      entry.timer = setTimeout(() => {
-        this.waiting.delete(entry);
-        this.fail(res, 'overloaded');
-      }, this.opts.upstreamConnectMs);
-    }
-    res.once('close', () => {
-      if (this.waiting.delete(entry)) clearTimeout(entry.timer);
-    });
-  }
-
+  /** Run in an upstream slot (held until `res` closes). */
   private dispatch(req: AnyReq, res: AnyRes, state: RequestState): void {
-    this.active++;
-    res.once('close', () => {
-      this.active--;
-      this.next();
-    });
     this.forward(req, res, state);
     // After proxy.web: it pipes the body synchronously, and a 'data' listener
     // added before the pipe would start the flow with nobody to take it.
-    if (bodyPending(req)) this.watchRequestBody(req, res, state);
+    if (bodyPending(req)) watchRequestBody(req, res, this.opts, () => this.bodyTooSlow(req, res, state));
   }
 
   private forward(req: AnyReq, res: AnyRes, state: RequestState): void {
@@ -393,78 +259,6 @@ export class Forwarder {
       else if (state.timedOut === 'response') this.fail(res, 'response_timeout');
       else this.fail(res, upstreamReason(err));
     });
-  }
-
-  /** Give freed slots to the oldest waiting requests. */
-  private next(): void {
-    for (const entry of this.waiting) {
-      if (this.active >= this.opts.maxSockets) return;
-      this.waiting.delete(entry);
-      clearTimeout(entry.timer);
-      entry.run();
-    }
-  }
-
-  /**
-   * timeouts.requestBody and limits.minRequestBodyRate with one timer per
-   * body (re-armed at each window end or the deadline), never one per chunk.
-   * A window in which the upstream pushed back (the pipe paused the body) is
-   * not held against the client.
-   */
-  private watchRequestBody(req: AnyReq, res: AnyRes, state: RequestState): void {
-    const { requestBodyMs, minRequestBodyRate } = this.opts;
-    if (requestBodyMs <= 0 && minRequestBodyRate <= 0) return;
-    const windowMs = this.opts.bodyRateWindowMs ?? BODY_RATE_WINDOW_MS;
-    const minBytes = (minRequestBodyRate * windowMs) / 1000;
-    const started = performance.now();
-    let windowEnd = windowMs;
-    let windows = 0;
-    let bytes = 0;
-    let pushedBack = false;
-    let timer: NodeJS.Timeout | undefined;
-    const onData = (d: Buffer): void => {
-      bytes += d.length;
-    };
-    const onPause = (): void => {
-      pushedBack = true;
-    };
-    const stop = (): void => {
-      clearTimeout(timer);
-      req.off('data', onData);
-      req.off('pause', onPause);
-    };
-    const arm = (): void => {
-      const deadline = requestBodyMs > 0 ? requestBodyMs : Infinity;
-      const at = Math.min(deadline, minRequestBodyRate > 0 ? windowEnd : Infinity);
-      timer = setTimeout(tick, Math.max(0, at - (performance.now() - started)));
-      timer.unref();
-    };
-    const tick = (): void => {
-      const elapsed = performance.now() - started;
-      if (requestBodyMs > 0 && elapsed >= requestBodyMs) {
-        stop();
-        this.bodyTooSlow(req, res, state);
-        return;
-      }
-      if (minRequestBodyRate > 0 && elapsed >= windowEnd) {
-        windows++;
-        // The first window is grace (connection ramp-up, a client's think time).
-        if (windows >= 2 && !pushedBack && bytes < minBytes) {
-          stop();
-          this.bodyTooSlow(req, res, state);
-          return;
-        }
-        windowEnd += windowMs;
-        bytes = 0;
-        pushedBack = req.isPaused();
-      }
-      arm();
-    };
-    req.on('data', onData);
-    req.on('pause', onPause);
-    req.once('end', stop);
-    res.once('close', stop);
-    arm();
   }
 
   /** A request body too slow: abort the upstream request, answer 408 (or cut the response), count it as 408. */
@@ -500,21 +294,14 @@ export class Forwarder {
     });
   }
 
+  /** Count an upstream failure and answer it (or cut the response if its head is out). */
   private fail(res: AnyRes, reason: UpstreamErrorReason): void {
-    const timeout = reason === 'connect_timeout' || reason === 'response_timeout';
-    const status = timeout ? 504 : reason === 'overloaded' ? 503 : 502;
     this.opts.metrics.upstreamError(reason);
     if (res.headersSent) {
       cutResponse(res, http2.constants.NGHTTP2_INTERNAL_ERROR, 'upstream_error');
       return;
     }
-    const text = timeout
-      ? 'upstream did not answer in time.'
-      : reason === 'overloaded'
-        ? 'too many requests to the upstream, try again.'
-        : reason === 'connect_refused' || reason === 'dns'
-          ? 'upstream is not reachable.'
-          : 'upstream failed.';
+    const { status, text } = UPSTREAM_ANSWERS[reason];
     sendError(res, status, text);
   }
 }

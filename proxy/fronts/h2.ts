@@ -5,9 +5,9 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { KtlsDrainTarget } from '../ktls/drain.js';
-import type { HandshakeFacts } from '../pipeline/facts.js';
+import type { ConnectionFacts } from '../connection/facts.js';
 import { guardJsStreamSocket } from '../handshake/js-stream-guard.js';
-import { markClose } from '../pipeline/plain-connection.js';
+import { markClose } from '../connection/plain-connection.js';
 import type { Forwarder } from './forward.js';
 
 export interface H2FrontOptions {
@@ -148,8 +148,8 @@ function dropWhenUnwanted(conn: Duplex, session: http2.ServerHttp2Session): void
 export class H2Front {
   private readonly server: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
-  private readonly facts = new WeakMap<http2.ServerHttp2Session, HandshakeFacts>();
-  private pendingFacts: HandshakeFacts | undefined;
+  private readonly facts = new WeakMap<http2.ServerHttp2Session, ConnectionFacts>();
+  private pendingFacts: ConnectionFacts | undefined;
   private lastSession: http2.ServerHttp2Session | undefined;
   private readonly sessionOf = new WeakMap<Duplex, http2.ServerHttp2Session>();
   private draining = false;
@@ -188,7 +188,7 @@ export class H2Front {
     });
   }
 
-  handle(conn: Duplex, facts: HandshakeFacts): void {
+  handle(conn: Duplex, facts: ConnectionFacts): void {
     this.pendingFacts = facts;
     this.lastSession = undefined;
     try {

@@ -2,7 +2,7 @@
 // hop-by-hop removal (RFC 9110 §7.6.1), X-Forwarded-*, and the client
 // certificate header (Envoy's x-forwarded-client-cert format).
 import type { IncomingHttpHeaders } from 'node:http';
-import type { ClientIdentity, HandshakeFacts } from '../pipeline/facts.js';
+import type { ClientIdentity, ConnectionFacts } from '../connection/facts.js';
 
 /** Always connection-specific, whether or not Connection lists them. */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection'];
@@ -118,7 +118,7 @@ export function formatForwarded(client: string, host: string): string {
  * otherwise trust whatever the client wrote. The client-cert header is
  * removed whatever the client sent and set only from a verified certificate.
  */
-export function setForwardingHeaders(headers: Headers, facts: HandshakeFacts, clientCertHeader: string): void {
+export function setForwardingHeaders(headers: Headers, facts: ConnectionFacts, clientCertHeader: string): void {
   const prior = headers['x-forwarded-for'];
   const priorList = Array.isArray(prior) ? prior.join(', ') : typeof prior === 'string' ? prior : '';
   const client = facts.remoteAddress.startsWith('::ffff:') ? facts.remoteAddress.slice(7) : facts.remoteAddress;

@@ -24,12 +24,12 @@
 import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { DrainProtocol, KtlsDrainTarget } from '../ktls/drain.js';
-import type { HandshakeFacts } from '../pipeline/facts.js';
-import { markClose } from '../pipeline/plain-connection.js';
-import { type FrontMetrics, Forwarder, sendError } from './forward.js';
+import type { ConnectionFacts } from '../connection/facts.js';
+import { markClose } from '../connection/plain-connection.js';
+import { endGracefully, sendError } from './answers.js';
+import { type FrontMetrics, Forwarder } from './forward.js';
 import { requestProblem } from './headers.js';
 import { H2Front } from './h2.js';
-import { attachUpgrade } from './ws.js';
 
 export interface HttpFrontOptions {
   upstreamUrl: string;
@@ -47,7 +47,8 @@ export class HttpFront {
   private readonly server: http.Server;
   private readonly forwarder: Forwarder;
   private readonly h2: H2Front;
-  private readonly facts = new WeakMap<Duplex, HandshakeFacts>();
+  /** Each HTTP/1.1 connection's facts: its requests, upgrades and client errors (the ktls label) arrive with the socket. */
+  private readonly facts = new WeakMap<Duplex, ConnectionFacts>();
   private draining = false;
   /** Responses not finished yet, per connection, in arrival order (for per-connection drain). */
   private readonly inflight = new WeakMap<Duplex, http.ServerResponse[]>();
@@ -115,10 +116,13 @@ export class HttpFront {
       else this.forwarder.web(req, res, facts);
     });
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.onClientError(err, socket));
-    // Client errors of a connection arrive with its socket; remember facts for the ktls label.
-    attachUpgrade(this.server, this.forwarder, (s) => this.facts.get(s));
-    // Only a WebSocket becomes a byte stream; any other Upgrade (h2c) is served as the plain request it also is.
-    this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex) => {
+    // The forwarder relays a WebSocket upgrade and then the bytes both ways;
+    // any other Upgrade (h2c) is served as the plain request it also is. Only
+    // a WebSocket becomes a byte stream.
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      const facts = this.facts.get(socket);
+      if (facts) this.forwarder.ws(req, socket, head, facts);
+      else socket.destroy();
       if (req.headers.upgrade?.toLowerCase() === 'websocket') this.upgraded.add(socket);
     });
     this.h2 = new H2Front(this.forwarder, {
@@ -131,7 +135,7 @@ export class HttpFront {
   }
 
   /** Serve one decrypted connection; returns its kTLS drain hook (see the top of this file). */
-  handle(conn: Duplex, facts: HandshakeFacts): KtlsDrainTarget {
+  handle(conn: Duplex, facts: ConnectionFacts): KtlsDrainTarget {
     const target = this.drainTarget(conn, facts.alpn === 'h2' ? 'h2' : 'http1');
     if (facts.alpn === 'h2') {
       this.h2.handle(conn, facts);
@@ -198,7 +202,7 @@ export class HttpFront {
   }
 
   /** A request that parsed but must not be forwarded (see requestProblem): 400, counted, connection closed after it. */
-  private refuse(res: http.ServerResponse, facts: HandshakeFacts): void {
+  private refuse(res: http.ServerResponse, facts: ConnectionFacts): void {
     // The rest of the connection's byte stream is suspect too: close after this answer.
     res.shouldKeepAlive = false;
     res.once('close', () => {
@@ -308,17 +312,4 @@ function lingerThenDestroy(socket: Duplex): void {
   socket.once('close', () => clearTimeout(timer));
   if (socket.readableEnded) done();
   else socket.once('end', done);
-}
-
-/** End our side (close_notify + FIN on TLS), then release the stream once the write side is done. */
-function endGracefully(conn: Duplex): void {
-  if (conn.destroyed) return;
-  const soon = (conn as Duplex & { destroySoon?: () => void }).destroySoon;
-  if (typeof soon === 'function') {
-    soon.call(conn);
-    return;
-  }
-  if (conn.writable) conn.end();
-  if (conn.writableFinished) conn.destroy();
-  else conn.once('finish', () => conn.destroy());
 }

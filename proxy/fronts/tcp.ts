@@ -4,16 +4,17 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { KtlsDrainTarget } from '../ktls/drain.js';
-import type { HandshakeFacts } from '../pipeline/facts.js';
-import { markClose } from '../pipeline/plain-connection.js';
+import type { ConnectionFacts } from '../connection/facts.js';
+import { markClose } from '../connection/plain-connection.js';
 import type { SidecarEvents } from '../observe/events.js';
-import { upstreamReason } from './forward.js';
+import type { ProxyProtocolMode } from '../vocabulary.js';
 import { buildProxyV2Header } from './proxy-protocol.js';
+import { upstreamReason } from './upstream-errors.js';
 
 export interface TcpFrontOptions {
   /** host:port */
   upstreamAddress: string;
-  proxyProtocol: 'off' | 'v2';
+  proxyProtocol: ProxyProtocolMode;
   upstreamConnectMs: number;
   idleMs: number;
   metrics: Pick<SidecarEvents, 'upstreamError'>;
@@ -27,7 +28,7 @@ export function splitHostPort(address: string): { host: string; port: number } {
 }
 
 interface TcpState {
-  upstream: net.Socket | undefined;
+  upstream: net.Socket;
   connected: boolean;
 }
 
@@ -39,17 +40,15 @@ export class TcpFront {
   constructor(private readonly opts: TcpFrontOptions) {}
 
   /** Serve one connection; returns its kTLS drain hook (the same object drainTarget(conn) gives). */
-  handle(conn: Duplex, facts: HandshakeFacts): KtlsDrainTarget {
+  handle(conn: Duplex, facts: ConnectionFacts): KtlsDrainTarget {
     const { host, port } = splitHostPort(this.opts.upstreamAddress);
     this.conns.add(conn);
-    const state: TcpState = { upstream: undefined, connected: false };
     conn.once('close', () => this.conns.delete(conn));
     // Hold client bytes until the upstream is connected (and the PROXY header is out).
     conn.pause();
     const upstream = net.connect({ host, port, allowHalfOpen: true });
-    state.upstream = upstream;
+    const state: TcpState = { upstream, connected: false };
     this.state.set(conn, state);
-    let connected = false;
     const connectTimer =
       this.opts.upstreamConnectMs > 0
         ? setTimeout(() => {
@@ -59,7 +58,6 @@ export class TcpFront {
           }, this.opts.upstreamConnectMs)
         : undefined;
     upstream.once('connect', () => {
-      connected = true;
       state.connected = true;
       if (connectTimer) clearTimeout(connectTimer);
       upstream.setNoDelay(true);
@@ -100,7 +98,7 @@ export class TcpFront {
     });
     upstream.once('close', () => {
       // Both halves done (or upstream failed): make sure the client side goes too.
-      if (!conn.destroyed && (conn.writableFinished || !connected)) conn.destroy();
+      if (!conn.destroyed && (conn.writableFinished || !state.connected)) conn.destroy();
     });
     conn.once('end', () => markClose(conn, 'client_close'));
     conn.on('error', () => upstream.destroy());
@@ -125,12 +123,12 @@ export class TcpFront {
       requestDrain: () => {
         markClose(conn, 'ktls_drain');
         const st = this.state.get(conn);
-        const upstream = st?.upstream;
-        if (!upstream || !st.connected) {
-          upstream?.destroy();
+        if (!st?.connected) {
+          st?.upstream.destroy();
           conn.destroy();
           return;
         }
+        const upstream = st.upstream;
         // Stop forwarding first so nothing is written after our end.
         upstream.unpipe(conn);
         conn.unpipe(upstream);

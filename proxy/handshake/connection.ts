@@ -1,17 +1,6 @@
-// One connection's way through the handshake engine (see engine.ts for the
-// big picture). State machine:
-//
-//   feeding ──(client Finished classified, offload() asked)──► finished-fed ──(secure + quiet)──► detached (handoff)
-//      │                                                          │
-//      └──(no exact state: suite not trackable / any doubt)──► fallback-pending ──► passthrough (userspace)
-//
-// offload()'s answer does not choose between hand-off and passthrough: it
-// only rides on the hand-off (`offload`), and the caller puts the keys in the
-// kernel or keeps them in its JS record layer. Passthrough keeps Node's TLS
-// on the engine's JS Duplex for the connection's whole life, where Node can
-// hit an internal assertion that ends the process (nodejs/node#35384), so it
-// is only for connections without an exact state to hand off.
-//
+// One connection's way through the handshake engine: the state machine of
+// docs/design.md "The handshake engine" (feeding → finished-fed → detached,
+// or → fallback-pending → passthrough when there is no exact state).
 // Invariants:
 //   - OpenSSL gets whole records, one per event-loop turn, and never a byte
 //     after the record that carries the client's Finished.
@@ -23,40 +12,22 @@
 import type net from 'node:net';
 import type tls from 'node:tls';
 import { describeError } from '../errors.js';
-import type { EngineSink } from './engine-duplex.js';
-import { EngineDuplex } from './engine-duplex.js';
-import type { HandshakeFailureReason } from './errors.js';
-import { HandshakeError, TlsWireError, reasonFromTlsError } from './errors.js';
-import { collectFacts } from './facts.js';
+import { type TlsRecord, TlsWireError } from '../tls/records.js';
+import { ClientInput } from './client-input.js';
+import type { EngineContext } from './engine.js';
+import { EngineDuplex, type EngineSink } from './engine-duplex.js';
+import { HandshakeError, type HandshakeErrorReason } from './errors.js';
+import { engineFailureReason } from './failure.js';
+import { negotiatedFacts, tlsFactsOf } from './facts.js';
+import { handoffKeys } from './handoff-state.js';
 import { guardTlsOverJsStream } from './js-stream-guard.js';
 import type { KeylogEntry } from './keylog.js';
-import { canControlReading, stopReading, resumeReading } from './read-control.js';
-import type { TlsRecord } from './records.js';
-import { RecordFramer } from './records.js';
-import type { FinalState } from './tracker.js';
+import { ServerOutput, nextTurn } from './server-output.js';
 import { HandshakeTracker } from './tracker.js';
-import type { HandshakeCounts, HandshakeResult, NegotiatedFacts, OffloadHooks, UserspaceReason } from './types.js';
-
-/** Event-loop turns without engine output that count as "quiet" after the handshake. */
-const QUIET_TURNS = 3;
-/** Backstop above maxBufferedBytes: one in-flight socket read plus slack. */
-const HARD_SLACK = 128 * 1024;
-
-export interface EngineContext {
-  readonly server: tls.Server;
-  readonly handshakeTimeoutMs: number;
-  readonly maxBufferedBytes: number;
-  readonly quiesceMs: number;
-  bindClientRandom(hex: string, conn: HandshakeConnection): void;
-  unbind(conn: HandshakeConnection): void;
-  pendingNewSessions(): number;
-  noteDroppedAfterHandoff(bytes: number): void;
-}
+import type { HandshakeFacts, HandshakeResult, OffloadHooks, UserspaceReason } from './types.js';
 
 type Phase = 'feeding' | 'finished-fed' | 'fallback-pending' | 'passthrough' | 'detached';
 
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 const noop = (): void => {};
 
 export class HandshakeConnection implements EngineSink {
@@ -64,8 +35,8 @@ export class HandshakeConnection implements EngineSink {
   private settled = false;
   private handedOff = false;
   private readonly tracker = new HandshakeTracker();
-  private readonly inFramer = new RecordFramer();
-  private readonly outFramer = new RecordFramer();
+  private readonly input: ClientInput;
+  private readonly output: ServerOutput;
   private readonly duplex: EngineDuplex;
   private tlsSocket: tls.TLSSocket | null = null;
   private secure = false;
@@ -73,29 +44,17 @@ export class HandshakeConnection implements EngineSink {
   private rejectResult: (e: Error) => void = noop;
   private timer: NodeJS.Timeout | null = null;
   private pumping = false;
-  private rawEnded = false;
   /** The tracker found a record the client sent malformed (the engine then fell back to let OpenSSL judge it). */
   private clientSentMalformed = false;
-  private readingStopped = false;
-  private pausedForBuffer = false;
-  private readonly canStopReading: boolean;
   private fallbackReason: UserspaceReason = 'tracker_desync';
   /** offload()'s answer, carried on the hand-off. */
   private offloadAnswer = false;
-  private pendingWrites = 0;
-  private outputEvents = 0;
-  private recordsIn = 0;
-  private recordsOut = 0;
-  private bytesIn = 0;
-  private bytesOut = 0;
-  /** Client handshake ciphertext given to OpenSSL so far (bounded by maxBufferedBytes). */
-  private handshakeBytes = 0;
-  private drainedAtStop = 0;
   clientRandomHex: string | null = null;
 
   constructor(private readonly ctx: EngineContext, private readonly raw: net.Socket, private readonly hooks: OffloadHooks) {
     this.duplex = new EngineDuplex(this);
-    this.canStopReading = canControlReading(raw);
+    this.input = new ClientInput(raw, ctx.maxBufferedBytes);
+    this.output = new ServerOutput(raw, this.tracker);
   }
 
   run(): Promise<HandshakeResult> {
@@ -113,53 +72,40 @@ export class HandshakeConnection implements EngineSink {
     return result;
   }
 
-  // ------------------------------------------------------------ raw socket
-
   private readonly onRawData = (chunk: Buffer): void => {
-    this.bytesIn += chunk.length;
+    this.input.bytesIn += chunk.length;
     if (this.phase === 'passthrough') {
       if (!this.duplex.push(chunk)) this.raw.pause();
       return;
     }
     if (this.phase === 'detached') return;
-    this.inFramer.push(chunk);
+    this.input.framer.push(chunk);
     if (this.phase !== 'feeding') return;
-    if (this.inFramer.length > this.ctx.maxBufferedBytes + HARD_SLACK) {
-      // Backstop: pause() keeps this from happening with a plain net.Socket.
-      this.fail('buffer_limit', `over ${this.ctx.maxBufferedBytes} bytes buffered before the client Finished`);
+    if (!this.input.withinBudget()) {
+      this.fail('handshake_buffer_limit', `over ${this.ctx.maxBufferedBytes} bytes buffered before the client Finished`);
       return;
-    }
-    if (this.inFramer.length >= this.ctx.maxBufferedBytes && !this.pausedForBuffer) {
-      // Backpressure: Node stops reading the fd once its own buffer is full.
-      this.pausedForBuffer = true;
-      this.raw.pause();
     }
     this.kick();
   };
 
   private readonly onRawEnd = (): void => {
-    this.rawEnded = true;
+    this.input.ended = true;
     if (this.phase === 'passthrough') this.duplex.push(null);
     else this.kick();
   };
 
-  private readonly onRawError = (err: Error): void => {
+  private readonly onRawError = (err: Error): void => this.onRawGone(err);
+  private readonly onRawClose = (): void => this.onRawGone(undefined);
+
+  private onRawGone(err: Error | undefined): void {
     if (this.settled) {
       if (this.phase === 'passthrough') this.duplex.destroy(err);
-      return;
+    } else if (err) {
+      this.fail('reset', describeError(err), err);
+    } else {
+      this.fail(this.tracker.clientAlert ? 'peer_alert' : 'reset', 'connection closed during the handshake');
     }
-    this.fail('peer_closed', describeError(err), err);
-  };
-
-  private readonly onRawClose = (): void => {
-    if (this.settled) {
-      if (this.phase === 'passthrough') this.duplex.destroy();
-      return;
-    }
-    this.fail(this.tracker.clientAlert ? 'peer_alert' : 'peer_closed', 'connection closed during the handshake');
-  };
-
-  // ------------------------------------------------------------ inbound
+  }
 
   private kick(): void {
     if (this.phase === 'feeding' && !this.settled && !this.pumping) void this.pump();
@@ -173,10 +119,10 @@ export class HandshakeConnection implements EngineSink {
         let rec: TlsRecord | null;
         let verdict;
         try {
-          rec = this.inFramer.peek();
+          rec = this.input.framer.peek();
           if (!rec) {
-            this.releaseBackpressure();
-            if (this.rawEnded) this.fail(this.tracker.clientAlert ? 'peer_alert' : 'peer_closed', 'client closed during the handshake');
+            this.input.releaseBackpressure();
+            if (this.input.ended) this.fail(this.tracker.clientAlert ? 'peer_alert' : 'reset', 'client closed during the handshake');
             return;
           }
           verdict = this.tracker.classifyInbound(rec);
@@ -190,13 +136,11 @@ export class HandshakeConnection implements EngineSink {
           this.feedFinished(rec);
           return;
         }
-        this.inFramer.take();
-        if (this.handshakeBytes + rec.raw.length > this.ctx.maxBufferedBytes) {
-          // A client flight bigger than the whole buffering budget is not a real client.
-          this.fail('buffer_limit', `client handshake flight over ${this.ctx.maxBufferedBytes} bytes`);
+        this.input.framer.take();
+        if (!this.input.admit(rec.raw.length)) {
+          this.fail('handshake_buffer_limit', `client handshake flight over ${this.ctx.maxBufferedBytes} bytes`);
           return;
         }
-        this.handshakeBytes += rec.raw.length;
         this.feed(rec.raw);
         // One record per turn: OpenSSL processes it (and emits its key-log
         // lines) before the next record is classified.
@@ -212,15 +156,8 @@ export class HandshakeConnection implements EngineSink {
   }
 
   private feed(record: Buffer): void {
-    this.recordsIn++;
+    this.input.records++;
     this.duplex.push(record);
-  }
-
-  private releaseBackpressure(): void {
-    if (this.pausedForBuffer && this.inFramer.length < this.ctx.maxBufferedBytes / 2) {
-      this.pausedForBuffer = false;
-      this.raw.resume();
-    }
   }
 
   private bindClientRandom(): void {
@@ -232,8 +169,8 @@ export class HandshakeConnection implements EngineSink {
   }
 
   private onWireError(err: unknown): void {
-    if (err instanceof TlsWireError && err.notTls && this.recordsIn === 0) {
-      this.fail('not_tls', err.message, err);
+    if (err instanceof TlsWireError && err.notTls && this.input.records === 0) {
+      this.fail('protocol_error', err.message, err, true);
       return;
     }
     // OpenSSL has seen only whole, unmodified records: let it judge the rest.
@@ -243,48 +180,25 @@ export class HandshakeConnection implements EngineSink {
     this.fallback('tracker_desync');
   }
 
-  private negotiatedFacts(): NegotiatedFacts | null {
-    const n = this.tracker.negotiation;
-    if (!n.version || !n.suite || !n.kernelCipher) return null;
-    return {
-      tlsVersion: n.version,
-      cipher: n.suite.opensslName,
-      ianaName: n.suite.ianaName,
-      kernelCipher: n.kernelCipher,
-      alpn: n.alpn,
-      servername: n.servername,
-      resumed: n.resumed,
-    };
-  }
-
   private feedFinished(rec: TlsRecord): void {
-    const facts = this.negotiatedFacts();
+    const facts = negotiatedFacts(this.tracker.negotiation);
     if (!facts) return this.fallback('cipher_not_offloadable');
-    if (!this.canStopReading) return this.fallback('read_stop_unavailable');
+    if (!this.input.canStop) return this.fallback('read_stop_unavailable');
     try {
       this.offloadAnswer = this.hooks.offload(facts) === true;
     } catch {
       // The state is as exact as with any answer: the keys just stay in JS.
       this.offloadAnswer = false;
     }
-    this.inFramer.take();
+    this.input.framer.take();
     // The hook runs the decision synchronously; the client may have reset the
     // connection meanwhile (its handle is gone then and reads cannot stop).
-    if (this.raw.destroyed) return this.fail('peer_closed', 'connection closed during the handshake');
+    if (this.raw.destroyed) return this.fail('reset', 'connection closed during the handshake');
     this.phase = 'finished-fed';
-    // OpenSSL needs nothing more from the client: stop reading the fd now,
-    // so what follows the Finished stays bounded and ends up in `leftover`.
     this.raw.off('data', this.onRawData);
-    const drained = stopReading(this.raw);
-    this.bytesIn += drained.length;
-    this.drainedAtStop = drained.length;
-    this.inFramer.push(drained);
-    this.readingStopped = true;
-    this.pausedForBuffer = false;
+    this.input.stopAtFinished(); // what follows the Finished ends up in `leftover`
     this.feed(rec.raw); // may emit 'secureConnection' synchronously
   }
-
-  // ------------------------------------------------------------ outbound
 
   onEngineOutput(chunk: Buffer, done: () => void): void {
     if (this.phase === 'detached') {
@@ -292,24 +206,15 @@ export class HandshakeConnection implements EngineSink {
       done();
       return;
     }
-    this.bytesOut += chunk.length;
-    this.outputEvents++;
-    this.pendingWrites++;
-    const flushed = this.raw.write(chunk, () => {
-      this.pendingWrites--;
-    });
+    const flushed = this.output.forward(chunk);
     if (this.phase === 'feeding' || this.phase === 'finished-fed') this.trackOutput(chunk);
     if (flushed) done();
     else this.raw.once('drain', done);
   }
 
   private trackOutput(chunk: Buffer): void {
-    this.outFramer.push(chunk);
     try {
-      for (let rec = this.outFramer.take(); rec; rec = this.outFramer.take()) {
-        this.recordsOut++;
-        this.tracker.onOutboundRecord(rec);
-      }
+      this.output.track(chunk);
     } catch {
       this.fallback('tracker_desync');
       return;
@@ -337,23 +242,20 @@ export class HandshakeConnection implements EngineSink {
       return;
     }
     // Let 'tlsClientError' (which names the cause) arrive first.
-    setImmediate(() => this.fail(this.guessFailureReason(), 'TLS engine closed during the handshake'));
+    setImmediate(() => this.fail(this.failureReason(undefined), 'TLS engine closed during the handshake'));
   }
 
-  private guessFailureReason(): HandshakeFailureReason {
-    if (this.tlsSocket?.authorizationError && !this.secure) return 'client_cert_rejected';
-    if (this.tracker.serverAlertReason) return this.tracker.serverAlertReason;
-    if (this.tracker.clientAlert) return 'peer_alert';
-    return this.rawEnded && !this.clientSentMalformed ? 'peer_closed' : 'protocol_error';
+  /** `err`: what Node's TLS reported, if anything. */
+  private failureReason(err: unknown): HandshakeErrorReason {
+    return engineFailureReason(err, {
+      certRejected: Boolean(this.tlsSocket?.authorizationError) && !this.secure,
+      serverAlert: this.tracker.serverAlert,
+      clientAlert: this.tracker.clientAlert,
+      peerClosedCleanly: this.input.ended && !this.clientSentMalformed,
+    });
   }
 
-  // ------------------------------------------------- events routed by the engine
-
-  /**
-   * The engine's TLS socket, first seen: its writes over our Duplex fail
-   * instead of asserting (js-stream-guard.ts), for the handshake and for a
-   * passthrough connection's whole life.
-   */
+  /** The engine's TLS socket, first seen: its writes over our Duplex fail instead of asserting (js-stream-guard.ts). */
   private adopt(tlsSocket: tls.TLSSocket): void {
     if (this.tlsSocket === tlsSocket) return;
     this.tlsSocket = tlsSocket;
@@ -377,31 +279,18 @@ export class HandshakeConnection implements EngineSink {
 
   onTlsClientError(err: Error, tlsSocket: tls.TLSSocket): void {
     this.adopt(tlsSocket);
-    let reason = reasonFromTlsError(err);
-    if (reason === 'protocol_error') reason = this.guessFailureReason();
-    this.fail(reason, describeError(err), err);
+    this.fail(this.failureReason(err), describeError(err), err);
   }
 
   onSecure(tlsSocket: tls.TLSSocket): void {
     this.adopt(tlsSocket);
     this.secure = true;
-    switch (this.phase) {
-      case 'passthrough':
-        this.resolveUserspace();
-        return;
-      case 'feeding':
-        // OpenSSL finished without our seeing the client Finished: our view is wrong, OpenSSL's is not.
-        this.fallback('tracker_desync');
-        return;
-      case 'finished-fed':
-        void this.quiesce();
-        return;
-      default:
-        return; // fallback-pending resolves after its flush
-    }
+    if (this.phase === 'passthrough') this.resolveUserspace();
+    // OpenSSL finished without our seeing the client Finished: our view is wrong, OpenSSL's is not.
+    else if (this.phase === 'feeding') this.fallback('tracker_desync');
+    else if (this.phase === 'finished-fed') void this.quiesce();
+    // fallback-pending resolves after its flush
   }
-
-  // ------------------------------------------------------------ endings
 
   /** Stay on the TLSSocket: give OpenSSL everything held back and pipe the rest. */
   private fallback(reason: UserspaceReason): void {
@@ -416,35 +305,22 @@ export class HandshakeConnection implements EngineSink {
   private enterPassthrough(): void {
     if (this.settled) return;
     this.phase = 'passthrough';
-    const rest = this.inFramer.takeAll();
+    const rest = this.input.framer.takeAll();
     if (!this.raw.listeners('data').includes(this.onRawData)) this.raw.on('data', this.onRawData);
     if (rest.length) this.duplex.push(rest);
-    if (this.rawEnded) this.duplex.push(null);
-    if (this.readingStopped) {
-      this.readingStopped = false;
-      resumeReading(this.raw);
-    } else if (this.pausedForBuffer) {
-      this.pausedForBuffer = false;
-      this.raw.resume();
-    }
+    if (this.input.ended) this.duplex.push(null);
+    this.input.resume();
     if (this.secure) this.resolveUserspace();
   }
 
-  private counts(leftoverBytes: number): HandshakeCounts {
-    return {
-      recordsIn: this.recordsIn,
-      recordsOut: this.recordsOut,
-      bytesIn: this.bytesIn,
-      bytesOut: this.bytesOut,
-      leftoverBytes,
-      drainedAtStop: this.drainedAtStop,
-      earlyDataRecordsSkipped: this.tracker.earlyDataRecordsSkipped,
+  private facts(s: tls.TLSSocket, leftoverBytes: number): HandshakeFacts {
+    const { tracker, input, output } = this;
+    const n = tracker.negotiation;
+    const counts = {
+      recordsIn: input.records, recordsOut: output.records, bytesIn: input.bytesIn, bytesOut: output.bytesOut,
+      leftoverBytes, drainedAtStop: input.drainedAtStop, earlyDataRecordsSkipped: tracker.earlyDataRecordsSkipped,
     };
-  }
-
-  private wireFacts() {
-    const n = this.tracker.negotiation;
-    return { alpn: n.alpn, servername: n.servername, helloRetryRequest: n.helloRetryRequest };
+    return { ...tlsFactsOf(s, n), helloRetryRequest: n.helloRetryRequest, counts };
   }
 
   private settle(): void {
@@ -458,50 +334,25 @@ export class HandshakeConnection implements EngineSink {
     const s = this.tlsSocket;
     if (this.settled || !s) return;
     this.settle();
-    this.resolveResult({ mode: 'userspace', tlsSocket: s, facts: collectFacts(s, this.wireFacts(), this.counts(0)), reason: this.fallbackReason });
+    this.resolveResult({ mode: 'userspace', tlsSocket: s, facts: this.facts(s, 0), reason: this.fallbackReason });
   }
 
   /** Wait until OpenSSL has written everything it will write after the handshake, then hand off. */
   private async quiesce(): Promise<void> {
-    const deadline = Date.now() + this.ctx.quiesceMs;
-    let quiet = 0;
-    let seen = this.outputEvents;
-    for (;;) {
-      const waiting = this.ctx.pendingNewSessions() > 0 || this.pendingWrites > 0;
-      await (waiting ? sleep(1) : nextTurn());
-      if (this.settled || this.phase !== 'finished-fed') return;
-      if (this.outputEvents !== seen) {
-        seen = this.outputEvents;
-        quiet = 0;
-      } else {
-        quiet++;
-      }
-      const clean = this.outFramer.length === 0 && this.tracker.outboundPending === 0 && this.pendingWrites === 0;
-      const callbacks = this.ctx.pendingNewSessions() > 0;
-      if (clean && !callbacks && quiet >= QUIET_TURNS) break;
-      if (Date.now() > deadline) {
-        if (!clean) return this.fallback('engine_not_quiet');
-        break; // only newSession callbacks pending: their tickets are dropped, the state stays exact
-      }
-    }
-    this.handoff();
+    const verdict = await this.output.untilQuiet({
+      quiesceMs: this.ctx.quiesceMs,
+      pendingNewSessions: () => this.ctx.pendingNewSessions(),
+      active: () => !this.settled && this.phase === 'finished-fed',
+    });
+    if (verdict === 'quiet') this.handoff();
+    else if (verdict === 'not_quiet') this.fallback('engine_not_quiet');
   }
 
   private handoff(): void {
     const s = this.tlsSocket;
     if (!s) return this.fallback('tracker_desync');
-    let state: FinalState;
-    try {
-      state = this.tracker.finalState();
-    } catch {
-      return this.fallback('handoff_verify_failed');
-    }
-    const n = this.tracker.negotiation;
-    if (s.getCipher()?.name !== n.suite?.opensslName || s.getProtocol() !== n.version) {
-      state.tx.wipe();
-      state.rx.wipe();
-      return this.fallback('tracker_desync');
-    }
+    const keys = handoffKeys(this.tracker, s);
+    if (typeof keys === 'string') return this.fallback(keys);
     // Point of no return: OpenSSL never sees or emits another byte of this connection.
     this.phase = 'detached';
     this.handedOff = true;
@@ -510,32 +361,15 @@ export class HandshakeConnection implements EngineSink {
     this.raw.off('error', this.onRawError);
     this.raw.off('close', this.onRawClose);
     this.raw.on('error', noop); // until the new owner attaches its own
-    const leftover = this.inFramer.takeAll();
-    const facts = collectFacts(s, this.wireFacts(), this.counts(leftover.length));
-    const tx = state.tx.toCryptoInfo();
-    const rx = state.rx.toCryptoInfo();
-    const txSecret = state.tx.trafficSecret() ?? undefined;
-    const rxSecret = state.rx.trafficSecret() ?? undefined;
-    state.tx.wipe();
-    state.rx.wipe();
+    const leftover = this.input.framer.takeAll();
+    const facts = this.facts(s, leftover.length);
     this.tracker.wipe();
     s.on('error', noop);
     s.destroy();
-    this.resolveResult({
-      mode: 'handoff',
-      raw: this.raw,
-      facts,
-      tx,
-      rx,
-      ...(txSecret ? { txSecret } : {}),
-      ...(rxSecret ? { rxSecret } : {}),
-      leftover,
-      peerEnded: this.rawEnded,
-      offload: this.offloadAnswer,
-    });
+    this.resolveResult({ mode: 'handoff', raw: this.raw, facts, ...keys, leftover, peerEnded: this.input.ended, offload: this.offloadAnswer });
   }
 
-  fail(reason: HandshakeFailureReason, message: string, cause?: unknown): void {
+  fail(reason: HandshakeErrorReason, message: string, cause?: unknown, notTls = false): void {
     if (this.settled) return;
     this.phase = 'detached';
     this.settle();
@@ -548,6 +382,6 @@ export class HandshakeConnection implements EngineSink {
     }
     this.duplex.destroy();
     this.raw.destroy();
-    this.rejectResult(new HandshakeError(reason, message, cause === undefined ? undefined : { cause }));
+    this.rejectResult(new HandshakeError(reason, message, { cause, notTls }));
   }
 }

@@ -1,6 +1,7 @@
 // The handshake engine: Node's own TLS (OpenSSL in userspace) performs the
-// handshake, then — when the hook agrees — the connection's record layer is
-// handed over with the exact per-direction state the kernel needs.
+// handshake, then the connection's record layer is handed over — to the
+// kernel or to the JS record layer, as offload() answered — with the exact
+// per-direction state. docs/design.md "The handshake engine" says why and how.
 //
 //   raw net.Socket ──► HandshakeConnection ──(one record per turn)──► EngineDuplex ──► tls.TLSSocket (server)
 //                      │ frames records both ways, decrypts them with ◄── its output, forwarded to the
@@ -13,36 +14,36 @@
 // with `newSession`, 'newSession') events. Its options (certs, ciphers,
 // ALPN, SNI, requestCert, tickets) are the real ones.
 //
-// Every connection with an exact state is handed off, whatever offload()
-// says (its answer rides on the hand-off): the caller installs the keys in
-// the kernel or keeps them in its JS record layer. Only a connection without
-// an exact state (a suite the tracker cannot follow, any doubt) stays on the
-// TLSSocket over the engine's JS Duplex, where Node's TLS can hit an internal
-// assertion that ends the process (nodejs/node#35384): the caller should
-// count those.
-//
-// Performance: every ciphertext byte of the handshake runs through a JS
-// Duplex. That is why connections that can never be offloaded
-// (kTLS flag off, kernel without TLS, native addon missing) must NOT come
-// here: the caller gives them straight to Node's native TLSSocket on the raw
-// socket (tls.Server 'connection' with the net.Socket itself). The engine has
-// no fast path of its own on purpose.
+// Only a connection without an exact state stays on the TLSSocket over the
+// engine's JS Duplex (nodejs/node#35384): the caller should count those.
+// Every handshake byte runs through a JS Duplex, so connections that can
+// never be offloaded must not come here: the caller gives them straight to
+// Node's TLSSocket on the raw socket. The engine has no fast path of its own
+// on purpose.
 
 import type net from 'node:net';
 import type tls from 'node:tls';
-import type { EngineContext } from './connection.js';
 import { HandshakeConnection } from './connection.js';
 import { parseKeylogLine } from './keylog.js';
 import type { HandshakeEngineOptions, HandshakeResult, OffloadHooks } from './types.js';
 
-export type {
-  HandshakeEngineOptions, HandshakeFacts, HandshakeResult, HandoffResult, NegotiatedFacts, OffloadHooks,
-  PeerCertificateSummary, UserspaceReason, UserspaceResult,
-} from './types.js';
 import { HandshakeError } from './errors.js';
-export { HandshakeError, HANDSHAKE_FAILURE_REASONS } from './errors.js';
-export type { HandshakeFailureReason } from './errors.js';
-export { resumeReading } from './read-control.js';
+
+// The engine's public names, for its callers.
+export type { HandshakeEngineOptions, HandshakeFacts, HandshakeResult, HandoffResult, NegotiatedFacts } from './types.js';
+export { HandshakeError } from './errors.js';
+
+/** What a HandshakeConnection needs from its engine. */
+export interface EngineContext {
+  readonly server: tls.Server;
+  readonly handshakeTimeoutMs: number;
+  readonly maxBufferedBytes: number;
+  readonly quiesceMs: number;
+  bindClientRandom(hex: string, conn: HandshakeConnection): void;
+  unbind(conn: HandshakeConnection): void;
+  pendingNewSessions(): number;
+  noteDroppedAfterHandoff(bytes: number): void;
+}
 
 /** Smallest accepted maxBufferedBytes: two maximal TLS records. */
 export const MIN_BUFFERED_BYTES = 32 * 1024;

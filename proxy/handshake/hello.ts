@@ -3,7 +3,7 @@
 // (HelloRetryRequest recognised), ALPN from ServerHello (1.2) or
 // EncryptedExtensions (1.3). Bounds-checked: malformed input throws TlsWireError.
 
-import { TlsWireError } from './errors.js';
+import { TlsWireError } from '../tls/records.js';
 
 const EXT_SERVER_NAME = 0;
 const EXT_ALPN = 16;

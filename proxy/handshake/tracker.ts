@@ -10,40 +10,17 @@
 
 import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { AlertDescription, ContentType, HandshakeType } from '../tls/control.js';
-import { tls12KeyBlock } from '../tls/prf.js';
-import { RecordProtection } from '../tls/record-protection.js';
-import type { CipherSuite } from '../tls/suites.js';
-import { AEAD_PARAMS, suiteByCode } from '../tls/suites.js';
-import { TlsWireError } from './errors.js';
-import type { HandshakeFailureReason } from './errors.js';
+import { type HandshakeMessage, type TlsRecord, TlsWireError } from '../tls/records.js';
+import { type CipherSuite, suiteByCode } from '../tls/suites.js';
+import { DirectionState, type FinalState, finalState } from './handoff-state.js';
 import { alpnFromEncryptedExtensions, clientRandomOf, parseClientHello, parseServerHello } from './hello.js';
-import type { KeylogEntry, KeylogLabel } from './keylog.js';
-import type { HandshakeMessage, TlsRecord } from './records.js';
-import { HandshakeReassembler } from './records.js';
+import type { KeylogEntry } from './keylog.js';
+import { HandshakeSecrets } from './secrets.js';
 
 const TLS12 = 0x0303;
 const TLS13 = 0x0304;
 /** Rejected 0-RTT records skipped before the client flight; OpenSSL enforces max_early_data, this is a backstop. */
 const MAX_SKIPPED_EARLY_RECORDS = 64;
-
-type Phase = 'plain' | 'hs13' | 'app13' | 'enc12';
-
-class DirectionState {
-  phase: Phase = 'plain';
-  prot: RecordProtection | null = null;
-  readonly hs = new HandshakeReassembler();
-  /** Records under the current protected phase's key. */
-  protectedRecords = 0;
-  finished = false;
-  lastExplicitNonce: bigint | null = null;
-  records = 0;
-
-  wipe(): void {
-    this.prot?.wipe();
-    this.prot = null;
-    this.hs.wipe();
-  }
-}
 
 export type InboundVerdict = 'feed' | 'finished' | 'blocked';
 
@@ -63,15 +40,8 @@ export interface Negotiation {
   serverHello: boolean;
 }
 
-export interface FinalState {
-  tx: RecordProtection;
-  rx: RecordProtection;
-}
-
 export class HandshakeTracker {
-  clientRandom: Buffer | null = null;
-  private serverRandom: Buffer | null = null;
-  private readonly secrets = new Map<KeylogLabel, Buffer>();
+  private readonly secrets = new HandshakeSecrets();
   private readonly inbound = new DirectionState();
   private readonly outbound = new DirectionState();
   private readonly outQueue: TlsRecord[] = [];
@@ -83,10 +53,15 @@ export class HandshakeTracker {
     alpn: null, servername: null, resumed: false, helloRetryRequest: false, serverHello: false,
   };
   earlyDataRecordsSkipped = 0;
-  /** First fatal alert the server sent during the handshake, as a failure reason. */
-  serverAlertReason: HandshakeFailureReason | null = null;
+  /** Description of the first fatal alert the server sent during the handshake. */
+  serverAlert: number | null = null;
   /** The client sent an alert during the handshake. */
   clientAlert = false;
+
+  /** From the ClientHello (binds key-log lines to this connection). */
+  get clientRandom(): Buffer | null {
+    return this.secrets.clientRandom;
+  }
 
   /** Outbound records waiting for a key-log line. */
   get outboundPending(): number {
@@ -102,36 +77,8 @@ export class HandshakeTracker {
 
   /** Store a key-log secret of this connection (ownership of entry.secret passes here). */
   addSecret(entry: KeylogEntry): void {
-    if (this.clientRandom && !entry.clientRandom.equals(this.clientRandom)) {
-      entry.secret.fill(0);
-      throw new TlsWireError('key-log line for a different client random');
-    }
-    this.secrets.get(entry.label)?.fill(0);
-    this.secrets.set(entry.label, entry.secret);
+    this.secrets.add(entry);
     this.drainOutbound();
-  }
-
-  private tls13Protection(label: KeylogLabel): RecordProtection | null {
-    const secret = this.secrets.get(label);
-    const cipher = this.negotiation.kernelCipher;
-    return secret && cipher ? RecordProtection.tls13(cipher, secret) : null;
-  }
-
-  private tls12Protection(side: 'client' | 'server'): RecordProtection | null {
-    const master = this.secrets.get('CLIENT_RANDOM');
-    const { suite, kernelCipher } = this.negotiation;
-    if (!master || !suite || !kernelCipher || !this.clientRandom || !this.serverRandom) return null;
-    const p = AEAD_PARAMS[kernelCipher];
-    const kb = tls12KeyBlock(suite.hash, master, this.clientRandom, this.serverRandom, p.keyLength, p.tls12FixedIvLength);
-    const prot = RecordProtection.tls12({
-      cipher: kernelCipher,
-      key: side === 'client' ? kb.clientWriteKey : kb.serverWriteKey,
-      writeIv: side === 'client' ? kb.clientWriteIv : kb.serverWriteIv,
-      seq: 0n,
-      explicitNonce: null,
-    });
-    for (const b of [kb.clientWriteKey, kb.serverWriteKey, kb.clientWriteIv, kb.serverWriteIv]) b.fill(0);
-    return prot;
   }
 
   // ------------------------------------------------------ server → client
@@ -161,7 +108,7 @@ export class HandshakeTracker {
       n.helloRetryRequest = true;
       return;
     }
-    this.serverRandom = sh.random;
+    this.secrets.serverRandom = sh.random;
     n.serverHello = true;
     n.version = sh.version === TLS13 ? 'TLSv1.3' : sh.version === TLS12 ? 'TLSv1.2' : null;
     const suite = suiteByCode(sh.cipherSuite) ?? null;
@@ -175,10 +122,10 @@ export class HandshakeTracker {
   private noteServerAlert(body: Buffer): void {
     const level = body[0];
     const desc = body[1];
-    if (desc === undefined || this.serverAlertReason) return;
+    if (desc === undefined || this.serverAlert !== null) return;
     const tls13 = this.negotiation.version === 'TLSv1.3';
     if (level === 2 || (tls13 && desc !== AlertDescription.CLOSE_NOTIFY && desc !== AlertDescription.USER_CANCELED)) {
-      this.serverAlertReason = alertReason(desc);
+      this.serverAlert = desc;
     }
   }
 
@@ -215,7 +162,7 @@ export class HandshakeTracker {
     if (rec.type === ContentType.CHANGE_CIPHER_SPEC && this.negotiation.version === 'TLSv1.3') return true;
 
     if (d.phase === 'hs13' || d.phase === 'app13') {
-      d.prot ??= this.tls13Protection(d.phase === 'hs13' ? 'SERVER_HANDSHAKE_TRAFFIC_SECRET' : 'SERVER_TRAFFIC_SECRET_0');
+      d.prot ??= this.secrets.tls13(d.phase === 'hs13' ? 'SERVER_HANDSHAKE_TRAFFIC_SECRET' : 'SERVER_TRAFFIC_SECRET_0', this.negotiation.kernelCipher);
       if (!d.prot) return false;
       const o = d.prot.open(rec.header, rec.payload);
       if (!o) throw new TlsWireError('server record does not decrypt with the key-log secret');
@@ -247,7 +194,7 @@ export class HandshakeTracker {
     }
 
     if (d.phase === 'enc12') {
-      d.prot ??= this.tls12Protection('server');
+      d.prot ??= this.secrets.tls12('server', this.negotiation.suite, this.negotiation.kernelCipher);
       if (!d.prot) return false;
       const o = d.prot.open(rec.header, rec.payload);
       if (!o) throw new TlsWireError('server record does not decrypt with the derived server_write_key');
@@ -318,7 +265,7 @@ export class HandshakeTracker {
       // ServerHello; the ALPN is in EncryptedExtensions. Wait for the whole
       // server flight (it precedes the client's) so the facts are complete.
       if (!this.secrets.has('CLIENT_HANDSHAKE_TRAFFIC_SECRET') || !this.outbound.finished) return 'blocked';
-      d.prot ??= this.tls13Protection('CLIENT_HANDSHAKE_TRAFFIC_SECRET');
+      d.prot ??= this.secrets.tls13('CLIENT_HANDSHAKE_TRAFFIC_SECRET', n.kernelCipher);
       if (!d.prot) return 'blocked';
       const o = d.prot.open(rec.header, rec.payload);
       d.records++;
@@ -368,96 +315,28 @@ export class HandshakeTracker {
     if (b[0] !== HandshakeType.CLIENT_HELLO) return;
     const random = clientRandomOf(b.subarray(4));
     if (!random) return;
-    if (!this.clientRandom) this.clientRandom = random;
-    else if (!random.equals(this.clientRandom)) throw new TlsWireError('second ClientHello with a different random');
+    if (!this.secrets.clientRandom) this.secrets.clientRandom = random;
+    else if (!random.equals(this.secrets.clientRandom)) throw new TlsWireError('second ClientHello with a different random');
   }
 
   // --------------------------------------------------------------- final
 
-  /**
-   * The exact state of both directions once the engine is quiet after the
-   * handshake. Throws TlsWireError when anything does not add up. The caller
-   * owns (and must wipe) the returned protections.
-   */
+  /** The exact state of both directions once the engine is quiet after the handshake (handoff-state.ts). */
   finalState(): FinalState {
     const n = this.negotiation;
-    const kernelCipher = n.kernelCipher;
-    if (!kernelCipher || !n.suite) throw new TlsWireError('no offloadable suite negotiated');
-    if (this.outQueue.length) throw new TlsWireError('server records still waiting for a key');
-    if (!this.outbound.hs.empty) throw new TlsWireError('partial handshake message from the engine');
-    if (n.version === 'TLSv1.3') {
-      if (this.outbound.phase !== 'app13' || this.inbound.phase !== 'app13') throw new TlsWireError('not at the application phase');
-      // TX continues right after the last record the engine sent (tickets).
-      const tx = this.outbound.prot ?? this.tls13Protection('SERVER_TRAFFIC_SECRET_0');
-      this.outbound.prot = null;
-      // RX: the engine never saw a record under the client application key.
-      const rx = this.tls13Protection('CLIENT_TRAFFIC_SECRET_0');
-      if (!tx || !rx) {
-        tx?.wipe();
-        rx?.wipe();
-        throw new TlsWireError('TLS 1.3 application secrets missing');
-      }
-      return { tx, rx };
-    }
-    if (n.version === 'TLSv1.2') {
-      if (this.outbound.phase !== 'enc12' || !this.outbound.finished) throw new TlsWireError('server Finished not seen');
-      if (this.inbound.phase !== 'enc12' || !this.inbound.finished) throw new TlsWireError('client Finished not seen');
-      const tx = this.outbound.prot;
-      const rx = this.tls12Protection('client');
-      if (!tx || !rx) throw new TlsWireError('TLS 1.2 master secret missing');
-      this.outbound.prot = null;
-      for (const rec of this.lagging) {
-        const o = rx.open(rec.header, rec.payload);
-        const ok = o !== null && o.type === ContentType.HANDSHAKE && o.data[0] === HandshakeType.FINISHED && o.data.length === 16;
-        o?.data.fill(0);
-        if (!ok) {
-          tx.wipe();
-          rx.wipe();
-          throw new TlsWireError('client Finished does not verify with the derived client_write_key');
-        }
-      }
-      if (AEAD_PARAMS[kernelCipher].tls12ExplicitNonceLength) {
-        // OpenSSL starts the explicit nonce at a random value and counts up;
-        // the next one is the last seen + 1 (what OpenSSL's own kTLS passes).
-        const last = this.outbound.lastExplicitNonce;
-        if (last === null) {
-          tx.wipe();
-          rx.wipe();
-          throw new TlsWireError('no server explicit nonce observed');
-        }
-        const state = RecordProtection.fromCryptoInfo({ ...tx.toCryptoInfo(), iv: nonceBytes(last + 1n) });
-        tx.wipe();
-        return { tx: state, rx };
-      }
-      return { tx, rx };
-    }
-    throw new TlsWireError('version not offloadable');
+    return finalState({
+      version: n.version, suite: n.suite, kernelCipher: n.kernelCipher, secrets: this.secrets,
+      inbound: this.inbound, outbound: this.outbound, outboundPending: this.outQueue.length, lagging: this.lagging,
+    });
   }
 
   /** Zero every secret and key this tracker holds. */
   wipe(): void {
-    for (const s of this.secrets.values()) s.fill(0);
-    this.secrets.clear();
+    this.secrets.wipe();
     this.inbound.wipe();
     this.outbound.wipe();
     for (const r of this.lagging) r.payload.fill(0);
     this.lagging.length = 0;
     this.outQueue.length = 0;
-  }
-}
-
-function nonceBytes(n: bigint): Buffer {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64BE(n & 0xffff_ffff_ffff_ffffn);
-  return b;
-}
-
-/** Failure reason for a fatal alert the server (OpenSSL) sent during the handshake. */
-export function alertReason(description: number): HandshakeFailureReason {
-  switch (description) {
-    case 40: return 'no_shared_cipher'; // handshake_failure: OpenSSL's answer to no shared cipher/group
-    case 70: return 'unsupported_version'; // protocol_version
-    case 42: case 43: case 44: case 45: case 46: case 48: case 116: return 'client_cert_rejected';
-    default: return 'protocol_error';
   }
 }

@@ -1,8 +1,10 @@
 // The handshake engine's public contract (see engine.ts for the behaviour).
 
 import type net from 'node:net';
+import type { EngineFallbackReason } from '../vocabulary.js';
 import type tls from 'node:tls';
 import type { CryptoInfo, KernelCipher, TlsVersion } from '../../native/crypto-info.js';
+import type { TlsFacts } from './facts.js';
 
 /**
  * What is known when the engine asks `offload()`: after the server's flight,
@@ -24,20 +26,6 @@ export interface NegotiatedFacts {
   readonly resumed: boolean;
 }
 
-export interface PeerCertificateSummary {
-  /** Subject DN, one `key=value` per RDN joined by ',' (as Node's X509Certificate prints them). */
-  readonly subject: string;
-  readonly issuer: string;
-  /** `AB:CD:..` as Node prints it. */
-  readonly fingerprint256: string;
-  /** SHA-256 of the DER, lowercase hex without separators (XFCC `Hash=`). */
-  readonly sha256: string;
-  /** `DNS:a, URI:spiffe://..` as Node prints it, or null. */
-  readonly subjectAltName: string | null;
-  /** The leaf certificate in PEM (XFCC `Cert=`). */
-  readonly pem: string;
-}
-
 export interface HandshakeCounts {
   /** TLS records given to OpenSSL during the handshake. */
   readonly recordsIn: number;
@@ -53,21 +41,9 @@ export interface HandshakeCounts {
   readonly earlyDataRecordsSkipped: number;
 }
 
-export interface HandshakeFacts {
-  /** `TLSv1.3`, `TLSv1.2`, or an older version on a userspace connection. */
-  readonly tlsVersion: string;
-  readonly cipher: string;
-  /** IANA name, or null for a suite the table does not know. */
-  readonly ianaName: string | null;
-  readonly kernelCipher: KernelCipher | null;
-  readonly alpn: string | null;
-  readonly servername: string | null;
-  readonly resumed: boolean;
+/** The engine's result facts: those of any handshake, plus what only the engine sees on the wire. */
+export interface HandshakeFacts extends TlsFacts {
   readonly helloRetryRequest: boolean;
-  /** Client certificate verified against the server's CA (only meaningful with requestCert). */
-  readonly authorized: boolean;
-  readonly authorizationError: string | null;
-  readonly peerCertificate: PeerCertificateSummary | null;
   readonly counts: HandshakeCounts;
 }
 
@@ -94,12 +70,8 @@ export interface OffloadHooks {
  * Why a connection stayed on Node's TLSSocket over the engine's Duplex
  * (closed set, for logs/metrics): only when no exact hand-off state exists.
  */
-export type UserspaceReason =
-  | 'cipher_not_offloadable' // version or suite neither the kernel nor the JS record layer can hold: offload() not asked
-  | 'read_stop_unavailable' // this Node lacks what stopReading() needs
-  | 'tracker_desync' // the wire did not match what OpenSSL reported
-  | 'handoff_verify_failed' // derived state did not verify (e.g. TLS 1.2 client Finished)
-  | 'engine_not_quiet'; // OpenSSL kept writing after the handshake past quiesceMs
+/** Why the engine kept the connection on its TLSSocket (proxy/vocabulary.ts). */
+export type UserspaceReason = EngineFallbackReason;
 
 export interface UserspaceResult {
   readonly mode: 'userspace';
@@ -136,7 +108,7 @@ export interface HandoffResult {
   /**
    * What offload() answered: true → the keys may go to the kernel; false
    * (declined, or the hook threw) → the caller keeps the record layer in JS
-   * (proxy/ktls/install.ts with a userspace decision).
+   * (proxy/record-layer/install.ts with a userspace decision).
    */
   readonly offload: boolean;
 }
@@ -154,7 +126,7 @@ export interface HandshakeEngineOptions {
    *   Finished reading stops, so `leftover` ≤ maxBufferedBytes + one socket
    *   read (64 KiB) + the socket's readable highWaterMark;
    * - the client's handshake flight itself (everything before its Finished,
-   *   incl. rejected 0-RTT): over the budget → failure `buffer_limit`.
+   *   incl. rejected 0-RTT): over the budget → rejected, `handshake_buffer_limit`.
    * Minimum 32 KiB (two maximal records).
    */
   readonly maxBufferedBytes: number;

@@ -4,9 +4,10 @@
 // (`ECDHE-RSA-AES128-GCM-SHA256`) — optionally suffixed `:tx` or `:txrx` to
 // override `ktls.direction` for that one suite. Parsed once at config load
 // into a lookup the decision consults per connection; a name we do not know is
-// a config error, never a silent "not offloaded".
+// an error, never a silent "not offloaded". The parser does not know where its
+// text came from: it names the entry, and the config loader names the key.
 
-import { ConfigError } from '../errors.js';
+import { ErrorCodes, SidecarError } from '../errors.js';
 import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { allSuites } from '../tls/suites.js';
 
@@ -57,6 +58,20 @@ export function findOffloadableSuite(name: string): OffloadableSuite | undefined
   return BY_NAME.get(name.trim().toUpperCase());
 }
 
+/**
+ * An entry the policy cannot take: `entry` is its 1-based position, the
+ * message says what is wrong with it. Code ERR_KTLS_SIDECAR_CONFIG: a policy
+ * only ever comes from configuration.
+ */
+export class CipherPolicyError extends SidecarError {
+  readonly entry: number;
+
+  constructor(entry: number, reason: string) {
+    super(ErrorCodes.CONFIG, reason);
+    this.entry = entry;
+  }
+}
+
 export interface CipherPolicyEntry {
   readonly suite: OffloadableSuite;
   /** Per-suite override of `ktls.direction`; undefined = use `ktls.direction`. */
@@ -73,7 +88,7 @@ export interface CipherPolicy {
 /**
  * Parse `ktls.ciphers`: an array of entries, or one string of entries
  * separated by commas and/or whitespace. An entry is `NAME` or `NAME:tx` /
- * `NAME:txrx`. Throws ConfigError('ktls.ciphers', …) naming the bad entry.
+ * `NAME:txrx`. Throws CipherPolicyError naming the bad entry.
  * An empty list is valid: nothing is offloaded (`cipher_not_allowed`).
  */
 export function parseCipherPolicy(value: string | readonly string[]): CipherPolicy {
@@ -82,15 +97,15 @@ export function parseCipherPolicy(value: string | readonly string[]): CipherPoli
   const byCode = new Map<number, CipherPolicyEntry>();
   raw.forEach((item, index) => {
     if (typeof item !== 'string') {
-      throw new ConfigError('ktls.ciphers', `entry ${index + 1} is not a string`);
+      throw new CipherPolicyError(index + 1, `entry ${index + 1} is not a string`);
     }
     const text = item.trim();
     if (text === '') return; // tolerate "a, b," and blank lines
     const { name, direction } = splitDirection(text, index);
     const suite = findOffloadableSuite(name);
     if (!suite) {
-      throw new ConfigError(
-        'ktls.ciphers',
+      throw new CipherPolicyError(
+        index + 1,
         `unknown or non-offloadable cipher "${name}" (entry ${index + 1}); use an IANA name such as ` +
           `TLS_AES_128_GCM_SHA256 or an OpenSSL name such as ECDHE-RSA-AES128-GCM-SHA256 of an AEAD suite ` +
           `(AES-GCM, AES-CCM, ChaCha20-Poly1305)`,
@@ -101,8 +116,8 @@ export function parseCipherPolicy(value: string | readonly string[]): CipherPoli
       // The same suite twice is only an error when the two entries disagree:
       // "which direction wins" must never depend on order.
       if (previous.direction !== direction) {
-        throw new ConfigError(
-          'ktls.ciphers',
+        throw new CipherPolicyError(
+          index + 1,
           `cipher ${suite.iana} is listed twice with different directions (entry ${index + 1})`,
         );
       }
@@ -128,8 +143,8 @@ function splitDirection(text: string, index: number): { name: string; direction:
   const suffix = text.slice(colon + 1).trim().toLowerCase();
   const name = text.slice(0, colon).trim();
   if (suffix === 'tx' || suffix === 'txrx') return { name, direction: suffix };
-  throw new ConfigError(
-    'ktls.ciphers',
+  throw new CipherPolicyError(
+    index + 1,
     `entry ${index + 1} "${text}": direction override must be ":tx" or ":txrx", got ":${suffix}"`,
   );
 }

@@ -13,9 +13,11 @@
 // Re-enabling the flag before the timeout cancels the forced close (already
 // requested drains still finish: a sent GOAWAY cannot be taken back).
 
+import type { ConnectionProtocol, DrainAction } from '../vocabulary.js';
 import type { KtlsFlag, KtlsFlagChange } from './flag.js';
 
-export type DrainProtocol = 'http1' | 'h2' | 'tcp';
+/** What a drain hook winds down (every protocol of an open connection). */
+export type DrainProtocol = Exclude<ConnectionProtocol, 'none'>;
 
 /** What a front gives the registry for one live kTLS connection. */
 export interface KtlsDrainTarget {
@@ -45,7 +47,7 @@ export interface DrainSummary {
 
 export interface DrainObserver {
   /** Per connection: `closed` = asked to drain/closed, `kept` = left open. */
-  ktlsDrained?(action: 'closed' | 'kept'): void;
+  ktlsDrained?(action: DrainAction): void;
   /** A connection was still open at the timeout and was closed. */
   forcedClose?(target: KtlsDrainTarget): void;
   /** A front's hook threw (the connection is closed instead). */

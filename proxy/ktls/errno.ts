@@ -1,6 +1,8 @@
 // The one classifier every kTLS syscall failure goes through, so the record layer,
 // the probe and the metrics agree on what an errno means (Documentation/networking/tls.rst).
 
+import type { KtlsStage } from '../vocabulary.js';
+
 /** What an errno means for a kTLS socket. */
 export type KtlsErrorKind =
   /** EIO from a plain read: the next record is not application data (alert, handshake). Use recvmsg + cmsg. */
@@ -21,17 +23,12 @@ export type KtlsErrorKind =
   | 'would_block'
   | 'other';
 
-import type { KtlsStage } from '../vocabulary.js';
-
-export type { KtlsStage };
-
 export interface KtlsErrorClass {
   /** errno name ('EBADMSG'), or 'UNKNOWN' when `err` carried none. */
   errno: string;
   kind: KtlsErrorKind;
   stage: KtlsStage;
 }
-
 
 /** Reads: EIO here means a non-data record met a read without a cmsg buffer. */
 const READ_STAGES: ReadonlySet<string> = new Set(['recv', 'read', 'read_plain']);

@@ -1,7 +1,10 @@
-// The sidecar's observation port: what the connection path, the fronts and
-// the kTLS code report, as one interface. Nothing here knows Prometheus or the
-// log format; proxy/admin/metrics.ts implements SidecarEvents and the
-// composition root (proxy/cli.ts) wires it in. Modules below the root import
+// The sidecar's observation port. SidecarEvents: what the connection path,
+// the fronts and the kTLS code report, as one interface; proxy/admin/metrics.ts
+// implements it and the composition root (proxy/cli.ts) wires it in.
+// ConnectionObserver: a connection's life as events (accepted, refused,
+// opened → bytes → closed, kTLS events), which the metrics adapter, the
+// close log line and CPU accounting observe side by side (`fanOut`). Nothing
+// here knows Prometheus or the log format; modules below the root import
 // these types from here, never from admin/.
 
 import type {
@@ -9,6 +12,7 @@ import type {
   CloseReason,
   ConnectionProtocol,
   DrainAction,
+  EngineFallbackReason,
   FlagSource,
   HandshakeFailureReason,
   HttpProtocol,
@@ -26,6 +30,8 @@ import type {
   UpstreamErrorReason,
 } from '../vocabulary.js';
 import type { KtlsDirection } from '../../native/crypto-info.js';
+import type { HandshakeFailure } from '../handshake/failure.js';
+import type { InstallEvents } from '../record-layer/install.js';
 
 /** The labels on every per-connection and byte series. */
 export interface ConnectionLabels {
@@ -57,8 +63,8 @@ export interface CertificateExpiry {
 /**
  * Everything the sidecar reports about itself: connections, handshakes,
  * requests, kTLS, reloads. The connection path, the fronts and the kTLS code
- * call these; the Prometheus adapter (proxy/admin/metrics.ts) implements them,
- * and `fanOut` lets more observers subscribe (the close log line, tests).
+ * call these; the Prometheus adapter (proxy/admin/metrics.ts) implements them
+ * (connection events reach it through metrics-observer.ts).
  */
 export interface SidecarEvents {
   /** A TCP connection was accepted (before limits, sniffing or the handshake). */
@@ -93,8 +99,116 @@ export interface SidecarEvents {
   ktlsError(errno: string, stage: string): void;
   /** One direction of one connection: install attempted, then installed or failed. */
   ktlsOffload(result: OffloadResult, direction: KtlsDirection, offload: OffloadKind): void;
-  /** One CPU accounting interval (proxy/ktls/cpu-accounting.ts CpuSplit): seconds per mode. */
+  /** One CPU accounting interval (proxy/observe/cpu-accounting.ts CpuSplit): seconds per mode. */
   cpuSplit(split: { readonly on: number; readonly off: number; readonly none: number }): void;
   /** An error the process survived (crash guard), or an engine connection left on the Duplex. */
   internalError(kind: InternalErrorKind): void;
+}
+
+/** Why a connection ended before it had a record layer: a rejection or a handshake failure, never both. */
+export type ConnectionRefusal = HandshakeFailure & {
+  /** The close line's reason when the counted one is coarser (`ktls_install_aborted` is counted as `other`). */
+  readonly closeReason?: string;
+};
+
+/** A connection that ended before its record layer (admission refusals have no id yet). */
+export interface RefusedConnection {
+  readonly id?: number;
+  readonly remoteAddress?: string | undefined;
+  readonly remotePort?: number | undefined;
+  /** monotonic ms (performance.now()) of the accept. */
+  readonly acceptedAt: number;
+}
+
+/** A connection past its handshake with its record layer chosen: what observers label and log it by. */
+export interface OpenedConnection extends Required<RefusedConnection> {
+  readonly servername: string;
+  readonly alpn: string;
+  readonly tlsVersion: string;
+  readonly cipher: string;
+  readonly labels: ConnectionLabels;
+}
+
+/** The record layer's own account for the close line: counts, sides and reasons only (never key material). */
+export type CloseInfo = Readonly<Record<string, string | number | boolean | null>>;
+
+/** How an open connection ended. */
+export interface ConnectionEnd {
+  readonly reason: CloseReason;
+  readonly error: unknown;
+  /** Plaintext bytes from / to the client. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly closeInfo: CloseInfo;
+}
+
+/** What an observer follows of one open connection. */
+export interface ConnectionSpan {
+  /** Application bytes, per chunk: `rx` from the client, `tx` to it. */
+  readonly bytes?: (rx: number, tx: number) => void;
+  readonly closed?: (end: ConnectionEnd) => void;
+}
+
+/**
+ * The life of a connection as its observers see it (the metrics adapter, the
+ * close log line, CPU accounting): the connection path reports each step once
+ * and never calls metrics or writes its log lines itself. Every method is
+ * optional for one observer; `fanOut` makes the complete one the path calls.
+ */
+export interface ConnectionObserver {
+  /** The listener accepted a TCP connection (before limits, sniffing or the handshake). */
+  accepted(): void;
+  refused(conn: RefusedConnection, refusal: ConnectionRefusal, error?: unknown): void;
+  opened(conn: OpenedConnection): ConnectionSpan;
+  /** The engine left a connection on Node's TLS over its JS stream (no exact hand-off state). */
+  engineFallback(id: number, fallback: { engineReason: EngineFallbackReason; ktlsReason: KtlsReason; cipher: string }): void;
+  /** TLS wrote over the engine stream during its shutdown: the write failed and the connection ends. */
+  jsStreamWriteRefused(id: number): void;
+  ktls(id: number): KtlsEvents;
+}
+
+/**
+ * The kTLS events of one connection: the record layer's (install, failed
+ * syscalls, KeyUpdate, refused renegotiation) and each direction's install
+ * result.
+ */
+export interface KtlsEvents extends InstallEvents {
+  offload?(result: OffloadResult, direction: KtlsDirection, offload: OffloadKind): void;
+}
+
+/** One observer made of several: each event goes to every part that listens for it, in order. */
+export function fanOut(...parts: Array<Partial<ConnectionObserver>>): ConnectionObserver {
+  const all = <K extends keyof ConnectionObserver>(k: K): Array<NonNullable<ConnectionObserver[K]>> =>
+    parts.flatMap((p) => (p[k] ? [p[k].bind(p) as NonNullable<ConnectionObserver[K]>] : []));
+  const [accepted, refused, opened, fallback, refusedWrite, ktls] = [
+    all('accepted'), all('refused'), all('opened'), all('engineFallback'), all('jsStreamWriteRefused'), all('ktls'),
+  ];
+  return {
+    accepted: () => accepted.forEach((f) => f()),
+    refused: (conn, refusal, error) => refused.forEach((f) => f(conn, refusal, error)),
+    opened: (conn) => {
+      const spans = opened.map((f) => f(conn));
+      const bytes = spans.flatMap((s) => (s.bytes ? [s.bytes] : []));
+      return {
+        bytes: (rx, tx) => {
+          for (const b of bytes) b(rx, tx);
+        },
+        closed: (end) => spans.forEach((s) => s.closed?.(end)),
+      };
+    },
+    engineFallback: (id, fb) => fallback.forEach((f) => f(id, fb)),
+    jsStreamWriteRefused: (id) => refusedWrite.forEach((f) => f(id)),
+    ktls: (id) => {
+      const evs = ktls.map((f) => f(id));
+      return {
+        syscallError: (info) => evs.forEach((e) => e.syscallError?.(info)),
+        decryptError: (where) => evs.forEach((e) => e.decryptError?.(where)),
+        keyUpdate: (direction, result) => evs.forEach((e) => e.keyUpdate?.(direction, result)),
+        installFailed: (info) => evs.forEach((e) => e.installFailed?.(info)),
+        installAborted: (info) => evs.forEach((e) => e.installAborted?.(info)),
+        renegotiationRefused: (fatal) => evs.forEach((e) => e.renegotiationRefused?.(fatal)),
+        offload: (result, direction, kind) => evs.forEach((e) => e.offload?.(result, direction, kind)),
+      };
+    },
+  };
 }

@@ -1,24 +1,27 @@
-// Certificate material: reading PEM pairs from disk, making the demo's
-// self-signed certificate in memory, and watching files for hot reload.
-// Key bytes never go into errors or logs; callers zero the Buffers they drop.
+// Certificate material: reading the files config keys name (PEM pairs, CA
+// bundles, the config file itself) with a size cap, summarising certificates,
+// making the demo's self-signed certificate in memory, and watching files for
+// hot reload. Key bytes never go into errors or logs; callers zero the Buffers
+// they drop.
 import { execFileSync } from 'node:child_process';
 import { X509Certificate, createHash } from 'node:crypto';
-import fs from 'node:fs';
+import fs, { closeSync, constants, fstatSync, openSync, readSync, type Stats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { readConfiguredFile, readConfiguredFileStat } from '../config/certs.js';
-import { ErrorCodes, SidecarError } from '../errors.js';
+import { ConfigError, ErrorCodes, SidecarError } from '../errors.js';
 
 export interface CertPair {
   cert: Buffer;
   key: Buffer;
 }
 
-/** Non-secret facts about a certificate, for logs and XFCC `By=`. */
+/** Non-secret facts about a certificate, for logs, /readyz and XFCC `By=`. */
 export interface CertSummary {
+  /** In `distinguishedName` form. */
   subject: string;
   /** SHA-256 of the DER, lowercase hex. */
   sha256: string;
+  /** Expiry as Node prints it (`Jan  1 00:00:00 2027 GMT`). */
   notAfter: string;
   /** First URI SAN (e.g. a SPIFFE ID), or ''. */
   uri: string;
@@ -31,6 +34,96 @@ export interface KeyFileFacts {
   readonly path: string;
   readonly mode: number;
   readonly gid: number;
+}
+
+/**
+ * Largest file a config key may point at. Certificate chains, keys, CA bundles
+ * and config files are kilobytes; the cap stops a path that never ends
+ * (`/dev/zero`, a growing file) from eating memory at startup or on reload.
+ */
+export const MAX_CONFIGURED_FILE_BYTES = 1024 * 1024;
+
+/** A file read through `readConfiguredFileStat`: its bytes and its mode bits. */
+export interface ConfiguredFile {
+  readonly data: Buffer;
+  /** Permission bits (`stat.mode & 0o777`) of the file that was read. */
+  readonly mode: number;
+  /** Owning group of the file that was read. */
+  readonly gid: number;
+}
+
+function fileTypeName(st: Stats): string {
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isSocket()) return 'a socket';
+  return 'not a regular file';
+}
+
+/**
+ * Read at most `limit + 1` bytes of an open regular file: it may grow after
+ * fstat, and /proc-style files report size 0. Chunks are zeroed once copied,
+ * so no stray copy of a key stays behind.
+ */
+function readUpTo(fd: number, sizeHint: number, limit: number): Buffer {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for (;;) {
+    const chunk = Buffer.alloc(Math.min(Math.max(sizeHint - total + 1, 16 * 1024), limit + 1 - total));
+    const n = readSync(fd, chunk, 0, chunk.length, null);
+    if (n === 0) break;
+    chunks.push(chunk.subarray(0, n));
+    total += n;
+    if (total > limit) break;
+  }
+  const data = Buffer.concat(chunks, total);
+  for (const c of chunks) c.fill(0);
+  return data;
+}
+
+function readOpenFile(key: string, path: string, fd: number): ConfiguredFile {
+  const st = fstatSync(fd);
+  // EISDIR keeps the errno wording readFileSync used for a directory.
+  if (st.isDirectory()) throw new ConfigError(key, `cannot read ${path} (EISDIR)`);
+  if (!st.isFile()) throw new ConfigError(key, `${path} is ${fileTypeName(st)}; point it at a regular file`);
+  if (st.size > MAX_CONFIGURED_FILE_BYTES) throw new ConfigError(key, `${path} is larger than 1 MiB (${st.size} bytes)`);
+  const data = readUpTo(fd, st.size, MAX_CONFIGURED_FILE_BYTES);
+  if (data.length > MAX_CONFIGURED_FILE_BYTES) {
+    data.fill(0);
+    throw new ConfigError(key, `${path} is larger than 1 MiB (it grew while being read)`);
+  }
+  return { data, mode: st.mode & 0o777, gid: st.gid };
+}
+
+/**
+ * Read a file a config key points at, with its mode. The one place such reads
+ * fail: the error names the key, the path and the reason (errno code, file
+ * type, size), never the contents. Only regular files up to 1 MiB are read:
+ * the open is non-blocking so a FIFO without a writer cannot hang us, and
+ * fstat then refuses it (and character devices such as /dev/zero).
+ */
+export function readConfiguredFileStat(key: string, path: string): ConfiguredFile {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new ConfigError(key, `cannot read ${path} (${code})`, { cause: err });
+  }
+  try {
+    return readOpenFile(key, path, fd);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code ?? 'error';
+    throw new ConfigError(key, `cannot read ${path} (${code})`, { cause: err });
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Read a file a config key points at (see `readConfiguredFileStat`). */
+export function readConfiguredFile(key: string, path: string): Buffer {
+  return readConfiguredFileStat(key, path).data;
 }
 
 /** Read a cert/key PEM pair. `keyName` names the config key in the error (`tls.cert`, `tls.sni[0].key`). */
@@ -79,12 +172,21 @@ export function warnIfKeyExposed(facts: KeyFileFacts, warn: WarnLog | undefined)
   );
 }
 
+/**
+ * A distinguished name as X509Certificate prints it (one `key=value` RDN per
+ * line) on one line: RDNs joined by ','. The one format of subjects and issuers
+ * in logs, metric labels and XFCC.
+ */
+export function distinguishedName(text: string): string {
+  return text.split('\n').filter(Boolean).join(',');
+}
+
 /** Summarise the first certificate of a PEM chain. Throws on unparsable input. */
 export function summarizeCert(pem: Buffer | string): CertSummary {
   const x = new X509Certificate(pem);
   const uri = /URI:([^,\s]+)/.exec(x.subjectAltName ?? '')?.[1] ?? '';
   return {
-    subject: x.subject.split('\n').join(','),
+    subject: distinguishedName(x.subject),
     sha256: createHash('sha256').update(x.raw).digest('hex'),
     notAfter: x.validTo,
     uri,

@@ -4,9 +4,9 @@
 // a bad new certificate never replaces a good one.
 import crypto from 'node:crypto';
 import tls from 'node:tls';
+import type { TlsVersion } from '../../native/crypto-info.js';
 import { ConfigError } from '../errors.js';
-import { readConfiguredFile } from '../config/certs.js';
-import { type CertPair, type CertSummary, readCertPair, summarizeCert, type WarnLog, warnIfKeyExposed } from './certs.js';
+import { type CertPair, type CertSummary, readCertPair, readConfiguredFile, summarizeCert, type WarnLog, warnIfKeyExposed } from './certs.js';
 
 export interface SniEntry {
   servername: string;
@@ -19,7 +19,7 @@ export interface TlsSettings {
   cert: string;
   key: string;
   sni: SniEntry[];
-  minVersion: 'TLSv1.2' | 'TLSv1.3';
+  minVersion: TlsVersion;
   /** OpenSSL cipher list for TLS 1.2 ('' = Node's default). */
   ciphers: string;
   /** TLS 1.3 suites, colon separated ('' = Node's default). */

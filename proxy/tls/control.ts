@@ -1,6 +1,7 @@
-// TLS content types, handshake message types, alerts and the TLS 1.3
-// KeyUpdate message: the control traffic a record layer handles itself once
-// OpenSSL is gone (RFC 8446 4.6.3, 6; RFC 5246 7.2).
+// TLS content types, handshake message types, alerts, the TLS 1.3
+// KeyUpdate message and the parser for what may arrive in a handshake record
+// after the handshake: the control traffic a record layer handles itself
+// once OpenSSL is gone (RFC 8446 4.6.3, 6; RFC 5246 7.2).
 
 export const ContentType = Object.freeze({
   CHANGE_CIPHER_SPEC: 20,
@@ -78,4 +79,68 @@ export function parseKeyUpdate(body: Buffer): boolean | null {
   if (v === 0) return false;
   if (v === 1) return true;
   return null;
+}
+
+export type PostHandshakeEvent =
+  /** TLS 1.3 KeyUpdate; `requested` = update_requested (we must answer with our own). */
+  | { kind: 'key_update'; requested: boolean }
+  /** TLS 1.2 ClientHello after the handshake: renegotiation, which we refuse with a warning. */
+  | { kind: 'renegotiation' }
+  /** A protocol violation: answer with this fatal alert and close. */
+  | { kind: 'fatal'; alert: number; why: string };
+
+/** Nothing legitimate after the handshake is large; refuse to buffer more. */
+const MAX_POST_HANDSHAKE_MESSAGE = 65536;
+
+/**
+ * Reassembles the plaintext of handshake records received after the
+ * handshake (decrypted in JS, or handed over by the kernel as record type
+ * 22) and turns them into events. Messages may span records (RFC 8446 5.1),
+ * but a KeyUpdate must end its record: data after it would be under the
+ * next key.
+ */
+export class PostHandshakeParser {
+  private buf: Buffer = Buffer.alloc(0);
+  private readonly tls13: boolean;
+
+  constructor(tls13: boolean) {
+    this.tls13 = tls13;
+  }
+
+  /** Feed one handshake record's plaintext; returns the events it completes, in order. */
+  push(record: Buffer): PostHandshakeEvent[] {
+    const { DECODE_ERROR, UNEXPECTED_MESSAGE } = AlertDescription;
+    if (record.length === 0) return [{ kind: 'fatal', alert: UNEXPECTED_MESSAGE, why: 'empty handshake record' }];
+    this.buf = this.buf.length ? Buffer.concat([this.buf, record]) : record;
+    const out: PostHandshakeEvent[] = [];
+    while (this.buf.length >= 4) {
+      const type = this.buf[0] ?? 0;
+      const len = this.buf.readUIntBE(1, 3);
+      if (len > MAX_POST_HANDSHAKE_MESSAGE) return [...out, { kind: 'fatal', alert: DECODE_ERROR, why: 'oversized post-handshake message' }];
+      if (this.buf.length < 4 + len) break;
+      const body = this.buf.subarray(4, 4 + len);
+      this.buf = this.buf.subarray(4 + len);
+      if (this.tls13 && type === HandshakeType.KEY_UPDATE) {
+        const requested = parseKeyUpdate(body);
+        if (requested === null) return [...out, { kind: 'fatal', alert: DECODE_ERROR, why: 'malformed KeyUpdate' }];
+        if (this.buf.length !== 0) {
+          return [...out, { kind: 'fatal', alert: UNEXPECTED_MESSAGE, why: 'KeyUpdate not at the end of its record' }];
+        }
+        out.push({ kind: 'key_update', requested });
+      } else if (!this.tls13 && type === HandshakeType.CLIENT_HELLO) {
+        out.push({ kind: 'renegotiation' });
+      } else {
+        return [...out, { kind: 'fatal', alert: UNEXPECTED_MESSAGE, why: `post-handshake message type ${type}` }];
+      }
+    }
+    // A KeyUpdate header split across records is legal but the record
+    // boundary is then mid-message; keep the bytes for the next record.
+    if (this.buf.length > 0) this.buf = Buffer.from(this.buf);
+    return out;
+  }
+
+  /** True when a message is partly buffered. */
+  get pending(): boolean {
+    return this.buf.length > 0;
+  }
 }

@@ -40,6 +40,21 @@ export const AEAD_PARAMS: Readonly<Record<KernelCipher, AeadParams>> = Object.fr
   CHACHA20_POLY1305: { algorithm: 'chacha20-poly1305', keyLength: 32, tls12FixedIvLength: 12, tls12ExplicitNonceLength: 0, tls13Hash: 'sha256' },
 });
 
+/** Every AEAD here takes a 12-byte nonce (RFC 8446 5.3, RFC 5288, RFC 7905). */
+const NONCE_LENGTH = 12;
+
+/**
+ * Field sizes of the kernel's `struct tls12_crypto_info_*` (linux/tls.h) for a
+ * cipher, from the table above: AES-GCM/CCM split the nonce into salt (the TLS
+ * 1.2 fixed IV) and iv (the explicit nonce); ChaCha20 has no salt and keeps the
+ * whole nonce in iv.
+ */
+export function kernelCryptoInfoSizes(cipher: KernelCipher): { key: number; iv: number; salt: number } {
+  const p = AEAD_PARAMS[cipher];
+  const salt = p.tls12ExplicitNonceLength === 0 ? 0 : p.tls12FixedIvLength;
+  return { key: p.keyLength, iv: NONCE_LENGTH - salt, salt };
+}
+
 export const HASH_LENGTH: Readonly<Record<HashName, number>> = Object.freeze({ sha256: 32, sha384: 48 });
 
 type Row = [code: number, iana: string, openssl: string, version: TlsVersion, kernel: KernelCipher | null, hash: HashName];

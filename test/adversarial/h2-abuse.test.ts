@@ -7,22 +7,15 @@ import fs from 'node:fs';
 import http2 from 'node:http2';
 import t from 'tap';
 import { metricValue } from '../helpers/metrics.js';
-import { makePki } from '../helpers/pki.js';
-import { startSidecar } from '../helpers/sidecar.js';
 import { FLAG, FRAME, frame, H2_CANCEL, H2_REFUSED_STREAM, hpack, rawH2, requestBlock } from './helpers/raw.js';
-import { startRecordingUpstream } from './helpers/recording-upstream.js';
-import { checkRecovered, eventually, type Usage, warmBaseline } from './helpers/resources.js';
+import { eventually } from './helpers/resources.js';
+import { startAttackStand } from './helpers/stand.js';
 
 const MAX_STREAMS = 10;
 const MAX_SOCKETS = 4;
 const MAX_PENDING = 8;
 
-const pki = makePki();
-t.teardown(() => pki.cleanup());
-const up = await startRecordingUpstream();
-t.teardown(() => up.close());
-const sc = await startSidecar([
-  '--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url,
+const { up, sc, ca, checkRecovered } = await startAttackStand(t, [
   '--limits-max-concurrent-streams', String(MAX_STREAMS),
   '--upstream-max-sockets', String(MAX_SOCKETS),
   '--upstream-max-pending', String(MAX_PENDING),
@@ -31,12 +24,6 @@ const sc = await startSidecar([
   // the next cases of upstream sockets too.
   '--timeouts-upstream-response', '8s',
 ]);
-t.teardown(() => sc.stop());
-const ca = pki.caCert;
-let base: Usage | undefined;
-t.before(async () => {
-  base = await warmBaseline(sc, ca, up);
-});
 // Each case starts with no upstream connection left from the one before, so
 // its upstream peak is its own (a leak was already reported by that case; its
 // requests end at timeouts.upstreamResponse at the latest).
@@ -139,4 +126,4 @@ t.test('CONTINUATION flood (HEADERS without END_HEADERS + 10000 CONTINUATION) en
   t.equal(sc.proc.exitCode, null, 'the sidecar is alive');
 });
 
-checkRecovered(t, sc, () => base as Usage, ca, { up, settleMs: 9000 });
+checkRecovered(9000);

@@ -9,23 +9,11 @@
 // In every case the upstream saw no malformed bytes and no `GET /smuggled`.
 import t, { type Test } from 'tap';
 import { metricValue } from '../helpers/metrics.js';
-import { makePki } from '../helpers/pki.js';
-import { startSidecar } from '../helpers/sidecar.js';
 import { firstStatus, h2Get, tlsExchange } from './helpers/raw.js';
-import { type RecordedRequest, startRecordingUpstream } from './helpers/recording-upstream.js';
-import { checkRecovered, type Usage, warmBaseline } from './helpers/resources.js';
+import type { RecordedRequest } from './helpers/recording-upstream.js';
+import { startAttackStand } from './helpers/stand.js';
 
-const pki = makePki();
-t.teardown(() => pki.cleanup());
-const up = await startRecordingUpstream();
-t.teardown(() => up.close());
-const sc = await startSidecar(['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url]);
-t.teardown(() => sc.stop());
-const ca = pki.caCert;
-let base: Usage | undefined;
-t.before(async () => {
-  base = await warmBaseline(sc, ca, up);
-});
+const { up, sc, ca, checkRecovered } = await startAttackStand(t);
 
 const HOST = 'Host: localhost\r\n';
 const SMUGGLED = 'GET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n';
@@ -165,4 +153,4 @@ t.test('HTTP/2 GET with a body and no content-length: the upstream gets one fram
   t.equal(r.status, 200);
 });
 
-checkRecovered(t, sc, () => base as Usage, ca, { up });
+checkRecovered();

@@ -4,13 +4,13 @@
 // idle timeout (30 s here) — and every fault is counted.
 import fs from 'node:fs';
 import http2 from 'node:http2';
-import net from 'node:net';
 import tls from 'node:tls';
 import t from 'tap';
 import { request } from '../helpers/client.js';
 import { metricValue } from '../helpers/metrics.js';
 import { makePki } from '../helpers/pki.js';
 import { type RunningSidecar, startSidecar } from '../helpers/sidecar.js';
+import { deadPort } from '../helpers/upstream.js';
 import { tlsExchange } from './helpers/raw.js';
 import { startRecordingUpstream } from './helpers/recording-upstream.js';
 import { checkRecovered, eventually, type Usage, warmBaseline } from './helpers/resources.js';
@@ -20,15 +20,6 @@ t.teardown(() => pki.cleanup());
 const up = await startRecordingUpstream();
 t.teardown(() => up.close());
 const ca = pki.caCert;
-
-/** A port nothing listens on (bound, then closed). */
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const certArgs = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--timeouts-idle', '30s'];
 const [faulty, down] = await Promise.all([

@@ -7,6 +7,7 @@ import { createKtlsFlag } from '../../proxy/ktls/flag.js';
 import { createMetrics } from '../../proxy/admin/metrics.js';
 import { loadConfig } from '../../proxy/config/index.js';
 import { probeKernel } from '../../proxy/ktls/probe.js';
+import { registerProbeMetrics } from '../../proxy/admin/probe-metrics.js';
 import type { KernelProbe } from '../../proxy/ktls/probe.js';
 import { createLogger } from '../../proxy/log.js';
 import { Sidecar } from '../../proxy/server.js';
@@ -46,7 +47,7 @@ export async function startEngineSidecar(t: Teardown, argv: string[], opts: { cp
   const metrics = createMetrics({ defaultMetrics: false });
   const config = loadConfig({ argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', ...argv], env: {} });
   const flag = createKtlsFlag({ enabled: true, metrics });
-  const sidecar = new Sidecar({ config, logger, metrics, flag, probe: await availableProbe(), nativeStatus: nativeStatus(), ...opts });
+  const sidecar = new Sidecar({ config, logger, events: metrics, onKernelProbe: (k, kernelAvailable) => registerProbeMetrics(metrics.registry, k, { kernelAvailable }), flag, probe: await availableProbe(), nativeStatus: nativeStatus(), ...opts });
   const addr = await sidecar.listen();
   t.teardown(() => sidecar.shutdown());
   const closed = (): LogLine[] => lines.filter((l) => l.event === 'connection_closed');

@@ -11,9 +11,9 @@ import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import type { NegotiatedFacts } from '../../proxy/handshake/engine.js';
 import type { KtlsDecision } from '../../proxy/ktls/decision.js';
 import type { KtlsErrorClass } from '../../proxy/ktls/errno.js';
-import { installKtls } from '../../proxy/ktls/install.js';
-import type { InstallInput, InstallResult } from '../../proxy/ktls/install.js';
-import type { KtlsStreamStats } from '../../proxy/ktls/kernel-stream.js';
+import { installKtls } from '../../proxy/record-layer/install.js';
+import type { InstallInput, InstallResult } from '../../proxy/record-layer/install.js';
+import type { RecordLayerStats } from '../../proxy/record-layer/stats.js';
 import { native, socketFd } from '../../native/index.js';
 import type { Teardown } from './teardown.js';
 
@@ -42,7 +42,7 @@ export interface EchoedConnection {
   /** keyUpdate events, as `direction:result`. */
   keyUpdates: string[];
   /** The stream's stats once it closed. */
-  stats: Promise<KtlsStreamStats>;
+  stats: Promise<RecordLayerStats>;
 }
 
 /** Echo server on 127.0.0.1:0; `served[i]` settles with the i-th connection's install. Closed at teardown. */
@@ -84,7 +84,7 @@ export async function startHandoffEcho(t: Teardown, o: HandoffEchoOptions): Prom
       const s = install.stream;
       s.on('data', (d: Buffer) => s.write(d));
       s.on('error', () => {});
-      const stats = new Promise<KtlsStreamStats>((resolve) => s.on('close', () => resolve(s.stats())));
+      const stats = new Promise<RecordLayerStats>((resolve) => s.on('close', () => resolve(s.stats())));
       return { decision, install, leftover, kernelTx, kernelRx, failures, keyUpdates, stats };
     })());
   });

@@ -2,7 +2,7 @@
 // bytes back; on the client's FIN it sends a trailer and closes its side, so
 // half-close behaviour is observable.
 import net from 'node:net';
-import { type ParsedProxyV2, parseProxyV2Header } from '../../proxy/fronts/proxy-protocol.js';
+import { type ParsedProxyV2, parseProxyV2Header } from './proxy-v2.js';
 
 export interface TcpUpstream {
   port: number;

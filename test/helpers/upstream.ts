@@ -8,7 +8,7 @@
 //   ws upgrade      → echoes every message with an "echo:" prefix
 import { createHash } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 
 export interface TestUpstream {
@@ -34,6 +34,15 @@ export function patternBytes(n: number, seed = 1): Buffer {
 
 export function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
+}
+
+/** A port nothing listens on (bound, then closed): an upstream that is down. */
+export async function deadPort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
 }
 
 export function startUpstream(): Promise<TestUpstream> {

@@ -59,7 +59,7 @@ async function startInProcess(t: Teardown, path: Path, argv: string[]) {
   const sidecar = new Sidecar({
     config,
     logger: createLogger({ level: 'info', destination }),
-    metrics,
+    events: metrics,
     flag: createKtlsFlag({ enabled: true, metrics }),
     // null: a kernel without TLS, so every connection takes the TLSSocket path.
     probe: path === 'engine' ? await availableProbe() : null,
@@ -269,8 +269,8 @@ t.test('http mode (TLSSocket path): plain HTTP, connect-FIN and good requests ke
 
 t.test('a handshake path that throws (a bug) is still counted once, as internal_error', async (t) => {
   const sc = await startInProcess(t, 'tlssocket', ['--mode', 'tcp', '--upstream-address', `127.0.0.1:${echo.port}`]);
-  // Stand-in for any bug below runConnection: the handshake step rejects.
-  (sc.sidecar as unknown as { tlsSocketHandshake: () => Promise<never> }).tlsSocketHandshake = () => Promise.reject(new Error('injected'));
+  // Stand-in for any bug below serveConnection: the handshake step rejects.
+  (sc.sidecar as unknown as { gen: { handshaker: { handshake: () => Promise<never> } } }).gen.handshaker.handshake = () => Promise.reject(new Error('injected'));
   const fdsBefore = fdCount();
   await rawClient(sc.port, hello, 'open');
   const m = await assertIdentity(t, sc, fdsBefore);

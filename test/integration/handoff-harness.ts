@@ -1,8 +1,9 @@
 // Shared fixtures for the handoff-*.test.ts integration tests: a throw-away
 // PKI, a server that runs every connection through HandshakeEngine and then
-// serves it ONLY through UserspaceRecords (built from the handoff's
-// CryptoInfo), and drivers for real, unmodified clients (openssl s_client,
-// curl, Node tls/https).
+// serves it ONLY through the production record layer with both sides in JS
+// (installUserspace → RecordLayerStream, what a `userspace` decision runs,
+// built from the handoff's CryptoInfo), and drivers for real, unmodified
+// clients (openssl s_client, curl, Node tls/https).
 
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -16,8 +17,9 @@ import tls from 'node:tls';
 import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import type { HandoffResult, HandshakeEngineOptions, HandshakeFacts, NegotiatedFacts } from '../../proxy/handshake/engine.js';
 import type { HandshakeError } from '../../proxy/handshake/errors.js';
-import type { UserspaceRecordStats } from '../../proxy/handshake/userspace-records.js';
-import { UserspaceRecords } from '../../proxy/handshake/userspace-records.js';
+import { installUserspace } from '../../proxy/record-layer/install.js';
+import type { RecordLayerStats } from '../../proxy/record-layer/stats.js';
+import type { RecordLayerStream } from '../../proxy/record-layer/stream.js';
 
 export const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 
@@ -96,7 +98,7 @@ export interface ConnRecord {
   txSeq?: bigint;
   rxSeq?: bigint;
   leftoverBytes?: number;
-  stats?: UserspaceRecordStats;
+  stats?: RecordLayerStats;
   error?: string;
   /** Server app: per request, sha256 of what the client sent. */
   received: string[];
@@ -124,7 +126,7 @@ export interface TestServer {
  *   "REQ a b\n" + a bytes → "RES <sha256> b\n" + b bytes (repeatable).
  *   else line echo "ECHO:<line>\n"; the line "SRVKU" makes the server send KeyUpdate(update_requested) first.
  */
-function serveApp(s: Duplex, rec: ConnRecord, u: UserspaceRecords | null): void {
+function serveApp(s: Duplex, rec: ConnRecord, u: RecordLayerStream | null): void {
   let buf = Buffer.alloc(0);
   let mode: 'http' | 'req' | 'echo' | 'done' | null = null;
   let http: { url: string; len: number } | null = null;
@@ -219,14 +221,19 @@ export async function startServer(tlsOptions: tls.TlsOptions, opts: ServerOption
       rec.txSeq = h.tx.recSeq;
       rec.rxSeq = h.rx.recSeq;
       rec.leftoverBytes = h.leftover.length;
-      const u = new UserspaceRecords({
-        raw: h.raw, rx: h.rx, rxSecret: h.rxSecret, leftover: h.leftover, peerEnded: h.peerEnded,
-        tx: { info: h.tx, secret: h.txSecret },
-      });
+      let u: RecordLayerStream;
+      try {
+        // As production: the config's default KeyUpdate rate limit, the fronts' half-close semantics.
+        u = installUserspace({ handoff: h, keyUpdateRateLimit: 10, allowHalfOpen: true });
+      } catch (e) {
+        rec.error ??= (e as Error).message;
+        finish(rec);
+        return;
+      }
       serveApp(u, rec, u);
       u.on('error', (e) => { rec.error ??= e.message; });
       u.on('close', () => {
-        rec.stats = u.stats;
+        rec.stats = u.stats();
         finish(rec);
       });
     }, (err: HandshakeError) => {

@@ -1,6 +1,6 @@
 // The client going away while the offload hook is being asked (seen in the
 // lab under load: the socket destroyed by a reset while decide() ran) must end
-// that handshake as peer_closed — not as an exception out of the engine's
+// that handshake as reset — not as an exception out of the engine's
 // record pump (an unhandled rejection the crash guard had to catch).
 import net from 'node:net';
 import tls from 'node:tls';
@@ -12,7 +12,7 @@ const certs = makeCerts();
 t.teardown(() => certs.cleanup());
 
 for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
-  t.test(`${version}: the socket destroyed during the offload hook → HandshakeError peer_closed, nothing thrown`, async (t) => {
+  t.test(`${version}: the socket destroyed during the offload hook → HandshakeError reset, nothing thrown`, async (t) => {
     const unhandled: unknown[] = [];
     const onUnhandled = (e: unknown): void => void unhandled.push(e);
     process.on('unhandledRejection', onUnhandled);
@@ -39,7 +39,7 @@ for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
     const result = await Promise.race([outcome, new Promise((r) => setTimeout(() => r('no verdict within 5 s'), 5000))]);
     t.ok(asked, 'the offload hook was asked');
     t.ok(result instanceof HandshakeError, `the handshake failed with a HandshakeError (got ${String(result)})`);
-    t.equal((result as HandshakeError).reason, 'peer_closed');
+    t.equal((result as HandshakeError).reason, 'reset');
     await new Promise((r) => setTimeout(r, 50));
     t.same(unhandled.map(String), [], 'no unhandled rejection');
   });

@@ -26,14 +26,14 @@ for (const version of ['TLSv1.3', 'TLSv1.2'] as const) {
   });
 }
 
-t.test('client without the required certificate: rejected with reason client_cert_rejected', async (t) => {
+t.test('client without the required certificate: rejected with reason client_cert_required', async (t) => {
   const s = await startServer({ ...serverTlsOptions(certs, 'TLSv1.3'), requestCert: true, rejectUnauthorized: true, ca: certs.ca });
   t.teardown(() => s.close());
   const cli = await nodeTls(s.port, certs, { tlsOpts: { minVersion: 'TLSv1.3' } });
   const srv = await s.conn(0);
   t.notOk(cli.ok);
   t.equal(srv.mode, 'failed');
-  t.equal(srv.failure?.reason, 'client_cert_rejected');
+  t.equal(srv.failure?.reason, 'client_cert_required');
   t.equal(srv.failure?.code, 'ERR_KTLS_SIDECAR_HANDSHAKE');
 });
 
@@ -46,7 +46,7 @@ t.test('HelloRetryRequest (server P-384 only, client offers X25519 first) with s
   t.same(cli.problems, []);
   t.equal(srv.facts?.helloRetryRequest, true);
   t.equal(srv.mode, 'handoff');
-  t.equal(srv.stats?.keyUpdatesIn.length, 3);
+  t.equal(srv.stats?.keyUpdatesIn, 3);
 });
 
 t.test('TLS 1.3 first request coalesced with the client Finished is in leftover and decrypts', async (t) => {
@@ -134,7 +134,7 @@ t.test('rejected 0-RTT: the client\'s early data records are skipped, the handof
   t.same(cli.problems, []);
   t.ok((srv.facts?.counts.earlyDataRecordsSkipped ?? 0) > 0, `early data records skipped: ${srv.facts?.counts.earlyDataRecordsSkipped}`);
   t.equal(srv.facts?.resumed, false);
-  t.equal(srv.stats?.keyUpdatesIn.length, 3);
+  t.equal(srv.stats?.keyUpdatesIn, 3);
 });
 
 t.test('client sending its request, close_notify and FIN right behind its Finished gets the full response', async (t) => {

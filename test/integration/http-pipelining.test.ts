@@ -6,20 +6,10 @@ import fs from 'node:fs';
 import tls from 'node:tls';
 import t from 'tap';
 import { metricValue } from '../helpers/metrics.js';
-import { makePki } from '../helpers/pki.js';
-import { startSidecar } from '../helpers/sidecar.js';
+import { startStand } from '../helpers/stand.js';
 import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
 
-const pki = makePki();
-t.teardown(() => pki.cleanup());
-const up = await startUpstream();
-t.teardown(() => up.close());
-const sc = await startSidecar([
-  '--tls-cert', pki.server.cert, '--tls-key', pki.server.key,
-  '--upstream-url', up.url,
-  '--limits-max-header-size', '8192',
-]);
-t.teardown(() => sc.stop());
+const { pki, sc } = await startStand(t, startUpstream, ['--limits-max-header-size', '8192']);
 const ca = fs.readFileSync(pki.caCert);
 
 interface Conversation {

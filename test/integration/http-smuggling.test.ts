@@ -11,8 +11,7 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import t, { type Test } from 'tap';
 import { metricValue } from '../helpers/metrics.js';
-import { makePki } from '../helpers/pki.js';
-import { startSidecar } from '../helpers/sidecar.js';
+import { startStand } from '../helpers/stand.js';
 
 interface SeenRequest {
   method: string;
@@ -92,12 +91,7 @@ async function startRawUpstream(): Promise<RawUpstream> {
   };
 }
 
-const pki = makePki();
-t.teardown(() => pki.cleanup());
-const up = await startRawUpstream();
-t.teardown(() => up.close());
-const sc = await startSidecar(['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url]);
-t.teardown(() => sc.stop());
+const { pki, up, sc } = await startStand(t, startRawUpstream);
 const ca = fs.readFileSync(pki.caCert);
 
 /**

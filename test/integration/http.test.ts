@@ -6,20 +6,10 @@ import t from 'tap';
 import WebSocket from 'ws';
 import { request } from '../helpers/client.js';
 import { metricValue } from '../helpers/metrics.js';
-import { makePki } from '../helpers/pki.js';
-import { startSidecar } from '../helpers/sidecar.js';
+import { startStand } from '../helpers/stand.js';
 import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
 
-const pki = makePki();
-t.teardown(() => pki.cleanup());
-const up = await startUpstream();
-t.teardown(() => up.close());
-const sc = await startSidecar([
-  '--tls-cert', pki.server.cert, '--tls-key', pki.server.key,
-  '--upstream-url', up.url,
-  '--limits-max-header-size', '8192',
-]);
-t.teardown(() => sc.stop());
+const { pki, up, sc } = await startStand(t, startUpstream, ['--limits-max-header-size', '8192']);
 const port = sc.tlsPort;
 const ca = pki.caCert;
 

@@ -16,7 +16,8 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import type net from 'node:net';
 import t from 'tap';
-import { JsRecordReader, KernelTlsStream } from '../../proxy/ktls/kernel-stream.js';
+import { RecordLayerStream } from '../../proxy/record-layer/stream.js';
+import { RecordReader } from '../../proxy/tls/records.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
 import { ContentType } from '../../proxy/tls/control.js';
 import { startEngineSidecar } from '../helpers/engine-sidecar.js';
@@ -59,7 +60,7 @@ t.test('tcp mode: Finished, 1 MiB and FIN in one burst come back byte-exact thro
 });
 
 // ---------------------------------------------------------------------------
-// The same bug at the stream level, deterministic: a JS-RX KernelTlsStream
+// The same bug at the stream level, deterministic: a JS-RX RecordLayerStream
 // (the install_failed fallback) whose peer's records and FIN are all there
 // before the owner reads (the tcp front pauses the stream until its upstream
 // connects). Every record must be delivered, once, before the EOF.
@@ -75,10 +76,10 @@ function sealedBody(): Buffer {
   return Buffer.concat(out);
 }
 
-function jsStream(raw: net.Socket, leftover: Buffer, peerEnded: boolean): KernelTlsStream {
-  const reader = new JsRecordReader(RecordProtection.tls13('AES_GCM_128', Buffer.from(SECRET)));
+function jsStream(raw: net.Socket, leftover: Buffer, peerEnded: boolean): RecordLayerStream {
+  const reader = new RecordReader(RecordProtection.tls13('AES_GCM_128', Buffer.from(SECRET)));
   reader.push(leftover);
-  return new KernelTlsStream({
+  return new RecordLayerStream({
     raw, fd: -1, native: null, version: 'TLSv1.3', cipher: 'AES_GCM_128',
     tx: { side: 'js', protection: RecordProtection.tls13('AES_GCM_128', randomBytes(32)) },
     rx: { side: 'js', reader },
@@ -88,7 +89,7 @@ function jsStream(raw: net.Socket, leftover: Buffer, peerEnded: boolean): Kernel
 
 
 /** Wait a few turns without reading (the front waiting for its upstream), then read everything. */
-async function readLate(s: KernelTlsStream): Promise<Buffer> {
+async function readLate(s: RecordLayerStream): Promise<Buffer> {
   s.on('error', () => undefined);
   for (let i = 0; i < 20; i++) await new Promise((r) => setTimeout(r, 5));
   const chunks: Buffer[] = [];

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import http2 from 'node:http2';
 import type tls from 'node:tls';
 import t from 'tap';
-import { engineUserspaceReason } from '../../proxy/pipeline/record-layer.js';
+import { engineUserspaceReason } from '../../proxy/connection/record-layer.js';
 import { request } from '../helpers/client.js';
 import { startEngineSidecar } from '../helpers/engine-sidecar.js';
 import { sendAndHalfClose } from '../helpers/half-close.js';

@@ -10,22 +10,13 @@ import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import type { HttpProtocol, KtlsState } from '../../proxy/vocabulary.js';
 import { Forwarder } from '../../proxy/fronts/forward.js';
-import type { HandshakeFacts } from '../../proxy/pipeline/facts.js';
+import { factsFor } from '../helpers/facts.js';
 import { metricValue } from '../helpers/metrics.js';
-import { makePki } from '../helpers/pki.js';
-import { startSidecar } from '../helpers/sidecar.js';
+import { startStand } from '../helpers/stand.js';
 import { patternBytes, startUpstream } from '../helpers/upstream.js';
 
-const pki = makePki();
-t.teardown(() => pki.cleanup());
+const { pki, up, sc } = await startStand(t, startUpstream, ['--timeouts-request-body', '1s', '--timeouts-idle', '30s']);
 const ca = fs.readFileSync(pki.caCert);
-const up = await startUpstream();
-t.teardown(() => up.close());
-const sc = await startSidecar([
-  ...['--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url],
-  ...['--timeouts-request-body', '1s', '--timeouts-idle', '30s'],
-]);
-t.teardown(() => sc.stop());
 
 /** Well under the 30 s idle timeout (a correctness bound, not a speed check). */
 const PROMPT_MS = 5000;
@@ -105,26 +96,6 @@ t.test('HTTP/2: a body not complete within timeouts.requestBody gets 408, then t
 });
 
 // limits.minRequestBodyRate, on a Forwarder in this process so the 10 s window can be 300 ms.
-function factsOf(socket: { remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number }): HandshakeFacts {
-  return {
-    id: 1,
-    remoteAddress: socket.remoteAddress ?? '',
-    remotePort: socket.remotePort ?? 0,
-    localAddress: socket.localAddress ?? '',
-    localPort: socket.localPort ?? 0,
-    servername: 'localhost',
-    alpn: '',
-    tlsVersion: 'TLSv1.3',
-    cipher: 'TLS_AES_128_GCM_SHA256',
-    cipherOpenssl: 'TLS_AES_128_GCM_SHA256',
-    localCertHash: '00',
-    localCertBy: 'CN=localhost',
-    resumed: false,
-    acceptedAt: 0,
-    ktls: 'off',
-  };
-}
-
 const counted: Array<{ protocol: HttpProtocol; status: number; ktls: KtlsState }> = [];
 const forwarder = new Forwarder({
   upstreamUrl: up.url,
@@ -138,7 +109,7 @@ const forwarder = new Forwarder({
   bodyRateWindowMs: 300,
   metrics: { httpRequest: (f) => counted.push(f), upstreamError: () => undefined, internalError: () => undefined },
 });
-const front = http.createServer((req, res) => forwarder.web(req, res, factsOf(req.socket)));
+const front = http.createServer((req, res) => forwarder.web(req, res, factsFor(req.socket)));
 await new Promise<void>((r) => front.listen(0, '127.0.0.1', r));
 t.teardown(() => {
   forwarder.close();

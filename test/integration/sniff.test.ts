@@ -6,8 +6,8 @@ import net from 'node:net';
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import t from 'tap';
-import { Handshaker } from '../../proxy/pipeline/handshake.js';
-import { sniff } from '../../proxy/pipeline/sniff.js';
+import { Handshaker } from '../../proxy/connection/node-handshake.js';
+import { sniff } from '../../proxy/connection/sniff.js';
 import { TlsContexts, type TlsSettings } from '../../proxy/tls/context.js';
 import { makePki } from '../helpers/pki.js';
 

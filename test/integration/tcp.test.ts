@@ -4,10 +4,11 @@
 import fs from 'node:fs';
 import tls from 'node:tls';
 import t from 'tap';
-import { PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY } from '../../proxy/fronts/proxy-protocol.js';
+import { buildProxyV2Header, PP2_TYPE_ALPN, PP2_TYPE_AUTHORITY } from '../../proxy/fronts/proxy-protocol.js';
 import { metricValue } from '../helpers/metrics.js';
 import { makePki } from '../helpers/pki.js';
 import { startSidecar } from '../helpers/sidecar.js';
+import { parseProxyV2Header } from '../helpers/proxy-v2.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
 import { patternBytes, sha256 } from '../helpers/upstream.js';
 
@@ -83,8 +84,7 @@ t.test('tcp connections are counted with protocol tcp and plaintext bytes', asyn
   t.ok(metricValue(m, 'ktls_sidecar_bytes_received_total', { protocol: 'tcp' }) >= 2 * 1024 * 1024);
 });
 
-t.test('PROXY v2 header for IPv6 (and mixed) addresses round-trips', async (t) => {
-  const { buildProxyV2Header, parseProxyV2Header } = await import('../../proxy/fronts/proxy-protocol.js');
+t.test('PROXY v2 header for IPv6 (and mixed) addresses round-trips', (t) => {
   const h = parseProxyV2Header(
     buildProxyV2Header({ sourceAddress: '2001:db8::1', sourcePort: 40000, destAddress: '127.0.0.1', destPort: 8443, alpn: 'h2', servername: 'a.example' }),
   );
@@ -94,4 +94,5 @@ t.test('PROXY v2 header for IPv6 (and mixed) addresses round-trips', async (t) =
   t.equal(h?.sourcePort, 40000);
   t.equal(h?.tlvs.get(PP2_TYPE_ALPN)?.toString(), 'h2');
   t.equal(h?.tlvs.get(PP2_TYPE_AUTHORITY)?.toString(), 'a.example');
+  t.end();
 });

@@ -1,28 +1,18 @@
 // Upstream down → 502, upstream too slow → 504: short plain bodies, counted
 // by reason, and the next request on a healthy path still works.
 import fs from 'node:fs';
-import net from 'node:net';
 import tls from 'node:tls';
 import t from 'tap';
 import { request } from '../helpers/client.js';
 import { metricValue } from '../helpers/metrics.js';
 import { makePki } from '../helpers/pki.js';
 import { startSidecar } from '../helpers/sidecar.js';
-import { startUpstream } from '../helpers/upstream.js';
+import { deadPort, startUpstream } from '../helpers/upstream.js';
 
 const pki = makePki();
 t.teardown(() => pki.cleanup());
 const up = await startUpstream();
 t.teardown(() => up.close());
-
-/** A port nothing listens on (bound, then closed). */
-async function deadPort(): Promise<number> {
-  const s = net.createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const certArgs = ['--tls-cert', pki.server.cert, '--tls-key', pki.server.key];
 const [down, slow] = await Promise.all([

@@ -1,5 +1,5 @@
 // Real kTLS on a real connection (runs in the kernel lab VM): a Node TLS client
-// ↔ handshake engine → hand-off → installKtls → KernelTlsStream echo server.
+// ↔ handshake engine → hand-off → installKtls → RecordLayerStream echo server.
 // Byte-exact both ways, for `tx` (kernel TX, JS RX) and `txrx` (both in the
 // kernel), TLS 1.3 and 1.2, close_notify both ways, and proof that the kernel
 // holds the keys (getsockopt reads them back; /proc/net/tls_stat counts them).
@@ -9,8 +9,8 @@ import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import { HandshakeEngine } from '../../proxy/handshake/engine.js';
-import { installKtls, KtlsInstallError } from '../../proxy/ktls/install.js';
-import type { KtlsStreamStats } from '../../proxy/ktls/kernel-stream.js';
+import { installKtls, KtlsInstallError } from '../../proxy/record-layer/install.js';
+import type { RecordLayerStats } from '../../proxy/record-layer/stats.js';
 import { native, nativeStatus } from '../../native/index.js';
 import { readEchoThenEnd, startHandoffEcho } from '../helpers/handoff-echo.js';
 import { selfSignedCert } from '../helpers/pki.js';
@@ -185,7 +185,7 @@ t.test('kernel TX under backpressure: 8 MiB to a client that reads only once the
   const serverBlocked = new Promise<void>((r) => (blocked = r));
   let received!: (b: Buffer) => void;
   const clientGot = new Promise<Buffer>((r) => (received = r));
-  const written = new Promise<{ sawBackpressure: boolean; stats: KtlsStreamStats }>((resolve, reject) => {
+  const written = new Promise<{ sawBackpressure: boolean; stats: RecordLayerStats }>((resolve, reject) => {
     const server = net.createServer((raw) => {
       void (async () => {
         const hs = await engine.accept(raw, { offload: () => true });

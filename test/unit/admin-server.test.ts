@@ -3,7 +3,8 @@ import t, { type Test } from 'tap';
 import { request } from 'node:http';
 import { createKtlsFlag } from '../../proxy/ktls/flag.js';
 import { createMetrics } from '../../proxy/admin/metrics.js';
-import { startAdminServer, type AdminServer, type Readiness } from '../../proxy/admin/server.js';
+import { startAdminServer, type AdminServer } from '../../proxy/admin/server.js';
+import type { Readiness } from '../../proxy/readiness.js';
 
 interface Reply {
   status: number;

@@ -146,6 +146,7 @@ t.test('a cipher kTLS cannot hold', (t) => {
   const e = configError(t, { argv: ['--demo', '--ktls-ciphers', 'TLS_AES_128_GCM_SHA256,DES-CBC3-SHA'], env: {}, cwd: t.testdir() });
   t.equal(e.key, 'ktls.ciphers');
   t.match(e.reason, /DES-CBC3-SHA/);
+  t.match(e.reason, /entry 2/, 'the reason names the entry');
   t.end();
 });
 

@@ -14,30 +14,10 @@ import { HttpFront } from '../../proxy/fronts/http.js';
 import { TcpFront } from '../../proxy/fronts/tcp.js';
 import { KtlsConnectionRegistry, attachDrainToFlag } from '../../proxy/ktls/drain.js';
 import type { KtlsDrainTarget } from '../../proxy/ktls/drain.js';
-import type { HandshakeFacts } from '../../proxy/pipeline/facts.js';
+import { factsFor } from '../helpers/facts.js';
 import { patternBytes, sha256, startUpstream } from '../helpers/upstream.js';
 import { startTcpUpstream } from '../helpers/tcp-upstream.js';
 import type { Teardown } from '../helpers/teardown.js';
-
-function factsFor(sock: net.Socket, alpn = ''): HandshakeFacts {
-  return {
-    id: 1,
-    remoteAddress: sock.remoteAddress ?? '',
-    remotePort: sock.remotePort ?? 0,
-    localAddress: sock.localAddress ?? '',
-    localPort: sock.localPort ?? 0,
-    servername: 'localhost',
-    alpn,
-    tlsVersion: 'TLSv1.3',
-    cipher: 'TLS_AES_128_GCM_SHA256',
-    cipherOpenssl: 'TLS_AES_128_GCM_SHA256',
-    localCertHash: '00',
-    localCertBy: 'CN=localhost',
-    resumed: false,
-    acceptedAt: 0,
-    ktls: 'on',
-  };
-}
 
 interface Harness {
   port: number;
@@ -99,7 +79,7 @@ async function newHttpFront(t: Teardown): Promise<{ front: HttpFront; upstream: 
 
 async function httpFront(t: Teardown, alpn = ''): Promise<{ h: Harness; upstream: Awaited<ReturnType<typeof startUpstream>> }> {
   const { front, upstream } = await newHttpFront(t);
-  const h = await listen(t, (s) => front.handle(s, factsFor(s, alpn)));
+  const h = await listen(t, (s) => front.handle(s, factsFor(s, { alpn, ktls: 'on' })));
   return { h, upstream };
 }
 
@@ -237,7 +217,7 @@ t.test('tcp: drain ends the connection after the data already forwarded; close()
     idleMs: 0,
     metrics: createMetrics({ defaultMetrics: false }),
   });
-  const h = await listen(t, (s) => front.handle(s, factsFor(s)));
+  const h = await listen(t, (s) => front.handle(s, factsFor(s, { ktls: 'on' })));
   const sock = net.connect({ port: h.port, host: '127.0.0.1', allowHalfOpen: true });
   await once(sock, 'connect');
   const data = patternBytes(64 * 1024, 5);
@@ -264,7 +244,7 @@ t.test('tcp with drainOnDisable keep: the flag flip leaves the connection workin
   const flag = createKtlsFlag({ enabled: true });
   attachDrainToFlag(flag, registry, () => ({ drainOnDisable: 'keep', drainTimeout: 50 }));
   const h = await listen(t, (s) => {
-    const target = front.handle(s, factsFor(s));
+    const target = front.handle(s, factsFor(s, { ktls: 'on' }));
     registry.track(s, target);
     return target;
   });
@@ -287,7 +267,7 @@ t.test('drainTarget() asked before handle() (the pipeline order) is the same hoo
   const same: boolean[] = [];
   const h = await listen(t, (s) => {
     const early = front.drainTarget(s, 'h2');
-    const fromHandle = front.handle(s, factsFor(s, 'h2'));
+    const fromHandle = front.handle(s, factsFor(s, { alpn: 'h2', ktls: 'on' }));
     same.push(early === fromHandle);
     return early;
   });

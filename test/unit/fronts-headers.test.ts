@@ -3,25 +3,12 @@
 // and the requests refused before forwarding (issue 8, items 2 and 12).
 import t from 'tap';
 import { formatForwarded, requestProblem, setForwardingHeaders, stripHopByHop } from '../../proxy/fronts/headers.js';
-import type { HandshakeFacts } from '../../proxy/pipeline/facts.js';
+import { factsFor } from '../helpers/facts.js';
 
-const facts: HandshakeFacts = {
-  id: 1,
-  remoteAddress: '::ffff:192.0.2.7',
-  remotePort: 50000,
-  localAddress: '127.0.0.1',
-  localPort: 8443,
-  servername: 'app.example',
-  alpn: 'http/1.1',
-  tlsVersion: 'TLSv1.3',
-  cipher: 'TLS_AES_128_GCM_SHA256',
-  cipherOpenssl: 'TLS_AES_128_GCM_SHA256',
-  localCertHash: 'ab',
-  localCertBy: 'spiffe://example/sidecar',
-  resumed: false,
-  acceptedAt: 0,
-  ktls: 'off',
-};
+const facts = factsFor(
+  { remoteAddress: '::ffff:192.0.2.7', remotePort: 50000, localAddress: '127.0.0.1', localPort: 8443 },
+  { servername: 'app.example', alpn: 'http/1.1', localCertHash: 'ab', localCertBy: 'spiffe://example/sidecar' },
+);
 
 t.test('Connection cannot nominate framing, Host, pseudo-headers or forwarding headers', (t) => {
   const protectedNames = ['content-length', 'host', 'forwarded', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-client-cert', ':authority'];

@@ -2,7 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import t from 'tap';
 import { HRR_RANDOM, alpnFromEncryptedExtensions, parseClientHello, parseServerHello } from '../../proxy/handshake/hello.js';
-import { TlsWireError } from '../../proxy/handshake/errors.js';
+import { TlsWireError } from '../../proxy/tls/records.js';
 
 /** Capture the first record a real Node TLS client sends. */
 async function captureClientHello(servername: string): Promise<Buffer> {

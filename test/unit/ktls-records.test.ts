@@ -4,11 +4,11 @@
 // CryptoInfo the kernel would get.
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { JsRecordReader } from '../../proxy/ktls/kernel-stream.js';
-import type { RxEvent } from '../../proxy/ktls/kernel-stream.js';
-import { KeyUpdateRateLimiter, PostHandshakeParser, TrafficSecretChain } from '../../proxy/ktls/keyupdate.js';
+import { RecordReader } from '../../proxy/tls/records.js';
+import type { RxEvent } from '../../proxy/tls/records.js';
+import { KeyUpdateRateLimiter, TrafficSecretChain } from '../../proxy/record-layer/keyupdate.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
-import { buildKeyUpdate, buildHandshakeMessage, ContentType } from '../../proxy/tls/control.js';
+import { buildKeyUpdate, buildHandshakeMessage, ContentType, PostHandshakeParser } from '../../proxy/tls/control.js';
 import type { KernelCipher } from '../../native/crypto-info.js';
 
 function tls13Pair(cipher: KernelCipher = 'AES_GCM_128', seq = 0n) {
@@ -17,7 +17,7 @@ function tls13Pair(cipher: KernelCipher = 'AES_GCM_128', seq = 0n) {
   // Our side is rebuilt from the kernel view only (plus the secret), like install does.
   const info = RecordProtection.tls13(cipher, secret, seq).toCryptoInfo();
   const ours = RecordProtection.fromCryptoInfo(info, secret);
-  return { peer, reader: new JsRecordReader(ours), secret };
+  return { peer, reader: new RecordReader(ours), secret };
 }
 
 function tls12Pair() {
@@ -25,10 +25,10 @@ function tls12Pair() {
   const writeIv = randomBytes(4);
   const peer = RecordProtection.tls12({ cipher: 'AES_GCM_128', key, writeIv, seq: 1n, explicitNonce: 0x1234n });
   const ours = RecordProtection.fromCryptoInfo({ version: 'TLSv1.2', cipher: 'AES_GCM_128', key: Buffer.from(key), iv: Buffer.alloc(8), salt: Buffer.from(writeIv), recSeq: 1n });
-  return { peer, reader: new JsRecordReader(ours) };
+  return { peer, reader: new RecordReader(ours) };
 }
 
-function drain(r: JsRecordReader): RxEvent[] {
+function drain(r: RecordReader): RxEvent[] {
   const out: RxEvent[] = [];
   for (let e = r.next(); e; e = r.next()) out.push(e);
   return out;

@@ -1,4 +1,4 @@
-// KernelTlsStream TX ordering and backpressure with kernel TX: a control
+// RecordLayerStream TX ordering and backpressure with kernel TX: a control
 // record (sendmsg, which bypasses libuv's write queue) must leave after every
 // byte written before it — even while those bytes are still queued in libuv —
 // and before every byte written after it; write() must report a full socket.
@@ -17,8 +17,9 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import type { KtlsNative } from '../../native/index.js';
-import { JsRecordReader, KernelTlsStream } from '../../proxy/ktls/kernel-stream.js';
-import { TrafficSecretChain } from '../../proxy/ktls/keyupdate.js';
+import { TrafficSecretChain } from '../../proxy/record-layer/keyupdate.js';
+import { RecordLayerStream } from '../../proxy/record-layer/stream.js';
+import { RecordReader } from '../../proxy/tls/records.js';
 import { ContentType } from '../../proxy/tls/control.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
 
@@ -78,15 +79,15 @@ function parse(bytes: Buffer): Array<{ data: number; fill: number } | { record: 
 }
 
 /**
- * A connected pair whose server side is a TX-in-kernel KernelTlsStream over a
+ * A connected pair whose server side is a TX-in-kernel RecordLayerStream over a
  * fake native (see fakeNative). The client starts paused: the raw socket
  * fills up and writes queue in libuv.
  */
 async function kernelTxStream(
   t: Test,
   log: string[],
-  extra: Partial<ConstructorParameters<typeof KernelTlsStream>[0]> = {},
-): Promise<{ stream: KernelTlsStream; client: net.Socket }> {
+  extra: Partial<ConstructorParameters<typeof RecordLayerStream>[0]> = {},
+): Promise<{ stream: RecordLayerStream; client: net.Socket }> {
   const { server, client, close } = await pair();
   t.teardown(() => {
     client.destroy();
@@ -95,14 +96,14 @@ async function kernelTxStream(
   client.pause();
   const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
   const secret = randomBytes(32);
-  const stream = new KernelTlsStream({
+  const stream = new RecordLayerStream({
     raw: server,
     fd,
     native: fakeNative(() => fd, log),
     version: 'TLSv1.3',
     cipher: 'AES_GCM_128',
     tx: { side: 'kernel', secrets: new TrafficSecretChain('AES_GCM_128', secret) },
-    rx: { side: 'js', reader: new JsRecordReader(RecordProtection.tls13('AES_GCM_128', secret)) },
+    rx: { side: 'js', reader: new RecordReader(RecordProtection.tls13('AES_GCM_128', secret)) },
     rekeySupported: true,
     keyUpdateRateLimit: 100,
     ...extra,

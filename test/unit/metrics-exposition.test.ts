@@ -2,14 +2,13 @@
 // per-connection accounting (open/close/bytes) that operators rely on.
 import t from 'tap';
 import {
-  classifyEngineFailure,
   createMetrics,
   normalizeLabels,
   statusClass,
-  userspaceLabels,
 } from '../../proxy/admin/metrics.js';
+import { PassThrough } from 'node:stream';
 import type { ConnectionLabels } from '../../proxy/observe/events.js';
-import { classifyHandshakeError } from '../../proxy/pipeline/handshake.js';
+import { userspaceRecordLayer } from '../../proxy/connection/record-layer.js';
 
 const kernel: ConnectionLabels = {
   ktls: 'on',
@@ -68,7 +67,14 @@ t.test('a connection counts as opened, active, then closed, once', async (t) => 
 
 t.test('the handle-less calls count the same series', async (t) => {
   const metrics = createMetrics({ defaultMetrics: false });
-  const labels = userspaceLabels({ tlsVersion: 'TLSv1.2', cipher: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', protocol: 'http1' });
+  const labels: ConnectionLabels = {
+    ktls: 'off',
+    ktls_reason: 'not_attempted',
+    tls_version: 'TLSv1.2',
+    cipher: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256',
+    direction: 'none',
+    protocol: 'http1',
+  };
   metrics.connectionOpened(labels);
   metrics.bytes(labels, 10, 20);
   metrics.connectionClosed(labels, 'idle_timeout');
@@ -98,10 +104,10 @@ t.test('label values outside the closed sets become "other"; off means direction
   t.equal(sample(text, 'ktls_sidecar_upstream_errors_total', { reason: 'connect_refused' }), 1);
 });
 
-t.test('userspace labels default to not_attempted and allow a known reason', (t) => {
-  t.equal(userspaceLabels({ tlsVersion: null, cipher: undefined, protocol: 'tcp' }).ktls_reason, 'not_attempted');
-  const l = userspaceLabels({ tlsVersion: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', protocol: 'tcp', reason: 'native_unavailable' });
-  t.same(l, { ktls: 'off', ktls_reason: 'native_unavailable', tls_version: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', direction: 'none', protocol: 'tcp' });
+t.test('a Node TLSSocket record layer is labelled off, direction none, with the reason it is not in the kernel', (t) => {
+  const layer = userspaceRecordLayer(new PassThrough() as never, { tlsVersion: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256' }, 'native_unavailable');
+  t.same(layer.labels, { ktls: 'off', ktls_reason: 'native_unavailable', tls_version: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', direction: 'none' });
+  t.same(layer.closeInfo(), { record_layer: 'userspace', tx: 'userspace', rx: 'userspace', ktls_decision: 'userspace' });
   t.end();
 });
 
@@ -157,45 +163,3 @@ t.test('two metric sets in one process do not collide', async (t) => {
   t.equal(sample(await b.registry.metrics(), 'ktls_sidecar_connections_accepted_total'), 0);
 });
 
-t.test('handshake engine failures map to a metric reason or a rejection', (t) => {
-  // The sniff passed a 0x16 first: a record header the engine cannot frame is a malformed ClientHello.
-  t.same(classifyEngineFailure('not_tls'), { kind: 'handshake_failure', reason: 'protocol_error' });
-  t.same(classifyEngineFailure('buffer_limit'), { kind: 'rejected', reason: 'handshake_buffer_limit' });
-  t.same(classifyEngineFailure('unsupported_version'), { kind: 'handshake_failure', reason: 'protocol_version' });
-  t.same(classifyEngineFailure('client_cert_rejected'), { kind: 'handshake_failure', reason: 'client_cert_invalid' });
-  t.same(classifyEngineFailure('peer_closed'), { kind: 'handshake_failure', reason: 'reset' });
-  t.same(classifyEngineFailure('timeout'), { kind: 'handshake_failure', reason: 'timeout' });
-  t.same(classifyEngineFailure('protocol_error'), { kind: 'handshake_failure', reason: 'protocol_error' });
-  t.same(classifyEngineFailure('something_new'), { kind: 'handshake_failure', reason: 'other' });
-  t.end();
-});
-
-/** An error as Node's TLS server reports it in 'tlsClientError'. */
-function sslError(code: string, message: string): Error {
-  return Object.assign(new Error(message), { code });
-}
-
-t.test('TLSSocket handshake errors map to a metric reason; malformed ClientHellos are protocol_error', (t) => {
-  const malformed: [string, string][] = [
-    ['ERR_SSL_UNEXPECTED_MESSAGE', 'ossl_statem_server_read_transition:unexpected message'],
-    ['ERR_SSL_LENGTH_MISMATCH', 'tls_process_client_hello:length mismatch'],
-    ['ERR_SSL_PACKET_LENGTH_TOO_LONG', 'ssl3_get_record:packet length too long'],
-    ['ERR_SSL_WRONG_VERSION_NUMBER', 'ssl3_get_record:wrong version number'],
-    // The function name says "versions"; the reason says the bytes were bad.
-    ['ERR_SSL_BAD_EXTENSION', 'tls_parse_ctos_supported_versions:bad extension'],
-    ['ERR_SSL_RECORD_LAYER_FAILURE', 'ssl3_read_bytes:record layer failure'],
-  ];
-  for (const [code, message] of malformed) t.equal(classifyHandshakeError(sslError(code, message)), 'protocol_error', code);
-  t.equal(classifyHandshakeError(sslError('ERR_SSL_UNSUPPORTED_PROTOCOL', 'unsupported protocol')), 'protocol_version');
-  t.equal(classifyHandshakeError(sslError('ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION', 'tlsv1 alert protocol version')), 'protocol_version');
-  t.equal(classifyHandshakeError(sslError('ERR_SSL_NO_SHARED_CIPHER', 'no shared cipher')), 'no_shared_cipher');
-  t.equal(classifyHandshakeError(sslError('ERR_SSL_NO_APPLICATION_PROTOCOL', 'no application protocol')), 'no_application_protocol');
-  t.equal(classifyHandshakeError(sslError('ERR_SSL_PEER_DID_NOT_RETURN_A_CERTIFICATE', 'peer did not return a certificate')), 'client_cert_required');
-  t.equal(classifyHandshakeError(sslError('ERR_SSL_SSLV3_ALERT_BAD_CERTIFICATE', 'sslv3 alert bad certificate')), 'peer_alert');
-  t.equal(classifyHandshakeError(sslError('ERR_SSL_INTERNAL_ERROR', 'internal error')), 'internal_error');
-  t.equal(classifyHandshakeError(sslError('ERR_TLS_HANDSHAKE_TIMEOUT', 'TLS handshake timeout')), 'timeout');
-  t.equal(classifyHandshakeError(sslError('ECONNRESET', 'read ECONNRESET')), 'reset');
-  t.equal(classifyHandshakeError(new Error('Client network socket disconnected before secure TLS connection was established')), 'reset');
-  t.equal(classifyHandshakeError(new Error('something else entirely')), 'other', 'not from OpenSSL: other');
-  t.end();
-});

@@ -6,9 +6,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { gunzipSync } from 'node:zlib';
-import { loadNative } from '../../native/index.js';
+import { loadNative, native, nativeStatus } from '../../native/index.js';
 import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from '../../native/crypto-info.js';
 import { probeKernel } from '../../proxy/ktls/probe.js';
+import { kernelCryptoInfoSizes } from '../../proxy/tls/suites.js';
 
 const ulps = readFileSync('/proc/sys/net/ipv4/tcp_available_ulp', 'utf8').trim().split(/\s+/);
 // The module may be loadable (CAP_NET_ADMIN autoload) even when not listed yet.
@@ -68,4 +69,20 @@ t.test('NIC offload: honest about what is not visible', async (t) => {
     t.ok(p.details.nicOffload.interfaces.every((i) => i.name !== 'lo'));
   }
   t.ok(p.details.durationMs > 0, 'the probe timed itself');
+});
+
+t.test('the throw-away keys the probe installs have the sizes of the kernel struct (linux/tls.h)', { skip: nativeStatus().available ? false : 'native addon not built' }, (t) => {
+  const c = native().constants;
+  const structSize: Record<string, number> = {
+    AES_GCM_128: c.CRYPTO_INFO_SIZE_AES_GCM_128,
+    AES_GCM_256: c.CRYPTO_INFO_SIZE_AES_GCM_256,
+    CHACHA20_POLY1305: c.CRYPTO_INFO_SIZE_CHACHA20_POLY1305,
+    AES_CCM_128: c.CRYPTO_INFO_SIZE_AES_CCM_128,
+  };
+  for (const cipher of KERNEL_CIPHERS) {
+    const s = kernelCryptoInfoSizes(cipher);
+    // struct tls_crypto_info (version, cipher_type: 2 × u16), then iv, key, salt, rec_seq (8).
+    t.equal(4 + s.iv + s.key + s.salt + 8, structSize[cipher], cipher);
+  }
+  t.end();
 });

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { loadNative } from '../../native/index.js';
 import { probeKernel } from '../../proxy/ktls/probe.js';
-import { registerProbeMetrics } from '../../proxy/ktls/probe-metrics.js';
+import { registerProbeMetrics } from '../../proxy/admin/probe-metrics.js';
 
 t.test('cipher, availability, rekey and native gauges follow the probe', async (t) => {
   const probe = await probeKernel({ skipNicOffload: true });
@@ -49,4 +49,11 @@ t.test('tls_stat counters are read at scrape time, every counter the file has', 
   t.notMatch(text, /counter="TlsDecryptError"/, 'a counter gone from the file is gone from the scrape');
   rmSync(file);
   t.notMatch(await reg.metrics(), /ktls_sidecar_kernel_tls_stat\{/, 'module unloaded: no series');
+});
+
+t.test('kernel_tls_available takes the value the caller gave ktls_kernel_available', async (t) => {
+  const probe = await probeKernel({ skipNicOffload: true, native: loadNative('/nonexistent/ktls_native.node') });
+  const reg = new Registry();
+  registerProbeMetrics(reg, probe, { kernelAvailable: true });
+  t.match(await reg.metrics(), /^ktls_sidecar_kernel_tls_available 1$/m);
 });

@@ -1,83 +1,27 @@
-// The TLS handshake step. Accepted sockets are handed to a tls.Server that
-// never listens (`emit('connection', raw)`): node's TLS stack does the
-// handshake over the socket we own, and we get the resulting TLSSocket back
-// in 'secureConnection' / the failure in 'tlsClientError'.
-import { createHash } from 'node:crypto';
+// The Node fast path: connections that can never be offloaded are handed to
+// a tls.Server that never listens (`emit('connection', raw)`): node's TLS
+// stack does the handshake over the socket we own, and we get the resulting
+// TLSSocket back in 'secureConnection' / the failure in 'tlsClientError'.
+// The Handshaker also owns what both paths share: the server options (so
+// certificates, SNI, ALPN, mTLS and tickets can never differ) and the mTLS
+// policy.
 import type net from 'node:net';
 import tls from 'node:tls';
 import { TlsContexts, type TlsSettings } from '../tls/context.js';
-import type { HandshakeFailureReason } from '../vocabulary.js';
+import type { HandshakeFailureReason, KtlsReason } from '../vocabulary.js';
 import { HandshakeEngine } from '../handshake/engine.js';
-import type { ClientIdentity } from './facts.js';
-
-export type HandshakeFailure = HandshakeFailureReason;
+import { tlsFactsOf } from '../handshake/facts.js';
+import { tlsErrorReason } from '../handshake/failure.js';
+import type { Generation, Opened, Refused } from './accept.js';
+import { type ConnectionOrigin, connectionFacts } from './facts.js';
+import { userspaceRecordLayer } from './record-layer.js';
 
 export type HandshakeOutcome =
   | { ok: true; tls: tls.TLSSocket }
-  | { ok: false; reason: HandshakeFailure; error: Error };
+  | { ok: false; reason: HandshakeFailureReason; error: Error };
 
 interface Pending {
   resolve: (o: HandshakeOutcome) => void;
-}
-
-/**
- * OpenSSL's reason for a failed server handshake (Node's `ERR_SSL_<REASON>`)
- * as a metric reason. Anything not named here is OpenSSL refusing the bytes
- * the client sent (unexpected message, length mismatch, packet length too
- * long, bad extension, …): a malformed handshake, `protocol_error`.
- */
-function classifyOpensslReason(reason: string): HandshakeFailure {
-  if (reason === 'PEER_DID_NOT_RETURN_A_CERTIFICATE') return 'client_cert_required';
-  if (reason === 'NO_APPLICATION_PROTOCOL') return 'no_application_protocol';
-  // A record header whose version is not 3.x (a 0x16 byte followed by garbage),
-  // not a version the client asked for: the sniff already saw a TLS record type.
-  if (reason === 'WRONG_VERSION_NUMBER') return 'protocol_error';
-  if (/UNSUPPORTED_PROTOCOL|VERSION|INAPPROPRIATE_FALLBACK/.test(reason)) return 'protocol_version';
-  if (/NO_SHARED_CIPHER|NO_SUITABLE|NO_CIPHERS/.test(reason)) return 'no_shared_cipher';
-  if (/ALERT/.test(reason)) return 'peer_alert';
-  if (/CERT/.test(reason)) return 'client_cert_invalid';
-  if (/INTERNAL_ERROR|MALLOC_FAILURE/.test(reason)) return 'internal_error';
-  return 'protocol_error';
-}
-
-/** Map an OpenSSL/Node handshake error to a stable, low-cardinality reason. */
-export function classifyHandshakeError(err: Error): HandshakeFailure {
-  const code = (err as NodeJS.ErrnoException).code ?? '';
-  const msg = `${code} ${err.message}`;
-  if (code === 'ERR_TLS_HANDSHAKE_TIMEOUT') return 'timeout';
-  if (code === 'ECONNRESET' || /socket disconnected|ECONNRESET|EPIPE/.test(msg)) return 'reset';
-  // By code, not message: OpenSSL's message names the failing function too
-  // (`tls_parse_ctos_supported_versions: bad extension` is not a version failure).
-  if (code.startsWith('ERR_SSL_')) return classifyOpensslReason(code.slice('ERR_SSL_'.length));
-  if (/peer did not return a certificate/i.test(msg)) return 'client_cert_required';
-  if (/no application protocol/i.test(msg)) return 'no_application_protocol';
-  if (/unsupported protocol|version too low/i.test(msg)) return 'protocol_version';
-  if (/no shared cipher/i.test(msg)) return 'no_shared_cipher';
-  if (/alert/i.test(msg)) return 'peer_alert';
-  if (/certificate/i.test(msg)) return 'client_cert_invalid';
-  return 'other';
-}
-
-/** The values of one kind of subjectAltName entry (`URI:`, `DNS:`) in Node's `a:b, c:d` rendering. */
-export function sanEntries(san: string, prefix: string): string[] {
-  return san
-    .split(/,\s*/)
-    .filter((s) => s.startsWith(prefix))
-    .map((s) => s.slice(prefix.length));
-}
-
-/** The peer certificate of a verified mTLS connection, or undefined. */
-export function clientIdentity(socket: tls.TLSSocket): ClientIdentity | undefined {
-  if (!socket.authorized) return undefined;
-  const peer = socket.getPeerX509Certificate();
-  if (!peer) return undefined;
-  const san = peer.subjectAltName ?? '';
-  return {
-    subject: peer.subject.split('\n').join(','),
-    hash: createHash('sha256').update(peer.raw).digest('hex'),
-    uris: sanEntries(san, 'URI:'),
-    dns: sanEntries(san, 'DNS:'),
-  };
 }
 
 /** What the mTLS policy says about a finished handshake: null = let it through. */
@@ -119,7 +63,7 @@ export class Handshaker {
       this.settle(socket, { ok: true, tls: socket });
     });
     this.server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-      this.settle(socket, { ok: false, reason: classifyHandshakeError(err), error: err });
+      this.settle(socket, { ok: false, reason: tlsErrorReason(err), error: err });
     });
   }
 
@@ -204,4 +148,42 @@ export class Handshaker {
     // server keeps its own copy of the default context in _sharedCreds.
     (server as unknown as { _sharedCreds: tls.SecureContext })._sharedCreds = this.contexts.defaultEntry.context;
   }
+}
+
+/** The fast path: Node's TLSSocket on the raw socket, labelled with the pre-handshake decision's reason. */
+export async function nodeHandshake(
+  gen: Generation,
+  origin: ConnectionOrigin,
+  reason: Exclude<KtlsReason, 'enabled'>,
+  timer: { timedOut: boolean },
+): Promise<Opened | Refused> {
+  const { raw } = origin;
+  // limits.maxHandshakeBufferBytes: the raw socket's byte count (it includes
+  // the handshake ciphertext node's TLS stack buffers) is checked while the
+  // handshake runs and once at its end, so an oversized flight never passes.
+  const limit = gen.config.limits.maxHandshakeBufferBytes;
+  let overLimit = false;
+  const overLimitNow = (): boolean => limit > 0 && raw.bytesRead > limit;
+  const poll = setInterval(() => {
+    // Mid-handshake the raw socket is the one to close (node's TLS socket
+    // follows its parent), exactly as the handshake deadline does.
+    if (!overLimit && overLimitNow()) {
+      overLimit = true;
+      raw.destroy();
+    }
+  }, 50);
+  let outcome: HandshakeOutcome;
+  try {
+    outcome = await gen.handshaker.handshake(raw);
+  } finally {
+    clearInterval(poll);
+  }
+  if (overLimit || overLimitNow()) {
+    return { refusal: { kind: 'rejected', reason: 'handshake_buffer_limit' }, victim: outcome.ok ? outcome.tls : raw };
+  }
+  if (!outcome.ok) return { refusal: { kind: 'handshake_failure', reason: timer.timedOut ? 'timeout' : outcome.reason }, error: outcome.error };
+  const tls = outcome.tls;
+  tls.on('error', () => undefined); // the PlainConnection reports stream errors
+  const facts = connectionFacts(origin, gen.contexts, tlsFactsOf(tls));
+  return { facts, layer: userspaceRecordLayer(tls, facts, reason), kernel: false };
 }

@@ -4,38 +4,34 @@
 //    exact hand-off state, which stays on Node's TLS over the engine's JS
 //    Duplex — close line `engine_fallback`);
 //  - kernelRecordLayer(): every handed-off connection → installKtls() →
-//    KernelTlsStream: kernel TX, kernel or JS RX; or the whole record layer in
-//    JS (`record_layer: js`) when the decision keeps the keys in userspace or
-//    the install failed before any key reached the kernel.
-// close line `record_layer`: kernel | js (KernelTlsStream, both sides in JS) |
-// userspace (Node's TLSSocket).
+//    RecordLayerStream: kernel TX, kernel or JS RX; or the whole record layer
+//    in JS (`record_layer: js`) when the decision keeps the keys in userspace
+//    or the install failed before any key reached the kernel.
+// close line `record_layer`: kernel | js (RecordLayerStream, both sides in
+// JS) | userspace (Node's TLSSocket).
 // Either way the caller gets a plaintext Duplex, the connection's labels and
-// a closeInfo() for its close log line, so server.ts and the fronts never
-// branch on kTLS.
+// a closeInfo() for its close log line, so the connection path and the fronts
+// never branch on kTLS.
 import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
-import type { ConnectionLabels, SidecarEvents } from '../observe/events.js';
-import type { KtlsReason as ReasonLabel, OffloadKind, TlsVersionLabel } from '../vocabulary.js';
-import type { HandoffResult, UserspaceReason } from '../handshake/types.js';
+import type { CloseInfo, ConnectionLabels, KtlsEvents } from '../observe/events.js';
+import type { EngineFallbackReason, KtlsReason as ReasonLabel, OffloadKind, OffloadResult, TlsVersionLabel } from '../vocabulary.js';
+import type { HandoffResult } from '../handshake/types.js';
 import type { KtlsNative } from '../../native/index.js';
 import { decisionLabels } from '../ktls/decision.js';
 import type { KtlsDecision } from '../ktls/decision.js';
-import { KtlsInstallError, installKtls } from '../ktls/install.js';
-import type { InstallEvents } from '../ktls/install.js';
-import type { KernelTlsStream } from '../ktls/kernel-stream.js';
+import { KtlsInstallError, installKtls } from '../record-layer/install.js';
+import type { RecordLayerStream } from '../record-layer/stream.js';
 import type { TlsStat } from '../ktls/tls-stat.js';
-import { wipeCryptoInfo } from '../../native/crypto-info.js';
-import type { HandshakeFacts } from './facts.js';
+import { type KtlsDirection, wipeCryptoInfo } from '../../native/crypto-info.js';
+import type { ConnectionFacts } from './facts.js';
 
 /**
  * The kTLS labels of a connection (docs/metrics.md): ktls, ktls_reason,
  * tls_version, cipher, direction. The connection's `protocol` label is the
- * pipeline's business, not the record layer's.
+ * connection path's business, not the record layer's.
  */
 export type KtlsLabels = Omit<ConnectionLabels, 'protocol'>;
-
-/** Close-line fields: counts, sides and reasons only (never key material). */
-export type CloseInfo = Record<string, string | number | boolean | null>;
 
 export interface RecordLayer {
   /** Plaintext both ways. Fronts must treat it as a plain Duplex. */
@@ -45,7 +41,7 @@ export interface RecordLayer {
   closeInfo(): CloseInfo;
 }
 
-function labelsOf(facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>, l: Pick<KtlsLabels, 'ktls' | 'ktls_reason' | 'direction'>): KtlsLabels {
+function labelsOf(facts: Pick<ConnectionFacts, 'tlsVersion' | 'cipher'>, l: Pick<KtlsLabels, 'ktls' | 'ktls_reason' | 'direction'>): KtlsLabels {
   return { ...l, tls_version: facts.tlsVersion as TlsVersionLabel, cipher: facts.cipher };
 }
 
@@ -56,13 +52,12 @@ function labelsOf(facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>, l: Pick<
  */
 export function userspaceRecordLayer(
   socket: tls.TLSSocket,
-  facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>,
+  facts: Pick<ConnectionFacts, 'tlsVersion' | 'cipher'>,
   reason: Exclude<ReasonLabel, 'enabled'>,
-  engineFallback?: UserspaceReason,
+  engineFallback?: EngineFallbackReason,
 ): RecordLayer {
   const labels = labelsOf(facts, { ktls: 'off', ktls_reason: reason, direction: 'none' });
-  const info: CloseInfo = { record_layer: 'userspace', tx: 'userspace', rx: 'userspace', ktls_decision: 'userspace' };
-  if (engineFallback) info['engine_fallback'] = engineFallback;
+  const info: CloseInfo = { record_layer: 'userspace', tx: 'userspace', rx: 'userspace', ktls_decision: 'userspace', ...(engineFallback && { engine_fallback: engineFallback }) };
   return { stream: socket, labels, closeInfo: () => ({ ...info }) };
 }
 
@@ -74,7 +69,7 @@ export function userspaceRecordLayer(
  * hand-off itself did not work out.
  */
 export function engineUserspaceReason(
-  reason: UserspaceReason,
+  reason: EngineFallbackReason,
   hookDecision: KtlsDecision | undefined,
   tlsVersion: string,
 ): Exclude<ReasonLabel, 'enabled'> {
@@ -91,14 +86,14 @@ export function engineUserspaceReason(
 
 export interface KernelLayerInput {
   handoff: HandoffResult;
-  facts: Pick<HandshakeFacts, 'tlsVersion' | 'cipher'>;
+  facts: Pick<ConnectionFacts, 'tlsVersion' | 'cipher'>;
   /** The offload decision: `tx` or `txrx`; `userspace` keeps the keys in the JS record layer (no install). */
   decision: KtlsDecision;
   native: KtlsNative;
   rekeySupported: boolean;
   keyUpdateRateLimit: number;
-  events: InstallEvents;
-  metrics: Pick<SidecarEvents, 'ktlsOffload'>;
+  /** The connection's kTLS events, each direction's install result (`offload`) included. */
+  events: KtlsEvents;
   /**
    * Reads /proc/net/tls_stat, when a NIC could take TLS (probe); null: every
    * install is software kTLS. A TlsTxDevice/TlsRxDevice step across the
@@ -110,7 +105,7 @@ export interface KernelLayerInput {
 export interface KernelRecordLayer extends RecordLayer {
   /** The final decision: the input one, or `install_failed` (userspace). */
   decision: KtlsDecision;
-  stream: KernelTlsStream;
+  stream: RecordLayerStream;
 }
 
 /**
@@ -120,14 +115,10 @@ export interface KernelRecordLayer extends RecordLayer {
  * KtlsInstallError (socket already destroyed) when the connection cannot go on.
  */
 export async function kernelRecordLayer(input: KernelLayerInput): Promise<KernelRecordLayer> {
-  if (input.decision.mode === 'userspace') return jsRecordLayer(input);
-  const { metrics, decision } = input;
-  const before = input.tlsStat?.() ?? null;
-  metrics.ktlsOffload('attempted', 'tx', 'sw');
-  const wantRx = decision.mode === 'txrx';
-  let result;
-  try {
-    result = await installKtls({
+  const { decision } = input;
+  const offload = (result: OffloadResult, direction: KtlsDirection, kind: OffloadKind): void => input.events.offload?.(result, direction, kind);
+  const install = () =>
+    installKtls({
       handoff: input.handoff,
       decision,
       native: input.native,
@@ -137,13 +128,24 @@ export async function kernelRecordLayer(input: KernelLayerInput): Promise<Kernel
       // The fronts' half-close semantics (tcp mode forwards FIN).
       allowHalfOpen: true,
     });
+  if (decision.mode === 'userspace') {
+    // The JS record layer from the hand-off state, no syscall.
+    const r = await install();
+    return handedOffLayer(r.stream, r.decision, input.facts);
+  }
+  const before = input.tlsStat?.() ?? null;
+  offload('attempted', 'tx', 'sw');
+  const wantRx = decision.mode === 'txrx';
+  let result;
+  try {
+    result = await install();
   } catch (err) {
     // RX refused after TX: TX was in the kernel, RX failed. Anything else: TX never got there.
     const afterTx = err instanceof KtlsInstallError && err.info?.stage === 'install_rx';
-    metrics.ktlsOffload(afterTx ? 'installed' : 'failed', 'tx', 'sw');
+    offload(afterTx ? 'installed' : 'failed', 'tx', 'sw');
     if (afterTx) {
-      metrics.ktlsOffload('attempted', 'rx', 'sw');
-      metrics.ktlsOffload('failed', 'rx', 'sw');
+      offload('attempted', 'rx', 'sw');
+      offload('failed', 'rx', 'sw');
     }
     throw err;
   }
@@ -151,39 +153,25 @@ export async function kernelRecordLayer(input: KernelLayerInput): Promise<Kernel
   const final = result.decision;
   const stats = stream.stats();
   if (final.mode === 'userspace') {
-    metrics.ktlsOffload('failed', 'tx', 'sw');
+    offload('failed', 'tx', 'sw');
   } else {
     const after = input.tlsStat?.() ?? null;
     const kind = (counter: string): OffloadKind =>
       before && after && (after[counter] ?? 0) > (before[counter] ?? 0) ? 'device' : 'sw';
-    metrics.ktlsOffload('installed', 'tx', kind('TlsTxDevice'));
+    offload('installed', 'tx', kind('TlsTxDevice'));
     // RX stays in JS without a failure when the peer had already ended (FIN or
     // close_notify in the leftover): nothing was attempted then.
     if (wantRx && stats.rx === 'kernel') {
       const rxKind = kind('TlsRxDevice');
-      metrics.ktlsOffload('attempted', 'rx', rxKind);
-      metrics.ktlsOffload('installed', 'rx', rxKind);
+      offload('attempted', 'rx', rxKind);
+      offload('installed', 'rx', rxKind);
     }
   }
   return handedOffLayer(stream, final, input.facts);
 }
 
-/** A userspace decision: the JS record layer from the hand-off state, no syscall. */
-async function jsRecordLayer(input: KernelLayerInput): Promise<KernelRecordLayer> {
-  const result = await installKtls({
-    handoff: input.handoff,
-    decision: input.decision,
-    native: input.native,
-    rekeySupported: input.rekeySupported,
-    keyUpdateRateLimit: input.keyUpdateRateLimit,
-    events: input.events,
-    allowHalfOpen: true,
-  });
-  return handedOffLayer(result.stream, result.decision, input.facts);
-}
-
-/** Labels and close-line fields of a KernelTlsStream. */
-function handedOffLayer(stream: KernelTlsStream, final: KtlsDecision, facts: KernelLayerInput['facts']): KernelRecordLayer {
+/** Labels and close-line fields of a RecordLayerStream. */
+function handedOffLayer(stream: RecordLayerStream, final: KtlsDecision, facts: KernelLayerInput['facts']): KernelRecordLayer {
   const labels = labelsOf(facts, decisionLabels(final));
   const side = (s: 'kernel' | 'js'): string => (s === 'kernel' ? 'kernel' : 'userspace');
   return {

@@ -1,15 +1,21 @@
-// Gauges that expose the startup kernel probe, and the kernel's own TLS counters
-// (/proc/net/tls_stat) read at scrape time. Registered on the caller's Registry so
-// that the metrics module stays the one place that owns the registry.
+// The Prometheus view of the startup kernel probe, and the kernel's own TLS
+// counters (/proc/net/tls_stat) read at scrape time. An adapter like
+// metrics.ts: the composition root registers it on the registry metrics.ts
+// owns, once the probe has run.
 import { Gauge } from 'prom-client';
 import type { Registry } from 'prom-client';
-import type { KernelProbe } from './probe.js';
+import type { KernelProbe } from '../ktls/probe.js';
 import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from '../../native/crypto-info.js';
-import { TLS_STAT_PATH, readTlsStat } from './tls-stat.js';
+import { TLS_STAT_PATH, readTlsStat } from '../ktls/tls-stat.js';
 
 export interface ProbeMetricsOptions {
   /** Where the counters are read from (tests). */
   tlsStatPath?: string;
+  /**
+   * The value the caller gave `ktls_sidecar_ktls_kernel_available`, so the two
+   * availability gauges are one number (docs/metrics.md). Default: `probe.available`.
+   */
+  kernelAvailable?: boolean;
 }
 
 export function registerProbeMetrics(registry: Registry, probe: KernelProbe, opts: ProbeMetricsOptions = {}): void {
@@ -31,9 +37,9 @@ export function registerProbeMetrics(registry: Registry, probe: KernelProbe, opt
 
   new Gauge({
     name: 'ktls_sidecar_kernel_tls_available',
-    help: 'Whether kernel TLS works on this node for at least one cipher (1) or not (0), as probed at startup.',
+    help: 'Deprecated, same value as ktls_sidecar_ktls_kernel_available: whether kernel TLS works on this node for at least one cipher (1) or not (0), as probed at startup.',
     registers: [registry],
-  }).set(probe.available ? 1 : 0);
+  }).set((opts.kernelAvailable ?? probe.available) ? 1 : 0);
 
   new Gauge({
     name: 'ktls_sidecar_kernel_rekey_supported',

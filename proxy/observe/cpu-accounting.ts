@@ -20,9 +20,7 @@
 // traffic) the split falls back to bytes. An interval with no bytes at all is
 // booked as `none` (idle work: timers, GC, admin).
 
-import type { CpuMode } from '../vocabulary.js';
-
-export type { CpuMode };
+import type { ConnectionObserver, ConnectionSpan, OpenedConnection } from './events.js';
 
 export interface CpuSplit {
   /** Seconds attributed to each mode in this interval; on + off + none = delta. */
@@ -159,8 +157,11 @@ export interface CpuAccountingOptions {
   model?: CostModel;
 }
 
-/** Collects bytes per mode and turns cpuUsage deltas into per-mode seconds. */
-export class CpuAccounting {
+/**
+ * Collects bytes per mode and turns cpuUsage deltas into per-mode seconds; an
+ * observer of every open connection's bytes (proxy/observe/events.ts).
+ */
+export class CpuAccounting implements Pick<ConnectionObserver, 'opened'> {
   private onBytes = 0;
   private offBytes = 0;
   private last: NodeJS.CpuUsage;
@@ -168,7 +169,6 @@ export class CpuAccounting {
   private readonly cpuUsage: (previous?: NodeJS.CpuUsage) => NodeJS.CpuUsage;
   private readonly model: CostModel;
   private readonly options: CpuAccountingOptions;
-  private readonly totals = { on: 0, off: 0, none: 0 };
 
   constructor(options: CpuAccountingOptions = {}) {
     this.options = options;
@@ -183,6 +183,11 @@ export class CpuAccounting {
     else this.offBytes += bytes;
   }
 
+  opened(conn: OpenedConnection): ConnectionSpan {
+    const mode = conn.labels.ktls;
+    return { bytes: (rx, tx) => this.addBytes(mode, rx + tx) };
+  }
+
   /** Close the current interval now (the timer calls this). */
   sample(): CpuSplit {
     const now = this.cpuUsage();
@@ -195,21 +200,8 @@ export class CpuAccounting {
     // Estimate from history before adding this interval, so one interval never explains itself.
     const split = splitInterval(cpu, on, off, this.model.estimate());
     if (on + off > 0) this.model.add(on / MIB, off / MIB, cpu);
-    this.totals.on += split.on;
-    this.totals.off += split.off;
-    this.totals.none += split.none;
     this.options.onSplit?.(split);
     return split;
-  }
-
-  /** Seconds attributed to each mode since start (for a prom-client collect()). */
-  secondsByMode(): Readonly<Record<CpuMode, number>> {
-    return { ...this.totals };
-  }
-
-  /** Current per-MiB cost estimate (doctor, bench), or null. */
-  estimate(): CostEstimate | null {
-    return this.model.estimate();
   }
 
   start(): void {

@@ -1,6 +1,6 @@
 // The Duplex every front receives: plaintext in both directions over whatever
-// the record layer returned (a TLSSocket today, a kernel-TLS socket later).
-// It exists for three reasons:
+// the record layer returned (Node's TLSSocket, or the kTLS / JS record-layer
+// stream). It exists for three reasons:
 //  - count application bytes ourselves (the raw socket's bytesRead mixes in the
 //    handshake ciphertext, and a kTLS socket has no TLS-level counters);
 //  - give the fronts the small net.Socket surface node:http / http2 / ws use
@@ -9,7 +9,7 @@
 //  - keep half-close semantics explicit (allowHalfOpen both ways).
 import { Duplex } from 'node:stream';
 import type { CloseReason } from '../vocabulary.js';
-import type { HandshakeFacts } from './facts.js';
+import type { ConnectionFacts } from './facts.js';
 
 /**
  * Record why a connection is ending, first writer wins. Fronts call it on the
@@ -36,14 +36,14 @@ export class PlainConnection extends Duplex {
   /** Lets code that checks `socket.encrypted` (http-proxy-3, ws) see the truth. */
   readonly encrypted = true;
   readonly inner: Duplex;
-  /** Why the connection ended, when a front or the pipeline knows (first writer wins via markClose). */
+  /** Why the connection ended, when a front or the connection path knows (first writer wins via markClose). */
   closeReason: CloseReason | undefined;
   /** Called per chunk with (received, sent) so byte counters move while a connection lives. */
   onBytes: ((rx: number, tx: number) => void) | undefined;
   private idleMs = 0;
   private idleTimer: NodeJS.Timeout | undefined;
 
-  constructor(inner: Duplex, facts: Pick<HandshakeFacts, 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort'>) {
+  constructor(inner: Duplex, facts: Pick<ConnectionFacts, 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort'>) {
     // 64 KiB buffers: fewer backpressure round trips per 16 KiB TLS record.
     super({ allowHalfOpen: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 });
     this.inner = inner;

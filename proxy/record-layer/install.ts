@@ -19,7 +19,7 @@
 //
 // A `userspace` decision (policy: flag off mid-handshake, cipher not in
 // ktls.ciphers, kernel cipher unsupported, ...) skips steps 2-5: the JS record
-// layer takes the hand-off state directly, no syscall. Every engine connection
+// layer takes the hand-off state directly, no syscall (installUserspace). Every engine connection
 // that ends in userspace runs there, never on Node's TLS over a JS Duplex
 // (nodejs/node#35384: an internal assertion that ends the process).
 
@@ -28,44 +28,44 @@ import { socketFd } from '../../native/index.js';
 import type { CryptoInfo } from '../../native/crypto-info.js';
 import { wipeCryptoInfo } from '../../native/crypto-info.js';
 import { RecordProtection } from '../tls/record-protection.js';
+import { AlertDescription } from '../tls/control.js';
+import { RecordReader } from '../tls/records.js';
+import type { RxEvent } from '../tls/records.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import type { HandoffResult } from '../handshake/types.js';
-import { INSTALL_FAILED } from './decision.js';
-import type { KtlsDecision } from './decision.js';
-import { classifyKtlsError } from './errno.js';
-import type { KtlsErrorClass } from './errno.js';
-import { JsRecordReader, KernelTlsStream } from './kernel-stream.js';
-import type { KtlsConnectionEvents, RxEvent, RxSide, TxSide } from './kernel-stream.js';
 import { TrafficSecretChain } from './keyupdate.js';
+import type { RxSide, TxSide } from './paths.js';
+import type { RecordLayerEvents } from './stats.js';
+import { RecordLayerStream } from './stream.js';
+import type { RecordLayerStreamOptions } from './stream.js';
+import { INSTALL_FAILED } from '../ktls/decision.js';
+import type { KtlsDecision } from '../ktls/decision.js';
+import { classifyKtlsError } from '../ktls/errno.js';
+import type { KtlsErrorClass } from '../ktls/errno.js';
 
-export interface InstallEvents extends KtlsConnectionEvents {
+export interface InstallEvents extends RecordLayerEvents {
   /** The install failed before any key was in the kernel: the connection continues in userspace. */
   installFailed?(info: KtlsErrorClass): void;
   /** The install failed after TX was in the kernel: the connection was destroyed. */
   installAborted?(info: KtlsErrorClass): void;
 }
 
-export interface InstallInput {
+/** The record layer's own settings (documented on RecordLayerStreamOptions; tests lower the key usage limit). */
+type LayerSettings = Pick<RecordLayerStreamOptions, 'rekeySupported' | 'keyUpdateRateLimit' | 'allowHalfOpen' | 'txKeyRecordLimit' | 'keyUsageCheckWrites'>;
+
+export interface InstallInput extends LayerSettings {
   handoff: HandoffResult;
   /** The decision for this connection: `tx` or `txrx`, or `userspace` for the JS record layer alone. */
   decision: KtlsDecision;
   native: KtlsNative;
-  /** Probe: the kernel can take a second TLS_TX/TLS_RX (TLS 1.3 KeyUpdate). */
-  rekeySupported: boolean;
-  /** `ktls.keyUpdateRateLimit`. */
-  keyUpdateRateLimit: number;
   /** Longest wait for the rest of a partial leftover record (default 5000 ms). */
   partialRecordTimeoutMs?: number;
   events?: InstallEvents;
-  allowHalfOpen?: boolean;
-  /** TLS 1.3 TX key usage limit and its check cadence (see KernelTlsStreamOptions; tests lower them). */
-  txKeyRecordLimit?: bigint;
-  keyUsageCheckWrites?: number;
 }
 
 export interface InstallResult {
   /** The plaintext stream for the fronts. */
-  stream: KernelTlsStream;
+  stream: RecordLayerStream;
   /** `input.decision`, or `install_failed` (userspace) when the keys of a kernel decision never reached it. */
   decision: KtlsDecision;
   /** Set when the install failed before any key was installed. */
@@ -89,26 +89,15 @@ export class KtlsInstallError extends SidecarError {
  * or the hand-off state was not valid).
  */
 export async function installKtls(input: InstallInput): Promise<InstallResult> {
+  // The decision keeps the keys out of the kernel: no syscall at all.
+  if (input.decision.mode === 'userspace') return { stream: installUserspace(input), decision: input.decision, installError: null };
   const { handoff, native, events = {} } = input;
-  const { raw, tx } = handoff;
+  const { raw } = handoff;
   // JS copies first: the fallback needs exactly the state the kernel would
   // have got, and setCryptoInfo() zeroes what it is given.
   const { txJs, rxJs, reader } = jsState(handoff);
-  const common = streamCommon(input, events);
   let initialEvents: RxEvent[] = [];
-  const jsStream = (): KernelTlsStream =>
-    new KernelTlsStream({
-      ...common,
-      fd: -1,
-      native: null,
-      tx: { side: 'js', protection: txJs },
-      rx: { side: 'js', reader },
-      initialEvents,
-      peerEnded: handoff.peerEnded,
-    });
-
-  // The decision keeps the keys out of the kernel: no syscall at all.
-  if (input.decision.mode === 'userspace') return { stream: jsStream(), decision: input.decision, installError: null };
+  const jsStream = (): RecordLayerStream => jsSides(input, txJs, reader, initialEvents);
   const wantRx = input.decision.mode === 'txrx';
 
   /** Before any key is in the kernel: the JS record layer takes over, nothing lost. */
@@ -179,7 +168,7 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
     }
   }
 
-  const version = tx.version;
+  const version = handoff.tx.version;
   const txSide: TxSide = { side: 'kernel', secrets: secretChain(version, txJs) };
   txJs.wipe();
   let rxSide: RxSide;
@@ -189,20 +178,31 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
   } else {
     rxSide = { side: 'js', reader };
   }
-  const stream = new KernelTlsStream({
-    ...common,
-    fd,
-    native,
-    tx: txSide,
-    rx: rxSide,
-    initialEvents,
-    peerEnded: handoff.peerEnded,
-  });
+  const stream = new RecordLayerStream({ ...streamCommon(input), fd, native, tx: txSide, rx: rxSide, initialEvents });
   return { stream, decision: input.decision, installError: null };
 }
 
+/** What the record layer needs besides the decision and the kernel. */
+export type UserspaceInput = Omit<LayerSettings, 'rekeySupported'> & Pick<InstallInput, 'handoff' | 'events'>;
+
+/**
+ * The whole record layer in JS from the hand-off state (`record_layer: js`):
+ * what a `userspace` decision runs, no syscall. Throws KtlsInstallError
+ * (socket destroyed) when the hand-off state is not a valid CryptoInfo.
+ */
+export function installUserspace(input: UserspaceInput): RecordLayerStream {
+  const { txJs, reader } = jsState(input.handoff);
+  // rekeySupported is about the kernel; both sides here are in JS.
+  return jsSides({ ...input, rekeySupported: false }, txJs, reader, []);
+}
+
+function jsSides(input: StreamInput, txJs: RecordProtection, reader: RecordReader, initialEvents: RxEvent[]): RecordLayerStream {
+  const js = { fd: -1, native: null, tx: { side: 'js', protection: txJs }, rx: { side: 'js', reader } } as const;
+  return new RecordLayerStream({ ...streamCommon(input), ...js, initialEvents });
+}
+
 /** Both directions' JS record protection from the hand-off (whose key copies are wiped); the leftover is queued. */
-function jsState(handoff: HandoffResult): { txJs: RecordProtection; rxJs: RecordProtection; reader: JsRecordReader } {
+function jsState(handoff: HandoffResult): { txJs: RecordProtection; rxJs: RecordProtection; reader: RecordReader } {
   let txJs: RecordProtection;
   let rxJs: RecordProtection;
   try {
@@ -214,25 +214,18 @@ function jsState(handoff: HandoffResult): { txJs: RecordProtection; rxJs: Record
     throw new KtlsInstallError('handoff state is not a valid CryptoInfo', null, err);
   }
   wipeHandoff(handoff);
-  const reader = new JsRecordReader(rxJs);
+  const reader = new RecordReader(rxJs);
   reader.push(handoff.leftover);
   return { txJs, rxJs, reader };
 }
 
-/** The KernelTlsStream options every record layer of this connection shares. */
-function streamCommon(input: InstallInput, events: InstallEvents) {
-  const { raw, tx } = input.handoff;
-  return {
-    raw,
-    version: tx.version,
-    cipher: tx.cipher,
-    rekeySupported: input.rekeySupported,
-    keyUpdateRateLimit: input.keyUpdateRateLimit,
-    events,
-    ...(input.allowHalfOpen === undefined ? {} : { allowHalfOpen: input.allowHalfOpen }),
-    ...(input.txKeyRecordLimit === undefined ? {} : { txKeyRecordLimit: input.txKeyRecordLimit }),
-    ...(input.keyUsageCheckWrites === undefined ? {} : { keyUsageCheckWrites: input.keyUsageCheckWrites }),
-  };
+type StreamInput = LayerSettings & Pick<InstallInput, 'handoff' | 'events'>;
+
+/** The stream options every record layer of this connection shares. */
+function streamCommon(input: StreamInput) {
+  const { handoff, events = {}, rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites } = input;
+  const { raw, tx, peerEnded } = handoff;
+  return { raw, version: tx.version, cipher: tx.cipher, peerEnded, events, rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites };
 }
 
 /** TLS 1.3: the chain from the direction's *current* secret (a leftover KeyUpdate may have advanced it). */
@@ -245,7 +238,8 @@ function secretChain(version: string, rp: RecordProtection): TrafficSecretChain 
   return chain;
 }
 
-function wipeHandoff(h: HandoffResult): void {
+/** Zero every key copy a hand-off holds (after the JS copies are made, or when it will not be installed). */
+export function wipeHandoff(h: HandoffResult): void {
   wipeCryptoInfo(h.tx);
   wipeCryptoInfo(h.rx);
   h.txSecret?.fill(0);
@@ -253,12 +247,12 @@ function wipeHandoff(h: HandoffResult): void {
 }
 
 /** Decrypt every complete buffered record; stop at close_notify or a fatal event. */
-function drainComplete(reader: JsRecordReader): { events: RxEvent[]; stopped: boolean } {
+function drainComplete(reader: RecordReader): { events: RxEvent[]; stopped: boolean } {
   const out: RxEvent[] = [];
   for (let ev = reader.next(); ev; ev = reader.next()) {
     out.push(ev);
     if (ev.kind === 'fatal') return { events: out, stopped: true };
-    if (ev.kind === 'alert' && ev.description === 0) return { events: out, stopped: true };
+    if (ev.kind === 'alert' && ev.description === AlertDescription.CLOSE_NOTIFY) return { events: out, stopped: true };
   }
   return { events: out, stopped: false };
 }
@@ -276,7 +270,7 @@ class PartialReadError extends Error {
  * (never more: the kernel must start on the next record). Waits for
  * readability with the native poller; bounded by `timeoutMs`.
  */
-export function readRestOfRecord(native: KtlsNative, fd: number, reader: JsRecordReader, timeoutMs: number): Promise<void> {
+export function readRestOfRecord(native: KtlsNative, fd: number, reader: RecordReader, timeoutMs: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let poller: Poller | null = null;
     let finished = false;

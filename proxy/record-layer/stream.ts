@@ -1,0 +1,286 @@
+// RecordLayerStream: the plaintext Duplex the fronts see for a connection
+// whose record layer was handed off (proxy/handshake). Each direction lives
+// either in the kernel (kTLS: kernel-tx.ts, kernel-rx.ts) or in JS over the
+// raw socket (js-sides.ts); both in JS is the userspace record layer
+// (`record_layer: js`). This module is only the plumbing: TX operations in
+// order (data writes and control records leave in the order they were
+// queued), RX backpressure, end/destroy. What a control record means is
+// control.ts's business.
+
+import { Duplex } from 'node:stream';
+import type net from 'node:net';
+import type { KtlsNative } from '../../native/index.js';
+import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
+import { ErrorCodes, SidecarError } from '../errors.js';
+import type { RxEvent } from '../tls/records.js';
+import { ControlRecords } from './control.js';
+import type { TxOp } from './control.js';
+import { JsRx, JsTx } from './js-sides.js';
+import { KernelRx } from './kernel-rx.js';
+import { KernelTx } from './kernel-tx.js';
+import type { Done, KernelSocket, RxPath, RxSide, RxSink, TxPath, TxSide } from './paths.js';
+import type { RecordLayerEvents, RecordLayerStats } from './stats.js';
+
+export interface RecordLayerStreamOptions {
+  raw: net.Socket;
+  /** The raw socket's fd (needed when either side is in the kernel). */
+  fd: number;
+  /** Required when either side is in the kernel. */
+  native: KtlsNative | null;
+  version: TlsVersion;
+  cipher: KernelCipher;
+  tx: TxSide;
+  rx: RxSide;
+  /** Events already decrypted in userspace before the stream existed (the leftover), in order. */
+  initialEvents?: RxEvent[];
+  /** The client's FIN arrived before the handoff. */
+  peerEnded?: boolean;
+  /** The kernel can take a second TLS_TX/TLS_RX (probe): TLS 1.3 KeyUpdate can be followed. */
+  rekeySupported: boolean;
+  /** `ktls.keyUpdateRateLimit`: most peer KeyUpdates per minute. */
+  keyUpdateRateLimit: number;
+  events?: RecordLayerEvents;
+  /** Same meaning as for net.Socket; default false like a TLSSocket (EOF ends our side too). */
+  allowHalfOpen?: boolean;
+  /** Clock for the KeyUpdate rate limit (tests). */
+  now?: () => number;
+  /** Longest wait for room in the socket buffer when sending a control record (default 5000 ms). */
+  controlSendTimeoutMs?: number;
+  /**
+   * TLS 1.3: records under one TX key before we send our own KeyUpdate
+   * (RFC 8446 5.5: AES-GCM ≈ 2^24.5; default 2^24). Checked every
+   * `keyUsageCheckWrites` writes (default 1024; the kernel's sequence number
+   * is read back with getsockopt) — so the limit can be overshot by what
+   * those writes hold.
+   */
+  txKeyRecordLimit?: bigint;
+  keyUsageCheckWrites?: number;
+}
+
+export class RecordLayerStream extends Duplex {
+  readonly version: TlsVersion;
+  readonly cipher: KernelCipher;
+  private readonly raw: net.Socket;
+  private readonly tx: TxPath;
+  private readonly rx: RxPath;
+  private readonly control: ControlRecords;
+  /** Push more: false after push() returned false, until _read(). */
+  private rxWanted = true;
+  private rxEnded = false;
+  private started = false;
+  private txBusy = false;
+  private readonly txWaiting: TxOp[] = [];
+  private rxBytesKernel = 0;
+  private rxBytesUserspace = 0;
+
+  constructor(opts: RecordLayerStreamOptions) {
+    super({ allowHalfOpen: opts.allowHalfOpen ?? false });
+    this.raw = opts.raw;
+    this.version = opts.version;
+    this.cipher = opts.cipher;
+    const events = opts.events ?? {};
+    let kernel: KernelSocket | null = null;
+    if (opts.tx.side === 'kernel' || opts.rx.side === 'kernel') {
+      if (!opts.native) throw new TypeError('RecordLayerStream: a kernel side needs the native addon');
+      kernel = { raw: opts.raw, fd: opts.fd, native: opts.native, events };
+    }
+    const sink: RxSink = {
+      live: () => this.rxLive,
+      wanted: () => this.rxWanted && this.rxLive,
+      event: (ev, where, rekeyed) => this.control.onRxEvent(ev, where, rekeyed),
+      peerFin: () => {
+        if (!this.rxEnded) this.control.onPeerFin();
+      },
+      destroy: (err) => this.destroy(err),
+    };
+    this.tx = opts.tx.side === 'kernel'
+      ? new KernelTx(kernel!, opts.tx.secrets, opts.rekeySupported, opts.controlSendTimeoutMs ?? 5000, () => this.destroyed)
+      : new JsTx(opts.raw, opts.tx.protection);
+    this.rx = opts.rx.side === 'kernel'
+      ? new KernelRx(kernel!, opts.rx.secrets, opts.rekeySupported, opts.version === 'TLSv1.3', sink)
+      : new JsRx(opts.raw, opts.rx.reader, sink);
+    this.control = new ControlRecords({
+      version: opts.version,
+      tx: this.tx,
+      rx: this.rx,
+      events,
+      isDestroyed: () => this.destroyed,
+      runTx: (op) => this.runTx(op),
+      pushData: (data, where) => this.pushData(data, where),
+      endRx: () => this.endRx(),
+      stopRx: () => this.stopRx(),
+      endRaw: (cb) => this.raw.end(cb),
+      destroy: (err) => this.destroy(err),
+    }, opts);
+
+    // We decide when the raw socket's write side ends (after our close_notify),
+    // not net.Socket's automatic end-on-EOF.
+    this.raw.allowHalfOpen = true;
+    this.raw.on('error', (err) => this.destroy(err));
+    this.raw.on('close', () => {
+      if (!this.destroyed) this.destroy();
+    });
+
+    const initial = opts.initialEvents ?? [];
+    const peerEnded = opts.peerEnded ?? false;
+    // Start on the next tick so the owner can attach listeners first.
+    process.nextTick(() => this.start(initial, peerEnded));
+  }
+
+  /** Counters for the close log line (kernel record counts are refreshed while the socket is open). */
+  stats(): Readonly<RecordLayerStats> {
+    if (!this.destroyed) this.refreshRecordCounts();
+    const { tx, rx } = this;
+    return {
+      tx: tx.where,
+      rx: rx.where,
+      rxBytesKernel: this.rxBytesKernel,
+      rxBytesUserspace: this.rxBytesUserspace,
+      txBytesKernel: tx.where === 'kernel' ? tx.bytes : 0,
+      txBytesUserspace: tx.where === 'js' ? tx.bytes : 0,
+      rxRecordsUserspace: rx.where === 'js' ? rx.records : 0,
+      rxRecordsKernel: rx.where === 'kernel' ? rx.records : 0,
+      txRecordsUserspace: tx.where === 'js' ? tx.records : 0,
+      txRecordsKernel: tx.where === 'kernel' ? tx.records : 0,
+      ...this.control.counters,
+    };
+  }
+
+  /**
+   * Our own TLS 1.3 KeyUpdate now, queued behind what is already written
+   * (the key usage limit does the same on its own); `requestPeer` asks the
+   * peer to update its sending key too.
+   */
+  keyUpdate(requestPeer = false): void {
+    if (this.version !== 'TLSv1.3') throw new SidecarError(ErrorCodes.KTLS_CONTROL, 'KeyUpdate exists only in TLS 1.3');
+    this.control.sendKeyUpdate(requestPeer, 'rekey_unsupported');
+  }
+
+  // ---------------------------------------------------------------- RX --
+
+  private get rxLive(): boolean {
+    return !this.rxEnded && !this.destroyed;
+  }
+
+  private start(initial: RxEvent[], peerEnded: boolean): void {
+    if (this.destroyed) return;
+    this.started = true;
+    // The leftover was decrypted (and any KeyUpdate in it followed) before the stream existed.
+    for (const ev of initial) {
+      if (!this.control.onRxEvent(ev, 'userspace', true)) return;
+    }
+    if (this.rxEnded) return;
+    this.rx.start(peerEnded);
+  }
+
+  override _read(): void {
+    if (this.rxWanted || !this.started) {
+      this.rxWanted = true;
+      return;
+    }
+    this.rxWanted = true;
+    if (this.rxLive) this.rx.resume();
+  }
+
+  private pushData(data: Buffer, where: 'kernel' | 'userspace'): void {
+    if (where === 'kernel') this.rxBytesKernel += data.length;
+    else this.rxBytesUserspace += data.length;
+    if (!this.push(data)) {
+      this.rxWanted = false;
+      this.rx.pause();
+    }
+  }
+
+  private endRx(): void {
+    if (this.rxEnded) return;
+    this.stopRx();
+    this.push(null);
+  }
+
+  private stopRx(): void {
+    this.rxEnded = true;
+    this.rx.stop();
+  }
+
+  // ---------------------------------------------------------------- TX --
+
+  /** Serialise TX: data writes and control records leave in the order they were queued. */
+  private runTx(op: TxOp): void {
+    if (this.txBusy) {
+      this.txWaiting.push(op);
+      return;
+    }
+    this.txBusy = true;
+    op((err) => {
+      this.txBusy = false;
+      if (err) {
+        this.destroy(err);
+        return;
+      }
+      const next = this.txWaiting.shift();
+      if (next) this.runTx(next);
+    });
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: Done): void {
+    this.runTx((done) => this.txData([chunk], done, cb));
+  }
+
+  override _writev(chunks: Array<{ chunk: Buffer }>, cb: Done): void {
+    this.runTx((done) => this.txData(chunks.map((c) => c.chunk), done, cb));
+  }
+
+  private txData(chunks: Buffer[], done: Done, cb: Done): void {
+    if (this.control.txClosed) {
+      const err = new SidecarError(ErrorCodes.KTLS_CONTROL, 'write after the TLS connection was closed');
+      done(err);
+      cb(err);
+      return;
+    }
+    this.tx.writeData(chunks, (err) => {
+      done(err);
+      if (!err) this.control.afterDataWrite();
+      cb(err);
+    });
+  }
+
+  override _final(cb: Done): void {
+    this.runTx((done) => {
+      this.control.closeNotify((err) => {
+        this.control.txClosed = true;
+        if (err) {
+          done(err);
+          cb(err);
+          return;
+        }
+        if (this.raw.writableEnded) {
+          // A graceful end already said goodbye and sent FIN.
+          done();
+          cb();
+          return;
+        }
+        this.raw.end(() => {
+          done();
+          cb();
+        });
+      });
+    });
+  }
+
+  // ----------------------------------------------------------- teardown --
+
+  override _destroy(err: Error | null, cb: Done): void {
+    this.refreshRecordCounts();
+    this.rxEnded = true;
+    this.control.txClosed = true;
+    this.rx.close();
+    this.tx.wipe();
+    this.raw.destroy();
+    cb(err);
+  }
+
+  private refreshRecordCounts(): void {
+    this.tx.refreshRecords();
+    this.rx.refreshRecords();
+  }
+}
