@@ -51,12 +51,6 @@ function writeErr(line: string): void {
   process.stderr.write(`${line}\n`);
 }
 
-async function runDoctorCommand(args: string[]): Promise<number> {
-  // Loaded lazily: the doctor pulls in the native probe, which serve does not need up front.
-  const { runDoctor } = await import('./doctor.js');
-  return runDoctor(args);
-}
-
 async function serve(argv: string[]): Promise<number> {
   let config: LoadedConfig;
   try {
@@ -209,7 +203,8 @@ export async function main(argv: string[]): Promise<number> {
     process.stdout.write(USAGE);
     return 0;
   }
-  if (first === 'doctor') return runDoctorCommand(argv.slice(1));
+  // Loaded lazily: the doctor pulls in the native probe, which serve does not need up front.
+  if (first === 'doctor') return (await import('./doctor.js')).runDoctor(argv.slice(1));
   return serve(first === 'serve' ? argv.slice(1) : argv);
 }
 

@@ -24,10 +24,6 @@ export function doctorJson(probe: KernelProbe): Record<string, unknown> {
   };
 }
 
-function yesNo(b: boolean): string {
-  return b ? 'yes' : 'no';
-}
-
 /** The human report. */
 export function doctorText(probe: KernelProbe): string {
   const d = probe.details;
@@ -73,7 +69,7 @@ export function doctorText(probe: KernelProbe): string {
     const o = d.options[opt];
     row(opt, o.supported ? 'yes' : `no${o.errno ? ` (${o.errno})` : ''}`);
   }
-  row('NIC TLS offload', d.nicOffload.visible ? `${d.nicOffload.note}: ${d.nicOffload.interfaces.map((i) => `${i.name} tx=${i.tx === null ? '?' : yesNo(i.tx)} rx=${i.rx === null ? '?' : yesNo(i.rx)}`).join(', ')}` : d.nicOffload.note);
+  row('NIC TLS offload', d.nicOffload.visible ? `${d.nicOffload.note}: ${d.nicOffload.interfaces.map((i) => `${i.name} tx=${i.tx === null ? '?' : i.tx ? 'yes' : 'no'} rx=${i.rx === null ? '?' : i.rx ? 'yes' : 'no'}`).join(', ')}` : d.nicOffload.note);
   row('/proc/net/tls_stat', d.tlsStat ? Object.entries(d.tlsStat).map(([k, v]) => `${k}=${v}`).join(' ') : 'not present (tls module not loaded)');
   if (d.problems.length > 0) {
     lines.push('', 'problems:');

@@ -18,8 +18,6 @@ export const ErrorCodes = {
   NOT_TLS: 'ERR_KTLS_SIDECAR_NOT_TLS',
   /** A configured limit was hit (connections, handshake buffer, header size). */
   LIMIT: 'ERR_KTLS_SIDECAR_LIMIT',
-  /** The upstream could not be reached or failed mid-response. */
-  UPSTREAM: 'ERR_KTLS_SIDECAR_UPSTREAM',
   /** The native kTLS addon is missing or could not be loaded. */
   NATIVE_UNAVAILABLE: NATIVE_UNAVAILABLE_CODE,
   /** Installing keys into the kernel failed. */
@@ -56,11 +54,6 @@ export class ConfigError extends SidecarError {
     this.key = key;
     this.reason = oneLine;
   }
-}
-
-/** True when `err` is a SidecarError (optionally with the given code). */
-export function isSidecarError(err: unknown, code?: SidecarErrorCode): err is SidecarError {
-  return err instanceof SidecarError && (code === undefined || err.code === code);
 }
 
 /** A short, safe description of any thrown value, for logs and one-line CLI output. */

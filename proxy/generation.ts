@@ -27,20 +27,9 @@ export interface GenerationDeps {
   readonly events: SidecarEvents;
 }
 
-/** The tls.* keys as the TLS modules take them. */
+/** The tls.* keys as the TLS modules take them (TlsSettings wants its own, mutable, SNI list). */
 function tlsSettings(config: Config): TlsSettings {
-  const t = config.tls;
-  return {
-    cert: t.cert,
-    key: t.key,
-    sni: t.sni.map((s) => ({ servername: s.servername, cert: s.cert, key: s.key })),
-    minVersion: t.minVersion,
-    ciphers: t.ciphers,
-    ciphersuites: t.ciphersuites,
-    clientCA: t.clientCA,
-    requestCert: t.requestCert,
-    sessionTickets: t.sessionTickets,
-  };
+  return { ...config.tls, sni: [...config.tls.sni] };
 }
 
 /** Load every certificate of `config`. Throws ConfigError (naming the key) on a bad one. */

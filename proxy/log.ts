@@ -38,15 +38,13 @@ export interface LoggerOptions {
   readonly level?: LogLevel;
   /** Where lines go; stdout (fd 1, synchronous) by default. Tests pass a stream. */
   readonly destination?: DestinationStream;
-  /** Fields on every line (default: { name: 'ktls-sidecar' }). */
-  readonly base?: Record<string, unknown>;
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
   return pino(
     {
       level: options.level ?? 'info',
-      base: options.base ?? { name: 'ktls-sidecar' },
+      base: { name: 'ktls-sidecar' },
       timestamp: pino.stdTimeFunctions.isoTime,
       redact: { paths: [...REDACT_PATHS], censor: '[Redacted]' },
       // Level as a word ("info"), which log pipelines match more reliably than 30.
@@ -107,8 +105,8 @@ export function logStartupSummary(
     servername: c.servername,
     subject: c.subject,
     path: c.path,
-    not_after: new Date(c.notAfter).toISOString(),
-    days_left: Math.floor((c.notAfter - now) / DAY_MS),
+    not_after: new Date(c.notAfterMs).toISOString(),
+    days_left: Math.floor((c.notAfterMs - now) / DAY_MS),
   }));
   logger.info(
     {
@@ -168,7 +166,6 @@ export interface ConnectionCloseFacts {
   readonly ktls: 'on' | 'off';
   readonly ktlsReason: string;
   readonly direction?: string | undefined;
-  readonly requests?: number | undefined;
   /** The error that ended the connection, if any (logged as its code and message only). */
   readonly error?: unknown;
   /**
@@ -179,16 +176,9 @@ export interface ConnectionCloseFacts {
   readonly ktlsInfo?: Readonly<Record<string, string | number | boolean | null>> | undefined;
 }
 
-const CLOSE_FACT_KEYS = new Set([
-  'id', 'remoteAddress', 'remotePort', 'servername', 'protocol', 'tlsVersion', 'cipher', 'alpn', 'bytesIn', 'bytesOut',
-  'durationMs', 'closeReason', 'ktls', 'ktlsReason', 'direction', 'requests', 'error', 'ktlsInfo',
-]);
-
 /**
  * One `info` line per closed connection (`event: "connection_closed"`),
- * written by the close-log observer (proxy/observe/close-log.ts). Extra
- * fields a caller adds to the facts are logged as they are when they are
- * strings, numbers, booleans or null; they never replace the fixed fields.
+ * written by the close-log observer (proxy/observe/close-log.ts).
  */
 export function logConnectionClose(logger: Logger, f: ConnectionCloseFacts): void {
   const line: Record<string, unknown> = {
@@ -207,10 +197,6 @@ export function logConnectionClose(logger: Logger, f: ConnectionCloseFacts): voi
     ktls_reason: f.ktlsReason,
     direction: f.direction ?? (f.ktls === 'on' ? null : 'none'),
   };
-  for (const [k, v] of Object.entries(f)) {
-    if (CLOSE_FACT_KEYS.has(k) || k in line) continue;
-    if (v === null || typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean') line[k] = v;
-  }
   if (f.ktlsInfo !== undefined) {
     // Scalars only, so nothing structured (a Buffer, a key object) can ride along.
     const info: Record<string, string | number | boolean | null> = {};
@@ -220,7 +206,6 @@ export function logConnectionClose(logger: Logger, f: ConnectionCloseFacts): voi
     line['ktls_info'] = info;
   }
   if (f.id !== undefined) line['conn'] = f.id;
-  if (f.requests !== undefined) line['requests'] = f.requests;
   if (f.error !== undefined) {
     // Only code + message: a full error object could drag request data along.
     const e = f.error as { code?: unknown; message?: unknown };

@@ -118,11 +118,6 @@ export class Sidecar {
     return this.raws.size;
   }
 
-  /** The kernel probe (after listen()); null when none ran or it could not run. */
-  get kernelProbe(): KernelProbe | null {
-    return this.kernel;
-  }
-
   /** The probe as the startup line reports it. */
   kernelSummary(): KernelProbeSummary {
     const p = this.kernel;
@@ -207,7 +202,7 @@ export class Sidecar {
   }
 
   /** Re-read every certificate file; on failure the old certificates stay. Returns success. */
-  reloadCertificates(): boolean {
+  private reloadCertificates(): boolean {
     try {
       const contexts = loadContexts(this.gen.config, this.genDeps);
       this.gen.handshaker.setContexts(contexts);
@@ -348,9 +343,5 @@ export class Sidecar {
       this.logger.info({ event: 'drain_done', closed_by_timeout: left }, 'drain finished');
     })();
     return this.drainPromise;
-  }
-
-  get isDraining(): boolean {
-    return this.draining;
   }
 }

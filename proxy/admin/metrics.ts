@@ -87,196 +87,75 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
   const registers = [registry];
   const p = METRIC_PREFIX;
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: p });
+  // Every series of the sidecar: the name (prefixed), its help and its label names.
+  const counter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Counter<L>({ name: p + name, help, labelNames, registers });
+  const gauge = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
+    new Gauge<L>({ name: p + name, help, labelNames, registers });
+  const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: readonly L[]) =>
+    new Histogram<L>({ name: p + name, help, buckets, labelNames, registers });
 
-  const accepted = new Counter({
-    name: `${p}connections_accepted_total`,
-    help: 'TCP connections accepted on the TLS listener, before limits, sniffing and the handshake.',
-    registers,
-  });
-  const rejected = new Counter({
-    name: `${p}connections_rejected_total`,
-    help: 'Connections refused before or during the handshake, by reason.',
-    labelNames: ['reason'] as const,
-    registers,
-  });
-  const opened = new Counter({
-    name: `${p}connections_opened_total`,
-    help: 'Connections past the handshake with a record layer chosen (kernel or userspace).',
-    labelNames: CONNECTION_LABEL_NAMES,
-    registers,
-  });
-  const closed = new Counter({
-    name: `${p}connections_closed_total`,
-    help: 'Opened connections that ended, by close reason.',
-    labelNames: [...CONNECTION_LABEL_NAMES, 'reason'] as const,
-    registers,
-  });
-  const active = new Gauge({
-    name: `${p}connections_active`,
-    help: 'Opened connections not yet closed.',
-    labelNames: CONNECTION_LABEL_NAMES,
-    registers,
-  });
-  const bytesReceived = new Counter({
-    name: `${p}bytes_received_total`,
-    help: 'Application (plaintext) bytes received from clients on opened connections.',
-    labelNames: CONNECTION_LABEL_NAMES,
-    registers,
-  });
-  const bytesSent = new Counter({
-    name: `${p}bytes_sent_total`,
-    help: 'Application (plaintext) bytes sent to clients on opened connections.',
-    labelNames: CONNECTION_LABEL_NAMES,
-    registers,
-  });
-  const handshakes = new Counter({
-    name: `${p}handshakes_total`,
-    help: 'Completed TLS handshakes.',
-    labelNames: ['tls_version', 'cipher', 'protocol'] as const,
-    registers,
-  });
-  const handshakeDuration = new Histogram({
-    name: `${p}handshake_duration_seconds`,
-    help: 'Time from accept to a completed TLS handshake.',
-    labelNames: ['tls_version'] as const,
-    buckets: HANDSHAKE_BUCKETS,
-    registers,
-  });
-  const handshakeFailures = new Counter({
-    name: `${p}handshake_failures_total`,
-    help: 'TLS handshakes that failed, by reason.',
-    labelNames: ['reason'] as const,
-    registers,
-  });
-  const httpRequests = new Counter({
-    name: `${p}http_requests_total`,
-    help: 'HTTP requests answered, by protocol, status class and whether the connection was on kTLS.',
-    labelNames: ['protocol', 'status_class', 'ktls'] as const,
-    registers,
-  });
-  const httpDuration = new Histogram({
-    name: `${p}http_request_duration_seconds`,
-    help: 'Time from request headers received to response finished.',
-    labelNames: ['protocol', 'ktls'] as const,
-    buckets: REQUEST_BUCKETS,
-    registers,
-  });
-  const upstreamErrors = new Counter({
-    name: `${p}upstream_errors_total`,
-    help: 'Failures talking to the upstream, by reason.',
-    labelNames: ['reason'] as const,
-    registers,
-  });
-  const certExpiry = new Gauge({
-    name: `${p}cert_expiry_timestamp_seconds`,
-    help: 'Expiry (notAfter) of each served certificate, Unix seconds.',
-    labelNames: ['servername', 'subject'] as const,
-    registers,
-  });
-  const certReloads = new Counter({
-    name: `${p}cert_reloads_total`,
-    help: 'Certificate reloads, by result.',
-    labelNames: ['result'] as const,
-    registers,
-  });
-  const adminRefused = new Counter({
-    name: `${p}admin_requests_refused_total`,
-    help: 'Admin requests refused: a change (not GET/HEAD) from a non-loopback peer.',
-    labelNames: ['reason'] as const,
-    registers,
-  });
-  const configReloads = new Counter({
-    name: `${p}config_reloads_total`,
-    help: 'Configuration reloads, by result and trigger.',
-    labelNames: ['result', 'trigger'] as const,
-    registers,
-  });
-  const ktlsEnabled = new Gauge({
-    name: `${p}ktls_enabled`,
-    help: 'The runtime kTLS flag: 1 = new connections may go to kernel TLS.',
-    registers,
-  });
-  const flagChanges = new Counter({
-    name: `${p}ktls_flag_changes_total`,
-    help: 'Changes of the runtime kTLS flag, by source.',
-    labelNames: ['source'] as const,
-    registers,
-  });
-  const kernelAvailable = new Gauge({
-    name: `${p}ktls_kernel_available`,
-    help: 'Kernel probe result: 1 = the kernel TLS ULP and the native addon are usable.',
-    registers,
-  });
-  const keyUpdates = new Counter({
-    name: `${p}ktls_key_updates_total`,
-    help: 'TLS 1.3 KeyUpdates on kTLS connections, by direction and result.',
-    labelNames: ['direction', 'result'] as const,
-    registers,
-  });
-  const drained = new Counter({
-    name: `${p}ktls_drained_connections_total`,
-    help: 'Open kTLS connections when the flag turned off, by action (closed after ktls.drainTimeout, or kept).',
-    labelNames: ['action'] as const,
-    registers,
-  });
-  const ktlsErrors = new Counter({
-    name: `${p}ktls_errors_total`,
-    help: 'Failed kTLS syscalls and records that failed authentication, by errno name and stage.',
-    labelNames: ['errno', 'stage'] as const,
-    registers,
-  });
-  const offloads = new Counter({
-    name: `${p}ktls_offload_total`,
-    help: 'kTLS installs per connection direction: attempted, then installed or failed; sw = kernel crypto, device = NIC.',
-    labelNames: ['result', 'direction', 'offload'] as const,
-    registers,
-  });
-  const cpuByMode = new Counter({
-    name: `${p}process_cpu_seconds_by_mode_total`,
-    help: 'Process CPU seconds (user + system) attributed to kTLS connections (on), userspace-TLS ones (off) or idle work (none).',
-    labelNames: ['ktls'] as const,
-    registers,
-  });
+  const accepted = counter('connections_accepted_total', 'TCP connections accepted on the TLS listener, before limits, sniffing and the handshake.');
+  const rejected = counter('connections_rejected_total', 'Connections refused before or during the handshake, by reason.', ['reason']);
+  const opened = counter(
+    'connections_opened_total',
+    'Connections past the handshake with a record layer chosen (kernel or userspace).',
+    CONNECTION_LABEL_NAMES,
+  );
+  const closed = counter('connections_closed_total', 'Opened connections that ended, by close reason.', [...CONNECTION_LABEL_NAMES, 'reason']);
+  const active = gauge('connections_active', 'Opened connections not yet closed.', CONNECTION_LABEL_NAMES);
+  const bytesReceived = counter('bytes_received_total', 'Application (plaintext) bytes received from clients on opened connections.', CONNECTION_LABEL_NAMES);
+  const bytesSent = counter('bytes_sent_total', 'Application (plaintext) bytes sent to clients on opened connections.', CONNECTION_LABEL_NAMES);
+  const handshakes = counter('handshakes_total', 'Completed TLS handshakes.', ['tls_version', 'cipher', 'protocol']);
+  const handshakeDuration = histogram('handshake_duration_seconds', 'Time from accept to a completed TLS handshake.', HANDSHAKE_BUCKETS, ['tls_version']);
+  const handshakeFailures = counter('handshake_failures_total', 'TLS handshakes that failed, by reason.', ['reason']);
+  const httpRequests = counter(
+    'http_requests_total',
+    'HTTP requests answered, by protocol, status class and whether the connection was on kTLS.',
+    ['protocol', 'status_class', 'ktls'],
+  );
+  const httpDuration = histogram(
+    'http_request_duration_seconds',
+    'Time from request headers received to response finished.',
+    REQUEST_BUCKETS,
+    ['protocol', 'ktls'],
+  );
+  const upstreamErrors = counter('upstream_errors_total', 'Failures talking to the upstream, by reason.', ['reason']);
+  const certExpiry = gauge('cert_expiry_timestamp_seconds', 'Expiry (notAfter) of each served certificate, Unix seconds.', ['servername', 'subject']);
+  const certReloads = counter('cert_reloads_total', 'Certificate reloads, by result.', ['result']);
+  const adminRefused = counter('admin_requests_refused_total', 'Admin requests refused: a change (not GET/HEAD) from a non-loopback peer.', ['reason']);
+  const configReloads = counter('config_reloads_total', 'Configuration reloads, by result and trigger.', ['result', 'trigger']);
+  const ktlsEnabled = gauge('ktls_enabled', 'The runtime kTLS flag: 1 = new connections may go to kernel TLS.');
+  const flagChanges = counter('ktls_flag_changes_total', 'Changes of the runtime kTLS flag, by source.', ['source']);
+  const kernelAvailable = gauge('ktls_kernel_available', 'Kernel probe result: 1 = the kernel TLS ULP and the native addon are usable.');
+  const keyUpdates = counter('ktls_key_updates_total', 'TLS 1.3 KeyUpdates on kTLS connections, by direction and result.', ['direction', 'result']);
+  const drained = counter(
+    'ktls_drained_connections_total',
+    'Open kTLS connections when the flag turned off, by action (closed after ktls.drainTimeout, or kept).',
+    ['action'],
+  );
+  const ktlsErrors = counter('ktls_errors_total', 'Failed kTLS syscalls and records that failed authentication, by errno name and stage.', ['errno', 'stage']);
+  const offloads = counter(
+    'ktls_offload_total',
+    'kTLS installs per connection direction: attempted, then installed or failed; sw = kernel crypto, device = NIC.',
+    ['result', 'direction', 'offload'],
+  );
+  const cpuByMode = counter(
+    'process_cpu_seconds_by_mode_total',
+    'Process CPU seconds (user + system) attributed to kTLS connections (on), userspace-TLS ones (off) or idle work (none).',
+    ['ktls'],
+  );
   for (const ktls of CPU_MODES) cpuByMode.inc({ ktls }, 0);
-  const internalErrors = new Counter({
-    name: `${p}internal_errors_total`,
-    help: 'Errors the process survived (uncaught exceptions, unhandled rejections) and engine connections left on TLS over a JS Duplex.',
-    labelNames: ['kind'] as const,
-    registers,
-  });
+  const internalErrors = counter(
+    'internal_errors_total',
+    'Errors the process survived (uncaught exceptions, unhandled rejections) and engine connections left on TLS over a JS Duplex.',
+    ['kind'],
+  );
   for (const kind of INTERNAL_ERROR_KINDS) internalErrors.inc({ kind }, 0);
-  const buildInfo = new Gauge({
-    name: `${p}build_info`,
-    help: 'Always 1; labels carry the sidecar and Node versions.',
-    labelNames: ['version', 'node_version'] as const,
-    registers,
-  });
+  const buildInfo = gauge('build_info', 'Always 1; labels carry the sidecar and Node versions.', ['version', 'node_version']);
   buildInfo.set({ version: options.version ?? 'unknown', node_version: process.version }, 1);
   ktlsEnabled.set(0);
   kernelAvailable.set(0);
-
-  const opened_ = (labels: ConnectionLabels): ConnectionMetrics => {
-    const l = normalizeLabels(labels);
-    opened.inc(l);
-    const activeChild = active.labels(l);
-    activeChild.inc();
-    const rx = bytesReceived.labels(l);
-    const tx = bytesSent.labels(l);
-    let done = false;
-    return {
-      labels: l,
-      bytes(r, t) {
-        if (r > 0) rx.inc(r);
-        if (t > 0) tx.inc(t);
-      },
-      close(reason) {
-        if (done) return;
-        done = true;
-        activeChild.dec();
-        closed.inc({ ...l, reason: oneOf(CLOSE_REASONS, reason, 'other') });
-      },
-    };
-  };
 
   return {
     registry,
@@ -288,16 +167,27 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       handshakeDuration.observe({ tls_version }, durationSeconds);
     },
     handshakeFailed: (reason) => handshakeFailures.inc({ reason: oneOf(HANDSHAKE_FAILURE_REASONS, reason, 'other') }),
-    connectionOpened: opened_,
-    connectionClosed: (labels, reason) => {
+    connectionOpened: (labels): ConnectionMetrics => {
       const l = normalizeLabels(labels);
-      active.dec(l);
-      closed.inc({ ...l, reason: oneOf(CLOSE_REASONS, reason, 'other') });
-    },
-    bytes: (labels, r, t) => {
-      const l = normalizeLabels(labels);
-      if (r > 0) bytesReceived.inc(l, r);
-      if (t > 0) bytesSent.inc(l, t);
+      opened.inc(l);
+      const activeChild = active.labels(l);
+      activeChild.inc();
+      const rx = bytesReceived.labels(l);
+      const tx = bytesSent.labels(l);
+      let done = false;
+      return {
+        labels: l,
+        bytes(r, t) {
+          if (r > 0) rx.inc(r);
+          if (t > 0) tx.inc(t);
+        },
+        close(reason) {
+          if (done) return;
+          done = true;
+          activeChild.dec();
+          closed.inc({ ...l, reason: oneOf(CLOSE_REASONS, reason, 'other') });
+        },
+      };
     },
     httpRequest: ({ protocol, status, ktls, durationSeconds }) => {
       const proto = oneOf(HTTP_PROTOCOLS, protocol, 'http1');

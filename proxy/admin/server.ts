@@ -10,6 +10,7 @@ import { type AddressInfo, isIPv4 } from 'node:net';
 import type { Registry } from 'prom-client';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import type { KtlsFlag } from '../ktls/flag.js';
+import type { SidecarEvents } from '../observe/events.js';
 import type { Readiness } from '../readiness.js';
 
 /** The logger calls the admin server makes (a pino Logger fits). */
@@ -17,12 +18,6 @@ export interface AdminLogger {
   info(obj: object, msg: string): void;
   warn(obj: object, msg: string): void;
   error(obj: object, msg: string): void;
-}
-
-/** Counts the admin server keeps (a SidecarMetrics with `adminRequestRefused` fits). */
-export interface AdminMetrics {
-  /** A state-changing request from a non-loopback peer was refused (403). */
-  adminRequestRefused(reason: 'not_loopback'): void;
 }
 
 export interface AdminServerOptions {
@@ -33,7 +28,7 @@ export interface AdminServerOptions {
   readonly flag: KtlsFlag;
   readonly readiness: () => Promise<Readiness>;
   readonly logger?: AdminLogger;
-  readonly metrics?: AdminMetrics;
+  readonly metrics?: Pick<SidecarEvents, 'adminRequestRefused'>;
   /** Clock for the refusal log's rate limit (tests). */
   readonly now?: () => number;
 }

@@ -52,10 +52,6 @@ export interface ParsedArgs {
   values: Map<string, string>;
 }
 
-function isBooleanKey(info: KeyInfo): boolean {
-  return info.leaf.format === 'strict-boolean';
-}
-
 /**
  * Flags: `--listen-port 9443`, `--listen-port=9443`; booleans also as
  * `--demo` / `--no-demo`. `--config FILE` names the config file. A leading
@@ -87,7 +83,7 @@ export function parseFlags(argv: readonly string[]): ParsedArgs {
     const info = BY_FLAG.get(flag);
     if (!info && flag.startsWith('--no-') && value === undefined) {
       const positive = BY_FLAG.get('--' + flag.slice(5));
-      if (positive && isBooleanKey(positive)) {
+      if (positive?.leaf.format === 'strict-boolean') {
         out.values.set(positive.key, 'false');
         continue;
       }
@@ -97,7 +93,7 @@ export function parseFlags(argv: readonly string[]): ParsedArgs {
       const next = argv[i + 1];
       // A boolean flag alone means true; `--demo false` is also accepted (only
       // a boolean word is taken as its value, so `--demo serve` stays two things).
-      if (isBooleanKey(info)) {
+      if (info.leaf.format === 'strict-boolean') {
         if (next !== undefined && parseBoolean(next) !== undefined) {
           value = next;
           i++;

@@ -2,29 +2,73 @@
 // with each other (ports, cert and key), names other parts must understand
 // (OpenSSL's cipher lists, the kTLS cipher policy, SNI host names) and files
 // that must hold what they claim (certificates, keys, CA bundles). Each failure
-// is a ConfigError naming the key.
+// is a ConfigError naming the key, so a bad file fails the load instead of the
+// first connection. Key bytes are read into a Buffer, parsed, and the Buffer is
+// zeroed; nothing about the key reaches an error message.
 
+import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { ConfigError } from '../errors.js';
 import { CipherPolicyError, parseCipherPolicy, type CipherPolicy } from '../ktls/cipher-policy.js';
 import type { KtlsDirectionSetting } from '../vocabulary.js';
-import { checkCaBundle, checkKeyPair, type CertificateSummary } from './certs.js';
-import type { Config, KtlsCipherRule, SniCertificate } from './schema.js';
+import { readConfiguredFile, summarizeCert, type CertSummary } from '../tls/certs.js';
+import type { Config, KtlsCipherRule } from './schema.js';
 
 /** What convict returns once validated: the Config before the checks resolve `ktls.ciphers`. */
-export interface RawConfig {
-  listen: { host: string; port: number };
-  mode: Config['mode'];
-  upstream: Config['upstream'];
-  demo: boolean;
-  tls: Omit<Config['tls'], 'sni'> & { sni: SniCertificate[] };
-  admin: Config['admin'];
-  log: Config['log'];
-  shutdown: Config['shutdown'];
-  timeouts: Config['timeouts'];
-  limits: Config['limits'];
+export type RawConfig = { -readonly [K in Exclude<keyof Config, 'ktls'>]: Config[K] } & {
   ktls: Omit<Config['ktls'], 'ciphers'> & { ciphers: string[] };
-  config: Config['config'];
+};
+
+/** A certificate a config key names: where it came from, and its summary. */
+export interface ConfiguredCertificate extends CertSummary {
+  /** The servername the certificate serves: `*` for the default certificate (tls.cert). */
+  readonly servername: string;
+  /** Config key it came from, e.g. `tls.cert` or `tls.sni[0].cert`. */
+  readonly key: string;
+  readonly path: string;
+}
+
+function firstCertificate(key: string, path: string, pem: Buffer): X509Certificate {
+  if (!pem.includes('-----BEGIN CERTIFICATE-----')) throw new ConfigError(key, `${path} holds no PEM certificate`);
+  try {
+    return new X509Certificate(pem);
+  } catch (err) {
+    throw new ConfigError(key, `${path} is not a valid PEM certificate`, { cause: err });
+  }
+}
+
+/**
+ * Check a certificate/key pair: both readable, the certificate a valid PEM,
+ * the key an unencrypted PEM private key matching the certificate's public key.
+ */
+function checkKeyPair(
+  servername: string,
+  certKey: string,
+  certPath: string,
+  keyKey: string,
+  keyPath: string,
+): ConfiguredCertificate {
+  const cert = firstCertificate(certKey, certPath, readConfiguredFile(certKey, certPath));
+  const keyPem = readConfiguredFile(keyKey, keyPath);
+  try {
+    let privateKey;
+    try {
+      privateKey = createPrivateKey(keyPem);
+    } catch (err) {
+      const encrypted = keyPem.includes('ENCRYPTED');
+      throw new ConfigError(
+        keyKey,
+        encrypted ? `${keyPath} is an encrypted key (not supported; store it unencrypted in a secret)` : `${keyPath} is not a valid PEM private key`,
+        { cause: err },
+      );
+    }
+    if (!cert.checkPrivateKey(privateKey)) {
+      throw new ConfigError(keyKey, `${keyPath} does not match the certificate in ${certPath} (${certKey})`);
+    }
+  } finally {
+    keyPem.fill(0);
+  }
+  return { ...summarizeCert(cert), servername, key: certKey, path: certPath };
 }
 
 /** ` (set by <layer>)` for a key set by a file, env variable or flag; '' for a default. */
@@ -61,8 +105,8 @@ function cipherRules(entries: readonly string[], direction: KtlsDirectionSetting
     throw err;
   }
   return policy.entries.map((e) => ({
-    iana: e.suite.iana,
-    openssl: e.suite.openssl,
+    iana: e.suite.ianaName,
+    openssl: e.suite.opensslName,
     version: e.suite.version,
     kernelCipher: e.suite.kernelCipher,
     direction: e.direction ?? direction,
@@ -70,7 +114,7 @@ function cipherRules(entries: readonly string[], direction: KtlsDirectionSetting
 }
 
 /** Check `raw` (paths already absolute); returns what the checks resolved. */
-export function checkValues(raw: RawConfig, origins: Map<string, string>): { ciphers: KtlsCipherRule[]; certificates: CertificateSummary[] } {
+export function checkValues(raw: RawConfig, origins: Map<string, string>): { ciphers: KtlsCipherRule[]; certificates: ConfiguredCertificate[] } {
   if (raw.limits.maxConnections < 1) throw new ConfigError('limits.maxConnections', 'must be at least 1' + describeOrigin('limits.maxConnections', origins));
   if (raw.upstream.maxSockets < 1) throw new ConfigError('upstream.maxSockets', 'must be at least 1' + describeOrigin('upstream.maxSockets', origins));
   if (raw.limits.maxConcurrentStreams < 1) {
@@ -89,7 +133,7 @@ export function checkValues(raw: RawConfig, origins: Map<string, string>): { cip
   checkCipherLists(raw.tls.ciphers, raw.tls.ciphersuites);
   const ciphers = cipherRules(raw.ktls.ciphers, raw.ktls.direction);
 
-  const certificates: CertificateSummary[] = [];
+  const certificates: ConfiguredCertificate[] = [];
   if (raw.tls.cert === '' || raw.tls.key === '') {
     if (raw.tls.cert !== '' || raw.tls.key !== '') {
       const missing = raw.tls.cert === '' ? 'tls.cert' : 'tls.key';
@@ -106,7 +150,8 @@ export function checkValues(raw: RawConfig, origins: Map<string, string>): { cip
     seen.add(s.servername);
     certificates.push(checkKeyPair(s.servername, `tls.sni[${i}].cert`, s.cert, `tls.sni[${i}].key`, s.key));
   });
-  if (raw.tls.clientCA !== '') checkCaBundle('tls.clientCA', raw.tls.clientCA);
+  // The CA bundle: readable and holding at least one valid certificate.
+  if (raw.tls.clientCA !== '') firstCertificate('tls.clientCA', raw.tls.clientCA, readConfiguredFile('tls.clientCA', raw.tls.clientCA));
 
   return { ciphers, certificates };
 }

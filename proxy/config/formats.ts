@@ -34,13 +34,8 @@ export function parseSize(value: unknown): number | undefined {
   return Number.isSafeInteger(n) ? n : undefined;
 }
 
-export interface HostPort {
-  host: string;
-  port: number;
-}
-
 /** `host:port` or `[ipv6]:port` with a port in 1..65535. */
-export function parseHostPort(value: string): HostPort | undefined {
+export function parseHostPort(value: string): { host: string; port: number } | undefined {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^\s:[\]]+)):(\d{1,5})$/.exec(value.trim());
   if (!m) return undefined;
   const port = Number(m[3]);
@@ -62,6 +57,9 @@ export function parseBoolean(value: unknown): boolean | undefined {
 function splitList(value: string): string[] {
   return value.split(',').map((s) => s.trim()).filter((s) => s !== '');
 }
+
+/** Env/flag text of a whole number → the number; anything else is left for the validator to reject. */
+const wholeNumber = (v: string): number | string => (/^\s*\d+\s*$/.test(v) ? Number(v) : v);
 
 let registered = false;
 
@@ -121,17 +119,13 @@ export function registerFormats(): void {
           throw new Error('must be a port number 0-65535');
         }
       },
-      coerce(v: string) {
-        return /^\s*\d+\s*$/.test(v) ? Number(v) : v;
-      },
+      coerce: wholeNumber,
     },
     count: {
       validate(v: unknown) {
         if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error('must be a whole number >= 0');
       },
-      coerce(v: string) {
-        return /^\s*\d+\s*$/.test(v) ? Number(v) : v;
-      },
+      coerce: wholeNumber,
     },
     ratio: {
       validate(v: unknown) {
@@ -161,7 +155,7 @@ export function registerFormats(): void {
     'ktls-cipher-list': {
       validate(v: unknown) {
         // Names and directions are checked after validation by the kTLS policy
-        // parser (load.ts), which owns the suite table.
+        // parser (called from checks.ts), which owns the suite table.
         if (!Array.isArray(v) || !v.every((e) => typeof e === 'string')) throw new Error('must be a list of cipher suite names');
       },
       coerce(v: string) {

@@ -10,16 +10,13 @@ import { parse as parseYaml } from 'yaml';
 import { ConfigError } from '../errors.js';
 import { parseEnv, parseFlags, suggest } from './args.js';
 import { readConfiguredFile } from '../tls/certs.js';
-import type { CertificateSummary } from './certs.js';
-import { checkValues, describeOrigin, type RawConfig } from './checks.js';
+import { checkValues, describeOrigin, type ConfiguredCertificate, type RawConfig } from './checks.js';
 import { registerFormats } from './formats.js';
 import { ENV_PREFIX, isSection, schema, schemaKeys, type Config } from './schema.js';
 
-export type ConfigLayer = 'default' | 'file' | 'env' | 'flag';
-
 /** One layer that contributed values, in the order applied. */
 export interface ConfigSource {
-  readonly layer: ConfigLayer;
+  readonly layer: 'default' | 'file' | 'env' | 'flag';
   /** The config file (layer `file`). */
   readonly path?: string;
   /** Dotted keys this layer set (for `default`: empty, it sets everything). */
@@ -32,9 +29,7 @@ export interface LoadedConfig extends Config {
   /** Absolute path of the --config file, or null; SIGHUP and the watch re-read it. */
   readonly file: string | null;
   /** The default and SNI certificates (subject, expiry…), checked at load, for the startup log. */
-  readonly certificates: readonly CertificateSummary[];
-  /** When this config was loaded (ms since the epoch). */
-  readonly loadedAt: number;
+  readonly certificates: readonly ConfiguredCertificate[];
 }
 
 export interface LoadOptions {
@@ -179,7 +174,6 @@ function build(inputs: Required<LoadOptions>): LoadedConfig {
     sources,
     file,
     certificates,
-    loadedAt: Date.now(),
   };
   deepFreeze(loaded);
   reloadInputs.set(loaded, inputs);

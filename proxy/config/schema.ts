@@ -279,15 +279,6 @@ export function schemaKeys(tree: SchemaTree = schema, prefix = ''): KeyInfo[] {
   return out;
 }
 
-/** The raw defaults as a nested plain object (what config/default.yaml must contain). */
-export function schemaDefaults(tree: SchemaTree = schema): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [name, node] of Object.entries(tree)) {
-    out[name] = isLeaf(node) ? structuredClone(node.default) : schemaDefaults(node);
-  }
-  return out;
-}
-
 /** True if `key` names a section (not a leaf) of the schema. */
 export function isSection(path: readonly string[]): boolean {
   let node: SchemaLeaf | SchemaTree = schema;

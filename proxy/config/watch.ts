@@ -41,9 +41,7 @@ function digest(path: string): string | undefined {
   }
 }
 
-type StatKey = string;
-
-function statKey(s: Stats | undefined): StatKey {
+function statKey(s: Stats | undefined): string {
   return s ? `${s.ino}:${s.size}:${s.mtimeMs}` : 'missing';
 }
 
@@ -63,7 +61,7 @@ export function watchConfigFile(initial: LoadedConfig, options: WatchOptions): C
   let lastDigest = digest(file);
   let lastKey = statKey(statSyncOrUndefined(file));
   /** The stat seen on the previous poll when it differed from lastKey (waiting to be stable). */
-  let pendingKey: StatKey | undefined;
+  let pendingKey: string | undefined;
   let polling = false;
   let closed = false;
 

@@ -4,7 +4,7 @@
 //     ├─ kTLS impossible: Node's TLSSocket on the raw socket (node-handshake.ts)
 //     └─ else: the handshake engine, offload hook = decide() (engine-handshake.ts)
 //   → record layer (record-layer.ts: Node's TLS, kTLS, or the JS record layer)
-//   → plaintext connection, drain registration → front (open.ts)
+//   → plaintext connection, drain registration → front (openConnection)
 // Every way out before the front is one refuse(): the observers count it and
 // write its close line (proxy/observe/), then the socket goes.
 import type net from 'node:net';
@@ -23,8 +23,7 @@ import type { KtlsNative } from '../../native/index.js';
 import { engineHandshake } from './engine-handshake.js';
 import type { ConnectionFacts, ConnectionOrigin } from './facts.js';
 import { type Handshaker, nodeHandshake } from './node-handshake.js';
-import { openConnection } from './open.js';
-import type { PlainConnection } from './plain-connection.js';
+import { PlainConnection, markClose } from './plain-connection.js';
 import type { RecordLayer } from './record-layer.js';
 import { plainHttpResponse, sniff } from './sniff.js';
 
@@ -137,4 +136,46 @@ export async function serveConnection(origin: ConnectionOrigin, ctx: ConnectionC
   }
   if ('refusal' in step) refuse(ctx.observer, raw, origin, step);
   else openConnection(ctx, origin, step);
+}
+
+/** Past the handshake: the plaintext connection, its observers, drain registration, the front. */
+function openConnection(ctx: ConnectionContext, origin: ConnectionOrigin, { facts, layer, kernel }: Opened): void {
+  const { raw } = origin;
+  const { front, config } = ctx.gen;
+  const protocol = config.mode === 'tcp' ? 'tcp' : facts.alpn === 'h2' ? 'h2' : 'http1';
+  facts.ktls = layer.labels.ktls;
+  const span = ctx.observer.opened({
+    id: origin.id,
+    remoteAddress: origin.remoteAddress,
+    remotePort: origin.remotePort,
+    acceptedAt: origin.acceptedAt,
+    servername: facts.servername,
+    alpn: facts.alpn,
+    tlsVersion: facts.tlsVersion,
+    cipher: facts.cipher,
+    labels: { ...layer.labels, protocol },
+  });
+  const conn = new PlainConnection(layer.stream, facts);
+  conn.onBytes = span.bytes;
+  if (raw.destroyed) conn.destroy();
+  else ctx.open.set(raw, conn);
+  // Every kTLS connection is tracked, so the flag turning off reaches it.
+  if (kernel && !conn.destroyed) ctx.ktlsConns.track(conn, front.drainTarget(conn, protocol));
+  let error: unknown;
+  conn.on('error', (err) => {
+    error = err;
+    markClose(conn, 'error');
+  });
+  conn.once('close', () => {
+    span.closed?.({
+      reason: conn.closeReason ?? (error ? 'error' : 'client_close'),
+      error,
+      bytesIn: conn.bytesIn,
+      bytesOut: conn.bytesOut,
+      closeInfo: layer.closeInfo(),
+    });
+    // The plaintext stream is gone: make sure the TCP socket goes with it.
+    if (!raw.destroyed) raw.destroy();
+  });
+  if (!conn.destroyed) front.handle(conn, facts);
 }

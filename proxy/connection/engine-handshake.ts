@@ -3,14 +3,15 @@
 // userspace). Only a connection without an exact hand-off state stays on the
 // TLSSocket over the engine's Duplex: reported (engineFallback), since that
 // is the path of nodejs/node#35384 (an assertion that ends the process).
-import { type HandshakeEngine, HandshakeError, MIN_BUFFERED_BYTES, type HandshakeResult } from '../handshake/engine.js';
+import { type HandshakeEngine, MIN_BUFFERED_BYTES, type HandshakeResult } from '../handshake/engine.js';
 import { tlsFactsOf } from '../handshake/facts.js';
-import { classifyHandshakeFailure } from '../handshake/failure.js';
+import { HandshakeError, classifyHandshakeFailure } from '../handshake/failure.js';
 import { type KtlsDecision, decide } from '../ktls/decision.js';
 import type { ConnectionRefusal } from '../observe/events.js';
 import type { ConnectionContext, Generation, Opened, Refused } from './accept.js';
 import { type ConnectionOrigin, connectionFacts } from './facts.js';
-import { engineUserspaceReason, kernelRecordLayer, userspaceRecordLayer, wipeHandoff } from './record-layer.js';
+import { wipeHandoff } from '../record-layer/install.js';
+import { engineUserspaceReason, kernelRecordLayer, userspaceRecordLayer } from './record-layer.js';
 
 /** The generation's handshake engine, on the handshaker's own options and contexts. */
 function engineOf(gen: Generation): HandshakeEngine {

@@ -3,20 +3,8 @@
 // path's TlsFacts. Fronts read TLS facts from here and never from the stream:
 // with kTLS the plaintext stream is not a TLSSocket.
 import type net from 'node:net';
-import type { TlsFacts } from '../handshake/facts.js';
+import type { PeerCertificateSummary, TlsFacts } from '../handshake/facts.js';
 import type { TlsContexts } from '../tls/context.js';
-
-/** The verified client certificate of an mTLS connection (absent without mTLS). */
-export interface ClientIdentity {
-  /** Subject DN, RFC 2253-ish `CN=a,O=b` order as OpenSSL prints it. */
-  subject: string;
-  /** SHA-256 of the DER certificate, lowercase hex (XFCC `Hash=`). */
-  hash: string;
-  /** URI SANs (XFCC `URI=`), usually SPIFFE IDs. */
-  uris: readonly string[];
-  /** DNS SANs (XFCC `DNS=`). */
-  dns: readonly string[];
-}
 
 export interface ConnectionFacts {
   /** Connection id, also in the connection's log line. */
@@ -39,13 +27,13 @@ export interface ConnectionFacts {
   localCertHash: string;
   /** Subject of our served certificate, for XFCC `By=` when it has no URI SAN. */
   localCertBy: string;
-  /** Present only when the client presented a certificate that verified. */
-  client?: ClientIdentity;
+  /** The client's certificate (XFCC), present only when it presented one that verified. */
+  client?: PeerCertificateSummary;
   /** Whether the session was resumed (tickets / session ids). */
   resumed: boolean;
   /** monotonic ms (performance.now()) when the TCP connection was accepted. */
   acceptedAt: number;
-  /** Where the record layer ended up; set once the record layer is chosen (proxy/connection/open.ts). */
+  /** Where the record layer ended up; set once the record layer is chosen (proxy/connection/accept.ts openConnection). */
   ktls: 'on' | 'off';
 }
 
@@ -66,7 +54,6 @@ export interface ConnectionOrigin {
 export function connectionFacts(o: ConnectionOrigin, contexts: TlsContexts, f: TlsFacts): ConnectionFacts {
   const servername = f.servername ?? '';
   const served = contexts.lookup(servername).summary;
-  const peer = f.authorized ? f.peerCertificate : null;
   return {
     id: o.id,
     remoteAddress: o.remoteAddress,
@@ -80,7 +67,7 @@ export function connectionFacts(o: ConnectionOrigin, contexts: TlsContexts, f: T
     cipherOpenssl: f.cipher,
     localCertHash: served.sha256,
     localCertBy: served.uri,
-    client: peer ? { subject: peer.subject, hash: peer.sha256, uris: peer.uris, dns: peer.dns } : undefined,
+    client: (f.authorized && f.peerCertificate) || undefined,
     resumed: f.resumed,
     acceptedAt: o.acceptedAt,
     ktls: 'off',

@@ -20,10 +20,6 @@ export type HandshakeOutcome =
   | { ok: true; tls: tls.TLSSocket }
   | { ok: false; reason: HandshakeFailureReason; error: Error };
 
-interface Pending {
-  resolve: (o: HandshakeOutcome) => void;
-}
-
 /** What the mTLS policy says about a finished handshake: null = let it through. */
 export type MtlsRefusal = { reason: 'client_cert_required' | 'client_cert_invalid'; error: Error } | null;
 
@@ -32,7 +28,8 @@ export class Handshaker {
   /** The handshake engine's own tls.Server (the engine owns its events); same options, same contexts. */
   private engineServer: tls.Server | undefined;
   private contexts: TlsContexts;
-  private readonly pending = new WeakMap<net.Socket, Pending>();
+  /** The handshakes running, by raw socket: how their outcome finds them. */
+  private readonly pending = new WeakMap<net.Socket, (o: HandshakeOutcome) => void>();
   private mtls: boolean;
   private requireClientCert: boolean;
   private readonly options: tls.TlsOptions;
@@ -108,13 +105,13 @@ export class Handshaker {
    */
   handshake(raw: net.Socket): Promise<HandshakeOutcome> {
     return new Promise((resolve) => {
-      this.pending.set(raw, { resolve });
+      this.pending.set(raw, resolve);
       // A socket destroyed under a running handshake (deadline, reset) settles too.
       raw.once('close', () => {
-        const p = this.pending.get(raw);
-        if (!p) return;
+        const settle = this.pending.get(raw);
+        if (!settle) return;
         this.pending.delete(raw);
-        p.resolve({ ok: false, reason: 'reset', error: new Error('connection closed during handshake') });
+        settle({ ok: false, reason: 'reset', error: new Error('connection closed during handshake') });
       });
       // No half-open during the handshake: a client that sends FIN mid-handshake
       // must end it now, not at the deadline. (TLSSocket copies allowHalfOpen
@@ -128,8 +125,8 @@ export class Handshaker {
     // `_parent` is the net.Socket node wrapped (set in the TLSSocket constructor
     // for net.Socket inputs); it is how a 'secureConnection' finds its accept.
     const raw = (socket as unknown as { _parent?: net.Socket })._parent;
-    const p = raw ? this.pending.get(raw) : undefined;
-    if (!p || !raw) {
+    const resolve = raw ? this.pending.get(raw) : undefined;
+    if (!resolve || !raw) {
       socket.destroy();
       return;
     }
@@ -139,7 +136,7 @@ export class Handshaker {
       raw.allowHalfOpen = true;
       outcome.tls.allowHalfOpen = true;
     }
-    p.resolve(outcome);
+    resolve(outcome);
   }
 
   private applyDefault(server: tls.Server): void {

@@ -16,14 +16,12 @@ import type { Duplex } from 'node:stream';
 import type tls from 'node:tls';
 import type { CloseInfo, ConnectionLabels, KtlsEvents } from '../observe/events.js';
 import type { EngineFallbackReason, KtlsReason as ReasonLabel, OffloadKind, OffloadResult, TlsVersionLabel } from '../vocabulary.js';
-import type { HandoffResult } from '../handshake/types.js';
-import type { KtlsNative } from '../../native/index.js';
 import { decisionLabels } from '../ktls/decision.js';
 import type { KtlsDecision } from '../ktls/decision.js';
-import { KtlsInstallError, installKtls } from '../record-layer/install.js';
+import { type InstallInput, KtlsInstallError, installKtls } from '../record-layer/install.js';
 import type { RecordLayerStream } from '../record-layer/stream.js';
 import type { TlsStat } from '../ktls/tls-stat.js';
-import { type KtlsDirection, wipeCryptoInfo } from '../../native/crypto-info.js';
+import type { KtlsDirection } from '../../native/crypto-info.js';
 import type { ConnectionFacts } from './facts.js';
 
 /**
@@ -84,14 +82,9 @@ export function engineUserspaceReason(
   return 'handoff_failed';
 }
 
-export interface KernelLayerInput {
-  handoff: HandoffResult;
+/** installKtls()'s input (a `userspace` decision keeps the keys in the JS record layer), plus: */
+export interface KernelLayerInput extends Pick<InstallInput, 'handoff' | 'decision' | 'native' | 'rekeySupported' | 'keyUpdateRateLimit'> {
   facts: Pick<ConnectionFacts, 'tlsVersion' | 'cipher'>;
-  /** The offload decision: `tx` or `txrx`; `userspace` keeps the keys in the JS record layer (no install). */
-  decision: KtlsDecision;
-  native: KtlsNative;
-  rekeySupported: boolean;
-  keyUpdateRateLimit: number;
   /** The connection's kTLS events, each direction's install result (`offload`) included. */
   events: KtlsEvents;
   /**
@@ -117,17 +110,8 @@ export interface KernelRecordLayer extends RecordLayer {
 export async function kernelRecordLayer(input: KernelLayerInput): Promise<KernelRecordLayer> {
   const { decision } = input;
   const offload = (result: OffloadResult, direction: KtlsDirection, kind: OffloadKind): void => input.events.offload?.(result, direction, kind);
-  const install = () =>
-    installKtls({
-      handoff: input.handoff,
-      decision,
-      native: input.native,
-      rekeySupported: input.rekeySupported,
-      keyUpdateRateLimit: input.keyUpdateRateLimit,
-      events: input.events,
-      // The fronts' half-close semantics (tcp mode forwards FIN).
-      allowHalfOpen: true,
-    });
+  // allowHalfOpen: the fronts' half-close semantics (tcp mode forwards FIN).
+  const install = () => installKtls({ ...input, allowHalfOpen: true });
   if (decision.mode === 'userspace') {
     // The JS record layer from the hand-off state, no syscall.
     const r = await install();
@@ -205,12 +189,4 @@ function handedOffLayer(stream: RecordLayerStream, final: KtlsDecision, facts: K
       };
     },
   };
-}
-
-/** A hand-off that will not be installed (refused client, engine bug): wipe every key copy it holds. */
-export function wipeHandoff(h: HandoffResult): void {
-  wipeCryptoInfo(h.tx);
-  wipeCryptoInfo(h.rx);
-  h.txSecret?.fill(0);
-  h.rxSecret?.fill(0);
 }

@@ -234,7 +234,7 @@ export class H2Front {
    * timeouts.headers for HTTP/2: a header block still open after headersMs
    * ends the session (GOAWAY ENHANCE_YOUR_CALM; no other frame can be taken
    * while a block is open anyway), closed as headers_timeout. Only for a JS
-   * stream (the pipeline's decrypted connection): on a net.Socket the session
+   * stream (the connection path's decrypted connection): on a net.Socket the session
    * reads the handle natively and a 'data' listener would compete with it.
    */
   private watchHeaderBlocks(conn: Duplex, session: http2.ServerHttp2Session): void {

@@ -2,7 +2,8 @@
 // hop-by-hop removal (RFC 9110 §7.6.1), X-Forwarded-*, and the client
 // certificate header (Envoy's x-forwarded-client-cert format).
 import type { IncomingHttpHeaders } from 'node:http';
-import type { ClientIdentity, ConnectionFacts } from '../connection/facts.js';
+import type { ConnectionFacts } from '../connection/facts.js';
+import type { PeerCertificateSummary } from '../handshake/facts.js';
 
 /** Always connection-specific, whether or not Connection lists them. */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection'];
@@ -85,10 +86,10 @@ function quote(s: string): string {
 }
 
 /** Envoy-style XFCC element: `By=<us>;Hash=<sha256>;Subject="<dn>";URI=<uri>;DNS=<name>`. */
-export function formatXfcc(by: string, client: ClientIdentity): string {
+export function formatXfcc(by: string, client: PeerCertificateSummary): string {
   const parts: string[] = [];
   if (by) parts.push(`By=${by}`);
-  parts.push(`Hash=${client.hash}`);
+  parts.push(`Hash=${client.sha256}`);
   parts.push(`Subject=${quote(client.subject)}`);
   for (const uri of client.uris) parts.push(`URI=${uri}`);
   for (const dns of client.dns) parts.push(`DNS=${dns}`);

@@ -1,8 +1,8 @@
 // The HTTP front: HTTP/1.1 (+ WebSocket upgrades) on a node:http server that
 // never listens, and HTTP/2 via H2Front, chosen by the negotiated ALPN. It
-// receives plain Duplex streams and reads TLS facts from the pipeline's facts.
+// receives plain Duplex streams and reads TLS facts from ConnectionFacts.
 //
-// kTLS drain seam (for the pipeline, see proxy/ktls/drain.ts): both fronts
+// kTLS drain seam (for the connection path, see proxy/ktls/drain.ts): both fronts
 // (HttpFront, TcpFront) have `drainTarget(conn, protocol)`, which returns the
 // connection's KtlsDrainTarget (one per connection, cached; it may be asked
 // for before or after `handle()`, which returns the same object):

@@ -109,7 +109,7 @@ export class TcpFront {
   }
 
   /**
-   * The kTLS drain hook of `conn` (registered by the pipeline for kTLS
+   * The kTLS drain hook of `conn` (registered by the connection path for kTLS
    * connections; the registry skips it under `ktls.drainOnDisable: keep`).
    * Looked up lazily, so it may be made before handle(). requestDrain() stops
    * forwarding and ends our side after the bytes already queued (close_notify

@@ -10,34 +10,37 @@
 //     wire, so any doubt falls back to the TLSSocket instead of failing.
 
 import type net from 'node:net';
+import { Duplex } from 'node:stream';
 import type tls from 'node:tls';
 import { describeError } from '../errors.js';
 import { type TlsRecord, TlsWireError } from '../tls/records.js';
-import { ClientInput } from './client-input.js';
-import type { EngineContext } from './engine.js';
-import { EngineDuplex, type EngineSink } from './engine-duplex.js';
-import { HandshakeError, type HandshakeErrorReason } from './errors.js';
-import { engineFailureReason } from './failure.js';
+import type { EngineFallbackReason } from '../vocabulary.js';
+import type { HandshakeEngine, HandshakeFacts, HandshakeResult, OffloadHooks } from './engine.js';
+import { HandshakeError, type HandshakeErrorReason, engineFailureReason } from './failure.js';
 import { negotiatedFacts, tlsFactsOf } from './facts.js';
 import { handoffKeys } from './handoff-state.js';
 import { guardTlsOverJsStream } from './js-stream-guard.js';
 import type { KeylogEntry } from './keylog.js';
-import { ServerOutput, nextTurn } from './server-output.js';
 import { HandshakeTracker } from './tracker.js';
-import type { HandshakeFacts, HandshakeResult, OffloadHooks, UserspaceReason } from './types.js';
+import { ClientInput, ServerOutput, nextTurn } from './wire.js';
 
 type Phase = 'feeding' | 'finished-fed' | 'fallback-pending' | 'passthrough' | 'detached';
 
 const noop = (): void => {};
 
-export class HandshakeConnection implements EngineSink {
+export class HandshakeConnection {
   private phase: Phase = 'feeding';
   private settled = false;
   private handedOff = false;
   private readonly tracker = new HandshakeTracker();
   private readonly input: ClientInput;
   private readonly output: ServerOutput;
-  private readonly duplex: EngineDuplex;
+  /**
+   * What the engine's TLSSocket sits on. A tls.Server's 'connection' event
+   * documentedly accepts any Duplex; our own means every ciphertext byte in
+   * both directions passes through code that can frame, hold back or drop it.
+   */
+  private readonly duplex: Duplex;
   private tlsSocket: tls.TLSSocket | null = null;
   private secure = false;
   private resolveResult: (r: HandshakeResult) => void = noop;
@@ -46,14 +49,30 @@ export class HandshakeConnection implements EngineSink {
   private pumping = false;
   /** The tracker found a record the client sent malformed (the engine then fell back to let OpenSSL judge it). */
   private clientSentMalformed = false;
-  private fallbackReason: UserspaceReason = 'tracker_desync';
+  private fallbackReason: EngineFallbackReason = 'tracker_desync';
   /** offload()'s answer, carried on the hand-off. */
   private offloadAnswer = false;
   clientRandomHex: string | null = null;
 
-  constructor(private readonly ctx: EngineContext, private readonly raw: net.Socket, private readonly hooks: OffloadHooks) {
-    this.duplex = new EngineDuplex(this);
-    this.input = new ClientInput(raw, ctx.maxBufferedBytes);
+  constructor(private readonly engine: HandshakeEngine, private readonly raw: net.Socket, private readonly hooks: OffloadHooks) {
+    this.duplex = new Duplex({
+      allowHalfOpen: true,
+      // OpenSSL wants more input.
+      read: () => {
+        if (this.phase === 'passthrough' && this.raw.isPaused()) this.raw.resume();
+      },
+      write: (chunk: Buffer, _encoding, done) => this.onEngineOutput(chunk, () => done()),
+      // OpenSSL ended its side (after close_notify or a fatal alert).
+      final: (done) => {
+        if (this.phase !== 'detached') this.raw.end();
+        done();
+      },
+      destroy: (err, done) => {
+        this.onEngineDestroyed();
+        done(err);
+      },
+    });
+    this.input = new ClientInput(raw, engine.opts.maxBufferedBytes);
     this.output = new ServerOutput(raw, this.tracker);
   }
 
@@ -66,14 +85,13 @@ export class HandshakeConnection implements EngineSink {
     this.raw.on('end', this.onRawEnd);
     this.raw.on('error', this.onRawError);
     this.raw.on('close', this.onRawClose);
-    this.timer = setTimeout(() => this.fail('timeout', `no result within ${this.ctx.handshakeTimeoutMs} ms`), this.ctx.handshakeTimeoutMs);
+    this.timer = setTimeout(() => this.fail('timeout', `no result within ${this.engine.opts.handshakeTimeoutMs} ms`), this.engine.opts.handshakeTimeoutMs);
     // Documented: "any Duplex stream can be passed" to a tls.Server's 'connection' event.
-    this.ctx.server.emit('connection', this.duplex);
+    this.engine.server.emit('connection', this.duplex);
     return result;
   }
 
   private readonly onRawData = (chunk: Buffer): void => {
-    this.input.bytesIn += chunk.length;
     if (this.phase === 'passthrough') {
       if (!this.duplex.push(chunk)) this.raw.pause();
       return;
@@ -82,8 +100,7 @@ export class HandshakeConnection implements EngineSink {
     this.input.framer.push(chunk);
     if (this.phase !== 'feeding') return;
     if (!this.input.withinBudget()) {
-      this.fail('handshake_buffer_limit', `over ${this.ctx.maxBufferedBytes} bytes buffered before the client Finished`);
-      return;
+      return this.fail('handshake_buffer_limit', `over ${this.engine.opts.maxBufferedBytes} bytes buffered before the client Finished`);
     }
     this.kick();
   };
@@ -126,20 +143,20 @@ export class HandshakeConnection implements EngineSink {
             return;
           }
           verdict = this.tracker.classifyInbound(rec);
-          this.bindClientRandom();
+          // From the ClientHello: it binds key-log lines to this connection.
+          const clientRandom = this.tracker.secrets.clientRandom;
+          if (!this.clientRandomHex && clientRandom) {
+            this.clientRandomHex = clientRandom.toString('hex');
+            this.engine.bindClientRandom(this.clientRandomHex, this);
+          }
         } catch (err) {
-          this.onWireError(err);
-          return;
+          return this.onWireError(err);
         }
         if (verdict === 'blocked') return; // kicked again on the next key-log line or server record
-        if (verdict === 'finished') {
-          this.feedFinished(rec);
-          return;
-        }
+        if (verdict === 'finished') return this.feedFinished(rec);
         this.input.framer.take();
         if (!this.input.admit(rec.raw.length)) {
-          this.fail('handshake_buffer_limit', `client handshake flight over ${this.ctx.maxBufferedBytes} bytes`);
-          return;
+          return this.fail('handshake_buffer_limit', `client handshake flight over ${this.engine.opts.maxBufferedBytes} bytes`);
         }
         this.feed(rec.raw);
         // One record per turn: OpenSSL processes it (and emits its key-log
@@ -160,18 +177,9 @@ export class HandshakeConnection implements EngineSink {
     this.duplex.push(record);
   }
 
-  private bindClientRandom(): void {
-    const cr = this.tracker.clientRandom;
-    if (cr && !this.clientRandomHex) {
-      this.clientRandomHex = cr.toString('hex');
-      this.ctx.bindClientRandom(this.clientRandomHex, this);
-    }
-  }
-
   private onWireError(err: unknown): void {
     if (err instanceof TlsWireError && err.notTls && this.input.records === 0) {
-      this.fail('protocol_error', err.message, err, true);
-      return;
+      return this.fail('protocol_error', err.message, err, true);
     }
     // OpenSSL has seen only whole, unmodified records: let it judge the rest.
     // If the client closes before OpenSSL says why, the malformed bytes are
@@ -200,9 +208,10 @@ export class HandshakeConnection implements EngineSink {
     this.feed(rec.raw); // may emit 'secureConnection' synchronously
   }
 
-  onEngineOutput(chunk: Buffer, done: () => void): void {
+  /** OpenSSL wrote ciphertext; `done` lets it write more. */
+  private onEngineOutput(chunk: Buffer, done: () => void): void {
     if (this.phase === 'detached') {
-      if (this.handedOff) this.ctx.noteDroppedAfterHandoff(chunk.length);
+      if (this.handedOff) this.engine.noteDroppedAfterHandoff(chunk.length);
       done();
       return;
     }
@@ -216,26 +225,14 @@ export class HandshakeConnection implements EngineSink {
     try {
       this.output.track(chunk);
     } catch {
-      this.fallback('tracker_desync');
-      return;
+      return this.fallback('tracker_desync');
     }
     const n = this.tracker.negotiation;
-    if (n.serverHello && !n.kernelCipher) {
-      this.fallback('cipher_not_offloadable');
-      return;
-    }
+    if (n.serverHello && !n.kernelCipher) return this.fallback('cipher_not_offloadable');
     this.kick();
   }
 
-  onEngineRead(): void {
-    if (this.phase === 'passthrough' && this.raw.isPaused()) this.raw.resume();
-  }
-
-  onEngineEnd(): void {
-    if (this.phase !== 'detached') this.raw.end();
-  }
-
-  onEngineDestroyed(): void {
+  private onEngineDestroyed(): void {
     if (this.phase === 'detached') return;
     if (this.phase === 'passthrough' && this.settled) {
       this.raw.destroy();
@@ -271,8 +268,7 @@ export class HandshakeConnection implements EngineSink {
     try {
       this.tracker.addSecret(entry);
     } catch {
-      this.fallback('tracker_desync');
-      return;
+      return this.fallback('tracker_desync');
     }
     this.kick();
   }
@@ -293,7 +289,7 @@ export class HandshakeConnection implements EngineSink {
   }
 
   /** Stay on the TLSSocket: give OpenSSL everything held back and pipe the rest. */
-  private fallback(reason: UserspaceReason): void {
+  private fallback(reason: EngineFallbackReason): void {
     if (this.settled || (this.phase !== 'feeding' && this.phase !== 'finished-fed')) return;
     this.phase = 'fallback-pending';
     this.fallbackReason = reason;
@@ -313,13 +309,9 @@ export class HandshakeConnection implements EngineSink {
     if (this.secure) this.resolveUserspace();
   }
 
-  private facts(s: tls.TLSSocket, leftoverBytes: number): HandshakeFacts {
-    const { tracker, input, output } = this;
-    const n = tracker.negotiation;
-    const counts = {
-      recordsIn: input.records, recordsOut: output.records, bytesIn: input.bytesIn, bytesOut: output.bytesOut,
-      leftoverBytes, drainedAtStop: input.drainedAtStop, earlyDataRecordsSkipped: tracker.earlyDataRecordsSkipped,
-    };
+  private facts(s: tls.TLSSocket): HandshakeFacts {
+    const n = this.tracker.negotiation;
+    const counts = { drainedAtStop: this.input.drainedAtStop, earlyDataRecordsSkipped: this.tracker.earlyDataRecordsSkipped };
     return { ...tlsFactsOf(s, n), helloRetryRequest: n.helloRetryRequest, counts };
   }
 
@@ -327,21 +319,20 @@ export class HandshakeConnection implements EngineSink {
     this.settled = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
-    this.ctx.unbind(this);
+    this.engine.unbind(this);
   }
 
   private resolveUserspace(): void {
     const s = this.tlsSocket;
     if (this.settled || !s) return;
     this.settle();
-    this.resolveResult({ mode: 'userspace', tlsSocket: s, facts: this.facts(s, 0), reason: this.fallbackReason });
+    this.resolveResult({ mode: 'userspace', tlsSocket: s, facts: this.facts(s), reason: this.fallbackReason });
   }
 
   /** Wait until OpenSSL has written everything it will write after the handshake, then hand off. */
   private async quiesce(): Promise<void> {
     const verdict = await this.output.untilQuiet({
-      quiesceMs: this.ctx.quiesceMs,
-      pendingNewSessions: () => this.ctx.pendingNewSessions(),
+      pendingNewSessions: () => this.engine.pendingNewSessions,
       active: () => !this.settled && this.phase === 'finished-fed',
     });
     if (verdict === 'quiet') this.handoff();
@@ -362,7 +353,7 @@ export class HandshakeConnection implements EngineSink {
     this.raw.off('close', this.onRawClose);
     this.raw.on('error', noop); // until the new owner attaches its own
     const leftover = this.input.framer.takeAll();
-    const facts = this.facts(s, leftover.length);
+    const facts = this.facts(s);
     this.tracker.wipe();
     s.on('error', noop);
     s.destroy();

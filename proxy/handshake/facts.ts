@@ -8,7 +8,7 @@ import type tls from 'node:tls';
 import type { KernelCipher } from '../../native/crypto-info.js';
 import { distinguishedName } from '../tls/certs.js';
 import { suiteByName } from '../tls/suites.js';
-import type { NegotiatedFacts } from './types.js';
+import type { NegotiatedFacts } from './engine.js';
 import type { Negotiation } from './tracker.js';
 
 /** The client certificate: what logs, the mTLS check and XFCC (`Hash=`, `Subject=`, `URI=`, `DNS=`) use. */

@@ -1,11 +1,35 @@
-// The one handshake-failure classifier, for both handshake paths: what Node's
-// TLS server reports in 'tlsClientError' (the TLSSocket fast path, and the
-// engine's own tls.Server) and the engine's HandshakeError. Every result is
-// a label of proxy/vocabulary.ts: a handshake that started and failed, or a
-// connection rejected before one (the engine's buffering budget).
+// The engine's coded error and the one handshake-failure classifier, for
+// both handshake paths: what Node's TLS server reports in 'tlsClientError'
+// (the TLSSocket fast path, and the engine's own tls.Server) and the
+// engine's HandshakeError. Every result is a label of proxy/vocabulary.ts: a
+// handshake that started and failed, or a connection rejected before one
+// (the engine's buffering budget). Messages never carry key material.
 
+import { ErrorCodes, SidecarError } from '../errors.js';
 import type { HandshakeFailureReason, RejectReason } from '../vocabulary.js';
-import { HandshakeError } from './errors.js';
+
+/**
+ * How an engine handshake can fail: a handshake failure, or the one
+ * rejection the engine itself makes (a client flight over the buffering
+ * budget). classifyHandshakeFailure() turns it into the metric's kind.
+ */
+export type HandshakeErrorReason = HandshakeFailureReason | Extract<RejectReason, 'handshake_buffer_limit'>;
+
+export class HandshakeError extends SidecarError {
+  readonly reason: HandshakeErrorReason;
+
+  /**
+   * `notTls`: the first record could not be framed as TLS. It is counted as
+   * `protocol_error` (the sniff already saw a TLS record type, see
+   * classifyHandshakeFailure) but keeps the NOT_TLS code for whoever runs
+   * the engine without the sniff.
+   */
+  constructor(reason: HandshakeErrorReason, message: string, options?: { cause?: unknown; notTls?: boolean }) {
+    const code = reason === 'handshake_buffer_limit' ? ErrorCodes.LIMIT : options?.notTls ? ErrorCodes.NOT_TLS : ErrorCodes.HANDSHAKE;
+    super(code, `${reason}: ${message}`, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.reason = reason;
+  }
+}
 
 export type HandshakeFailure =
   | { kind: 'handshake_failure'; reason: HandshakeFailureReason }

@@ -48,14 +48,13 @@ export interface ServerHello {
   pskAccepted: boolean;
   /** TLS 1.2: ALPN in the ServerHello (TLS 1.3 puts it in EncryptedExtensions). */
   alpn: string | null;
-  sessionId: Buffer;
 }
 
 export function parseServerHello(body: Buffer): ServerHello {
   const r = new Reader(body);
   const legacyVersion = r.u16();
   const random = Buffer.from(r.bytes(32));
-  const sessionId = Buffer.from(r.bytes(r.u8()));
+  r.bytes(r.u8()); // legacy_session_id_echo
   const cipherSuite = r.u16();
   r.u8(); // compression
   const exts = readExtensions(r);
@@ -72,7 +71,6 @@ export function parseServerHello(body: Buffer): ServerHello {
     helloRetryRequest: random.equals(HRR_RANDOM),
     pskAccepted: exts.some((e) => e.type === EXT_PRE_SHARED_KEY),
     alpn,
-    sessionId,
   };
 }
 
@@ -89,22 +87,15 @@ function parseAlpnSelection(data: Buffer): string {
   return list.bytes(list.u8()).toString('latin1');
 }
 
-export interface ClientHelloFacts {
-  random: Buffer;
-  sessionId: Buffer;
-  servername: string | null;
-}
-
 /**
- * Random, session id and SNI from a ClientHello body. Only the random is
- * required; a truncated tail yields servername null (the engine only needs
- * the random early, to route key-log lines).
+ * SNI from a ClientHello body. The random (clientRandomOf) is required, a
+ * truncated tail yields null: the engine needs the random early, to route
+ * key-log lines.
  */
-export function parseClientHello(body: Buffer): ClientHelloFacts {
+export function clientHelloServername(body: Buffer): string | null {
   const r = new Reader(body);
-  r.u16(); // legacy_version
-  const random = Buffer.from(r.bytes(32));
-  const sessionId = Buffer.from(r.bytes(r.u8()));
+  r.bytes(2 + 32); // legacy_version, random
+  r.bytes(r.u8()); // legacy_session_id
   let servername: string | null = null;
   try {
     r.bytes(r.u16()); // cipher_suites
@@ -122,7 +113,7 @@ export function parseClientHello(body: Buffer): ClientHelloFacts {
   } catch {
     servername = null;
   }
-  return { random, sessionId, servername };
+  return servername;
 }
 
 /** The 32-byte client random at its fixed offset, or null when not yet available. */

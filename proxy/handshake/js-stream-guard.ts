@@ -21,18 +21,12 @@
 import { constants } from 'node:os';
 import type tls from 'node:tls';
 
-type DoWrite = (req: unknown, bufs: unknown) => number;
-
 interface JsStreamSocketLike {
-  doWrite?: DoWrite;
+  doWrite?: (req: unknown, bufs: unknown) => number;
 }
 
 const UV_EPIPE = -constants.errno.EPIPE;
 const guarded = new WeakSet<object>();
-
-function isInternalAssertion(err: unknown): boolean {
-  return err instanceof Error && (err as { code?: unknown }).code === 'ERR_INTERNAL_ASSERTION';
-}
 
 /**
  * Make a JSStreamSocket (or a proxy that forwards property reads and writes
@@ -50,7 +44,7 @@ export function guardJsStreamSocket(wrapper: unknown, onRefused: () => void): bo
     try {
       return original.call(this, req, bufs);
     } catch (err) {
-      if (!isInternalAssertion(err)) throw err;
+      if (!(err instanceof Error) || (err as { code?: unknown }).code !== 'ERR_INTERNAL_ASSERTION') throw err;
       try {
         onRefused();
       } catch {

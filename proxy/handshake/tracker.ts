@@ -10,12 +10,11 @@
 
 import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { AlertDescription, ContentType, HandshakeType } from '../tls/control.js';
-import { type HandshakeMessage, type TlsRecord, TlsWireError } from '../tls/records.js';
+import type { RecordProtection } from '../tls/record-protection.js';
+import { type HandshakeMessage, HandshakeReassembler, type TlsRecord, TlsWireError } from '../tls/records.js';
 import { type CipherSuite, suiteByCode } from '../tls/suites.js';
-import { DirectionState, type FinalState, finalState } from './handoff-state.js';
-import { alpnFromEncryptedExtensions, clientRandomOf, parseClientHello, parseServerHello } from './hello.js';
-import type { KeylogEntry } from './keylog.js';
-import { HandshakeSecrets } from './secrets.js';
+import { alpnFromEncryptedExtensions, clientHelloServername, clientRandomOf, parseServerHello } from './hello.js';
+import { HandshakeSecrets, type KeylogEntry } from './keylog.js';
 
 const TLS12 = 0x0303;
 const TLS13 = 0x0304;
@@ -24,12 +23,28 @@ const MAX_SKIPPED_EARLY_RECORDS = 64;
 
 export type InboundVerdict = 'feed' | 'finished' | 'blocked';
 
+/** One direction's record state (handoff-state.ts reads it for the final state). */
+export class DirectionState {
+  phase: 'plain' | 'hs13' | 'app13' | 'enc12' = 'plain';
+  prot: RecordProtection | null = null;
+  readonly hs = new HandshakeReassembler();
+  /** Inbound: records under the client handshake key (before the first, an undecryptable one is rejected 0-RTT). */
+  protectedRecords = 0;
+  finished = false;
+  lastExplicitNonce: bigint | null = null;
+
+  wipe(): void {
+    this.prot?.wipe();
+    this.prot = null;
+    this.hs.wipe();
+  }
+}
+
 /** What is known about the negotiation (all null until the ServerHello). */
 export interface Negotiation {
   version: TlsVersion | null;
   /** Wire version code (0x0301.. for versions we do not offload). */
   versionCode: number | null;
-  cipherCode: number | null;
   suite: CipherSuite | null;
   kernelCipher: KernelCipher | null;
   alpn: string | null;
@@ -41,15 +56,15 @@ export interface Negotiation {
 }
 
 export class HandshakeTracker {
-  private readonly secrets = new HandshakeSecrets();
-  private readonly inbound = new DirectionState();
-  private readonly outbound = new DirectionState();
+  readonly secrets = new HandshakeSecrets();
+  readonly inbound = new DirectionState();
+  readonly outbound = new DirectionState();
   private readonly outQueue: TlsRecord[] = [];
   private serverHelloDone = false;
   /** Lagging TLS 1.2 client records: fed before their key is known, verified at the end. */
-  private readonly lagging: TlsRecord[] = [];
+  readonly lagging: TlsRecord[] = [];
   readonly negotiation: Negotiation = {
-    version: null, versionCode: null, cipherCode: null, suite: null, kernelCipher: null,
+    version: null, versionCode: null, suite: null, kernelCipher: null,
     alpn: null, servername: null, resumed: false, helloRetryRequest: false, serverHello: false,
   };
   earlyDataRecordsSkipped = 0;
@@ -58,22 +73,10 @@ export class HandshakeTracker {
   /** The client sent an alert during the handshake. */
   clientAlert = false;
 
-  /** From the ClientHello (binds key-log lines to this connection). */
-  get clientRandom(): Buffer | null {
-    return this.secrets.clientRandom;
-  }
-
   /** Outbound records waiting for a key-log line. */
   get outboundPending(): number {
     return this.outQueue.length;
   }
-
-  /** True once the server's Finished has gone out (TLS 1.3: before the client's; TLS 1.2 full: after). */
-  get serverFinished(): boolean {
-    return this.outbound.finished;
-  }
-
-  // ------------------------------------------------------------- key log
 
   /** Store a key-log secret of this connection (ownership of entry.secret passes here). */
   addSecret(entry: KeylogEntry): void {
@@ -81,11 +84,8 @@ export class HandshakeTracker {
     this.drainOutbound();
   }
 
-  // ------------------------------------------------------ server → client
-
   /** A complete record the engine wrote. Throws TlsWireError when the stream makes no sense. */
   onOutboundRecord(rec: TlsRecord): void {
-    this.outbound.records++;
     // Copy: the engine's chunk may be reused by the caller after this returns.
     this.outQueue.push({ ...rec, header: Buffer.from(rec.header), payload: Buffer.from(rec.payload) });
     this.drainOutbound();
@@ -103,7 +103,6 @@ export class HandshakeTracker {
     const sh = parseServerHello(msg.body);
     const n = this.negotiation;
     n.versionCode = sh.version;
-    n.cipherCode = sh.cipherSuite;
     if (sh.helloRetryRequest) {
       n.helloRetryRequest = true;
       return;
@@ -161,57 +160,38 @@ export class HandshakeTracker {
     }
     if (rec.type === ContentType.CHANGE_CIPHER_SPEC && this.negotiation.version === 'TLSv1.3') return true;
 
-    if (d.phase === 'hs13' || d.phase === 'app13') {
-      d.prot ??= this.secrets.tls13(d.phase === 'hs13' ? 'SERVER_HANDSHAKE_TRAFFIC_SECRET' : 'SERVER_TRAFFIC_SECRET_0', this.negotiation.kernelCipher);
-      if (!d.prot) return false;
-      const o = d.prot.open(rec.header, rec.payload);
-      if (!o) throw new TlsWireError('server record does not decrypt with the key-log secret');
-      d.protectedRecords++;
-      let keyUpdate = false;
-      if (o.type === ContentType.HANDSHAKE) {
-        for (const m of d.hs.push(o.data)) {
-          if (m.type === HandshakeType.ENCRYPTED_EXTENSIONS) {
-            const alpn = alpnFromEncryptedExtensions(m.body);
-            if (alpn !== null) this.negotiation.alpn = alpn;
-          }
-          if (d.phase === 'hs13' && m.type === HandshakeType.FINISHED) d.finished = true;
-          if (d.phase === 'app13' && m.type === HandshakeType.KEY_UPDATE) keyUpdate = true;
+    const tls13 = d.phase !== 'enc12';
+    d.prot ??= tls13
+      ? this.secrets.tls13(d.phase === 'hs13' ? 'SERVER_HANDSHAKE_TRAFFIC_SECRET' : 'SERVER_TRAFFIC_SECRET_0', this.negotiation.kernelCipher)
+      : this.secrets.tls12('server', this.negotiation.suite, this.negotiation.kernelCipher);
+    if (!d.prot) return false;
+    const o = d.prot.open(rec.header, rec.payload);
+    if (!o) throw new TlsWireError(`server record does not decrypt with the ${tls13 ? 'key-log secret' : 'derived server_write_key'}`);
+    if (o.explicitNonce !== undefined) d.lastExplicitNonce = o.explicitNonce;
+    let keyUpdate = false;
+    if (o.type === ContentType.HANDSHAKE) {
+      for (const m of d.hs.push(o.data)) {
+        if (tls13 && m.type === HandshakeType.ENCRYPTED_EXTENSIONS) {
+          const alpn = alpnFromEncryptedExtensions(m.body);
+          if (alpn !== null) this.negotiation.alpn = alpn;
         }
-      } else if (o.type === ContentType.ALERT) {
-        this.noteServerAlert(o.data);
+        if (d.phase !== 'app13' && m.type === HandshakeType.FINISHED) d.finished = true;
+        if (d.phase === 'app13' && m.type === HandshakeType.KEY_UPDATE) keyUpdate = true;
       }
-      o.data.fill(0);
-      if (d.phase === 'hs13' && d.finished) {
-        if (!d.hs.empty) throw new TlsWireError('server Finished not at a record boundary');
-        d.prot.wipe();
-        d.prot = null;
-        d.phase = 'app13';
-        d.protectedRecords = 0;
-      } else if (keyUpdate) {
-        d.prot.keyUpdate(); // OpenSSL does not do this on its own; followed anyway
-      }
-      return true;
+    } else if (o.type === ContentType.ALERT) {
+      this.noteServerAlert(o.data);
     }
-
-    if (d.phase === 'enc12') {
-      d.prot ??= this.secrets.tls12('server', this.negotiation.suite, this.negotiation.kernelCipher);
-      if (!d.prot) return false;
-      const o = d.prot.open(rec.header, rec.payload);
-      if (!o) throw new TlsWireError('server record does not decrypt with the derived server_write_key');
-      d.protectedRecords++;
-      if (o.explicitNonce !== undefined) d.lastExplicitNonce = o.explicitNonce;
-      if (o.type === ContentType.HANDSHAKE) {
-        for (const m of d.hs.push(o.data)) if (m.type === HandshakeType.FINISHED) d.finished = true;
-      } else if (o.type === ContentType.ALERT) {
-        this.noteServerAlert(o.data);
-      }
-      o.data.fill(0);
-      return true;
+    o.data.fill(0);
+    if (d.phase === 'hs13' && d.finished) {
+      if (!d.hs.empty) throw new TlsWireError('server Finished not at a record boundary');
+      d.prot.wipe();
+      d.prot = null;
+      d.phase = 'app13';
+    } else if (keyUpdate) {
+      d.prot.keyUpdate(); // OpenSSL does not do this on its own; followed anyway
     }
-    throw new TlsWireError('server record in an unknown phase');
+    return true;
   }
-
-  // ------------------------------------------------------ client → server
 
   /**
    * Classify an inbound record BEFORE the engine sees it. 'blocked' means
@@ -226,15 +206,13 @@ export class HandshakeTracker {
       if (rec.type === ContentType.HANDSHAKE) {
         this.peekClientHello(rec.payload);
         for (const m of d.hs.push(rec.payload)) {
-          if (m.type === HandshakeType.CLIENT_HELLO) n.servername = parseClientHello(m.body).servername;
+          if (m.type === HandshakeType.CLIENT_HELLO) n.servername = clientHelloServername(m.body);
         }
-        d.records++;
         return 'feed';
       }
       if (rec.type === ContentType.CHANGE_CIPHER_SPEC) {
         if (n.versionCode === null) return 'blocked';
         if (n.versionCode === TLS12) d.phase = 'enc12';
-        d.records++;
         return 'feed';
       }
       if (rec.type === ContentType.APPLICATION_DATA) {
@@ -243,22 +221,16 @@ export class HandshakeTracker {
           d.phase = 'hs13';
           return this.classifyInbound(rec);
         }
-        d.records++;
         return 'feed'; // the engine rejects it
       }
       if (rec.type === ContentType.ALERT) this.clientAlert = true;
-      d.records++;
       return 'feed';
     }
-    if (rec.type === ContentType.CHANGE_CIPHER_SPEC && n.version === 'TLSv1.3') {
-      d.records++;
-      return 'feed';
-    }
+    if (rec.type === ContentType.CHANGE_CIPHER_SPEC && n.version === 'TLSv1.3') return 'feed';
 
     if (d.phase === 'hs13') {
       if (rec.type !== ContentType.APPLICATION_DATA) {
         if (rec.type === ContentType.ALERT) this.clientAlert = true;
-        d.records++;
         return 'feed';
       }
       // The client handshake secret is logged while the server builds its
@@ -268,7 +240,6 @@ export class HandshakeTracker {
       d.prot ??= this.secrets.tls13('CLIENT_HANDSHAKE_TRAFFIC_SECRET', n.kernelCipher);
       if (!d.prot) return 'blocked';
       const o = d.prot.open(rec.header, rec.payload);
-      d.records++;
       if (!o) {
         if (d.protectedRecords === 0 && ++this.earlyDataRecordsSkipped <= MAX_SKIPPED_EARLY_RECORDS) {
           return 'feed'; // rejected 0-RTT data: OpenSSL skips it the same way
@@ -295,8 +266,7 @@ export class HandshakeTracker {
       // cannot be decrypted yet: OpenSSL logs CLIENT_RANDOM only when it
       // builds its own Finished, which in a full handshake comes after the
       // client's. Classify by structure now, verify by decryption in
-      // finalState().
-      d.records++;
+      // handoff-state.ts.
       if (rec.type === ContentType.ALERT) {
         this.clientAlert = true;
         return 'feed';
@@ -317,17 +287,6 @@ export class HandshakeTracker {
     if (!random) return;
     if (!this.secrets.clientRandom) this.secrets.clientRandom = random;
     else if (!random.equals(this.secrets.clientRandom)) throw new TlsWireError('second ClientHello with a different random');
-  }
-
-  // --------------------------------------------------------------- final
-
-  /** The exact state of both directions once the engine is quiet after the handshake (handoff-state.ts). */
-  finalState(): FinalState {
-    const n = this.negotiation;
-    return finalState({
-      version: n.version, suite: n.suite, kernelCipher: n.kernelCipher, secrets: this.secrets,
-      inbound: this.inbound, outbound: this.outbound, outboundPending: this.outQueue.length, lagging: this.lagging,
-    });
   }
 
   /** Zero every secret and key this tracker holds. */

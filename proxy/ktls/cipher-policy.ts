@@ -8,47 +8,30 @@
 // text came from: it names the entry, and the config loader names the key.
 
 import { ErrorCodes, SidecarError } from '../errors.js';
-import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
-import { allSuites } from '../tls/suites.js';
-
+import type { KernelCipher } from '../../native/crypto-info.js';
+import { allSuites, type CipherSuite } from '../tls/suites.js';
 import type { KtlsDirectionSetting } from '../vocabulary.js';
 
 /** A suite the kernel's TLS ULP can hold (AEAD only: the kernel has no CBC/MAC-then-encrypt). */
-export interface OffloadableSuite {
-  /** IANA name; for TLS 1.3 this is also OpenSSL's name. */
-  readonly iana: string;
-  /** OpenSSL name (what Node's `getCipher().name` reports). */
-  readonly openssl: string;
-  readonly version: TlsVersion;
-  readonly kernelCipher: KernelCipher;
-  /** IANA code point, for logs and cross-checks with the ServerHello. */
-  readonly code: number;
-}
+export type OffloadableSuite = CipherSuite & { readonly kernelCipher: KernelCipher };
 
-// The policy view (names an operator may type → kernel cipher) is derived
-// from the one suite table in proxy/tls/suites.ts, so the crypto code, the
-// config check and the decision can never disagree about a suite. TLS 1.3
-// AES-CCM can be named but is not in the default set: OpenSSL's own kTLS code
-// refuses it on TLS 1.3 ("broken on 5.x kernels").
-const SUITES: readonly OffloadableSuite[] = allSuites().flatMap((s) =>
-  s.kernelCipher === null
-    ? []
-    : [Object.freeze({ iana: s.ianaName, openssl: s.opensslName, version: s.version, kernelCipher: s.kernelCipher, code: s.code })],
-);
-
-/** Every suite the policy can name (both spellings resolve to the same entry). */
-export const OFFLOADABLE_SUITES: readonly OffloadableSuite[] = SUITES;
+// The policy view (names an operator may type → kernel cipher) is the one
+// suite table in proxy/tls/suites.ts, so the crypto code, the config check
+// and the decision can never disagree about a suite. TLS 1.3 AES-CCM can be
+// named but is not in the default set: OpenSSL's own kTLS code refuses it on
+// TLS 1.3 ("broken on 5.x kernels").
+const SUITES: readonly OffloadableSuite[] = allSuites().filter((s): s is OffloadableSuite => s.kernelCipher !== null);
 
 /** The default `ktls.ciphers`: the AES-GCM suites of TLS 1.3 and TLS 1.2. */
 export const DEFAULT_KTLS_CIPHERS: readonly string[] = SUITES.filter(
   (s) => s.kernelCipher === 'AES_GCM_128' || s.kernelCipher === 'AES_GCM_256',
-).map((s) => s.iana);
+).map((s) => s.ianaName);
 
 const BY_NAME: ReadonlyMap<string, OffloadableSuite> = (() => {
   const m = new Map<string, OffloadableSuite>();
   for (const s of SUITES) {
-    m.set(s.iana.toUpperCase(), s);
-    m.set(s.openssl.toUpperCase(), s);
+    m.set(s.ianaName.toUpperCase(), s);
+    m.set(s.opensslName.toUpperCase(), s);
   }
   return m;
 })();
@@ -86,13 +69,12 @@ export interface CipherPolicy {
 }
 
 /**
- * Parse `ktls.ciphers`: an array of entries, or one string of entries
- * separated by commas and/or whitespace. An entry is `NAME` or `NAME:tx` /
- * `NAME:txrx`. Throws CipherPolicyError naming the bad entry.
+ * Parse `ktls.ciphers`: an array of entries (config splits the env/flag text
+ * on commas). An entry is `NAME` or `NAME:tx` / `NAME:txrx`. Throws
+ * CipherPolicyError naming the bad entry.
  * An empty list is valid: nothing is offloaded (`cipher_not_allowed`).
  */
-export function parseCipherPolicy(value: string | readonly string[]): CipherPolicy {
-  const raw = typeof value === 'string' ? value.split(/[\s,]+/) : value;
+export function parseCipherPolicy(raw: readonly string[]): CipherPolicy {
   const entries: CipherPolicyEntry[] = [];
   const byCode = new Map<number, CipherPolicyEntry>();
   raw.forEach((item, index) => {
@@ -118,7 +100,7 @@ export function parseCipherPolicy(value: string | readonly string[]): CipherPoli
       if (previous.direction !== direction) {
         throw new CipherPolicyError(
           index + 1,
-          `cipher ${suite.iana} is listed twice with different directions (entry ${index + 1})`,
+          `cipher ${suite.ianaName} is listed twice with different directions (entry ${index + 1})`,
         );
       }
       return;
@@ -159,30 +141,20 @@ export interface CipherRuleView {
   readonly direction: KtlsDirectionSetting;
 }
 
-export type CipherPolicySource = string | readonly string[] | readonly CipherRuleView[] | CipherPolicy;
+export type CipherPolicySource = readonly string[] | readonly CipherRuleView[] | CipherPolicy;
 
 /** Build a policy from resolved rules; the same validation as parseCipherPolicy. */
 export function policyFromRules(rules: readonly CipherRuleView[]): CipherPolicy {
   return parseCipherPolicy(rules.map((r) => `${r.iana}:${r.direction}`));
 }
 
-// Parsed policies are cached per input so `decide()` can take the raw config
+// Parsed policies are cached per input so `decide()` can take the config
 // value without re-parsing per connection (config objects are frozen, so the
-// array identity or the string itself is a stable key).
+// array identity is a stable key).
 const arrayCache = new WeakMap<readonly unknown[], CipherPolicy>();
-const stringCache = new Map<string, CipherPolicy>();
 
-/** parseCipherPolicy / policyFromRules with a cache: for hot paths handed the raw config value. */
+/** parseCipherPolicy / policyFromRules with a cache: for hot paths handed the config value. */
 export function cipherPolicyOf(value: CipherPolicySource): CipherPolicy {
-  if (typeof value === 'string') {
-    let p = stringCache.get(value);
-    if (!p) {
-      p = parseCipherPolicy(value);
-      if (stringCache.size > 64) stringCache.clear(); // only reloads add entries; bound it anyway
-      stringCache.set(value, p);
-    }
-    return p;
-  }
   if (isCipherPolicy(value)) return value;
   let p = arrayCache.get(value);
   if (!p) {
@@ -192,7 +164,7 @@ export function cipherPolicyOf(value: CipherPolicySource): CipherPolicy {
   return p;
 }
 
-function isCipherPolicy(value: Exclude<CipherPolicySource, string>): value is CipherPolicy {
+function isCipherPolicy(value: CipherPolicySource): value is CipherPolicy {
   return typeof (value as Partial<CipherPolicy>).lookup === 'function';
 }
 

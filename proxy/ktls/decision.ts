@@ -11,12 +11,8 @@
 // anyway. `decide()` evaluates the same rules, then the post-handshake ones.
 
 import type { KernelCipher, KtlsDirection, TlsVersion } from '../../native/crypto-info.js';
-import { cipherPolicyOf } from './cipher-policy.js';
-import type { CipherPolicySource } from './cipher-policy.js';
-import { KTLS_REASONS } from '../vocabulary.js';
-import type { KtlsDirectionSetting, KtlsMode, KtlsReason as AnyKtlsReason } from '../vocabulary.js';
-
-export type { KtlsMode };
+import { cipherPolicyOf, type CipherPolicySource } from './cipher-policy.js';
+import { KTLS_REASONS, type KtlsDirectionSetting, type KtlsMode, type KtlsReason as AnyKtlsReason } from '../vocabulary.js';
 
 /**
  * The reasons the decision gives (a subset of `KTLS_REASONS` in
@@ -66,7 +62,7 @@ export interface HandshakeFactsView {
 
 export interface PreHandshakeInput {
   /**
-   * The runtime flag (proxy/admin/flag.ts). `ktls.enabled` is only its start
+   * The runtime flag (proxy/ktls/flag.ts). `ktls.enabled` is only its start
    * value: PUT /ktls must be able to turn kTLS on even if the file said off,
    * so the decision reads the flag alone.
    */

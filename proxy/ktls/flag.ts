@@ -26,8 +26,6 @@ export interface KtlsFlagChange {
   readonly current: KtlsFlagState;
 }
 
-export type KtlsFlagListener = (change: KtlsFlagChange) => void;
-
 /** The part of a pino logger the flag uses (keeps this module free of a pino dependency). */
 export interface FlagLogger {
   info(obj: object, msg: string): void;
@@ -45,7 +43,7 @@ export interface KtlsFlag {
    */
   set(enabled: boolean, source: FlagSource): { changed: boolean; state: KtlsFlagState };
   /** Called after every change, in subscription order; returns the unsubscribe function. */
-  subscribe(listener: KtlsFlagListener): () => void;
+  subscribe(listener: (change: KtlsFlagChange) => void): () => void;
 }
 
 export interface KtlsFlagOptions {
@@ -59,7 +57,7 @@ export interface KtlsFlagOptions {
 export function createKtlsFlag(options: KtlsFlagOptions): KtlsFlag {
   const now = options.now ?? (() => new Date());
   let state: KtlsFlagState = { enabled: options.enabled, source: 'startup', changedAt: now().toISOString(), changes: 0 };
-  const listeners = new Set<KtlsFlagListener>();
+  const listeners = new Set<(change: KtlsFlagChange) => void>();
   options.metrics?.setKtlsEnabled(state.enabled);
   options.logger?.info({ ktls_enabled: state.enabled, source: 'startup' }, 'ktls flag initialised');
 

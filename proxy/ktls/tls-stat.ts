@@ -23,12 +23,8 @@ export function parseTlsStat(text: string): TlsStat {
  * Reads the counters (of this network namespace). null when the file does not exist:
  * the tls module is not loaded, or the kernel has no CONFIG_TLS.
  */
-export async function readTlsStat(path: string = TLS_STAT_PATH): Promise<TlsStat | null> {
-  try {
-    return parseTlsStat(await readFile(path, 'utf8'));
-  } catch {
-    return null;
-  }
+export function readTlsStat(path: string = TLS_STAT_PATH): Promise<TlsStat | null> {
+  return readFile(path, 'utf8').then(parseTlsStat, () => null);
 }
 
 /** Synchronous variant, for a metrics collect() callback that must not await a slow disk. */

@@ -75,10 +75,6 @@ export interface SidecarEvents {
   handshakeFailed(reason: HandshakeFailureReason): void;
   /** The record layer is chosen: count the connection as open with its final labels. */
   connectionOpened(labels: ConnectionLabels): ConnectionMetrics;
-  /** Close without a handle (prefer `ConnectionMetrics.close`). */
-  connectionClosed(labels: ConnectionLabels, reason: CloseReason): void;
-  /** Add bytes without a handle (prefer `ConnectionMetrics.bytes`). */
-  bytes(labels: ConnectionLabels, rx: number, tx: number): void;
   httpRequest(facts: { protocol: HttpProtocol; status: number; ktls: KtlsState; durationSeconds: number }): void;
   upstreamError(reason: UpstreamErrorReason): void;
   /** Replace the certificate expiry series (startup and every cert reload). */
@@ -176,39 +172,29 @@ export interface KtlsEvents extends InstallEvents {
   offload?(result: OffloadResult, direction: KtlsDirection, offload: OffloadKind): void;
 }
 
+type Handler = (...args: unknown[]) => unknown;
+
+/** Calls method `k` of every part that has it, in order (as a method: class observers keep `this`). */
+function each(parts: readonly object[], k: string): (...args: never[]) => void {
+  return (...args: unknown[]) => {
+    for (const p of parts) (p as Record<string, Handler | undefined>)[k]?.(...args);
+  };
+}
+
+/** The handlers of several plain objects (spans, kTLS events) as one. */
+function merge<T extends object>(parts: readonly T[]): T {
+  const keys = new Set(parts.flatMap((p) => Object.keys(p)));
+  return Object.fromEntries([...keys].map((k) => [k, each(parts, k)])) as T;
+}
+
 /** One observer made of several: each event goes to every part that listens for it, in order. */
 export function fanOut(...parts: Array<Partial<ConnectionObserver>>): ConnectionObserver {
-  const all = <K extends keyof ConnectionObserver>(k: K): Array<NonNullable<ConnectionObserver[K]>> =>
-    parts.flatMap((p) => (p[k] ? [p[k].bind(p) as NonNullable<ConnectionObserver[K]>] : []));
-  const [accepted, refused, opened, fallback, refusedWrite, ktls] = [
-    all('accepted'), all('refused'), all('opened'), all('engineFallback'), all('jsStreamWriteRefused'), all('ktls'),
-  ];
   return {
-    accepted: () => accepted.forEach((f) => f()),
-    refused: (conn, refusal, error) => refused.forEach((f) => f(conn, refusal, error)),
-    opened: (conn) => {
-      const spans = opened.map((f) => f(conn));
-      const bytes = spans.flatMap((s) => (s.bytes ? [s.bytes] : []));
-      return {
-        bytes: (rx, tx) => {
-          for (const b of bytes) b(rx, tx);
-        },
-        closed: (end) => spans.forEach((s) => s.closed?.(end)),
-      };
-    },
-    engineFallback: (id, fb) => fallback.forEach((f) => f(id, fb)),
-    jsStreamWriteRefused: (id) => refusedWrite.forEach((f) => f(id)),
-    ktls: (id) => {
-      const evs = ktls.map((f) => f(id));
-      return {
-        syscallError: (info) => evs.forEach((e) => e.syscallError?.(info)),
-        decryptError: (where) => evs.forEach((e) => e.decryptError?.(where)),
-        keyUpdate: (direction, result) => evs.forEach((e) => e.keyUpdate?.(direction, result)),
-        installFailed: (info) => evs.forEach((e) => e.installFailed?.(info)),
-        installAborted: (info) => evs.forEach((e) => e.installAborted?.(info)),
-        renegotiationRefused: (fatal) => evs.forEach((e) => e.renegotiationRefused?.(fatal)),
-        offload: (result, direction, kind) => evs.forEach((e) => e.offload?.(result, direction, kind)),
-      };
-    },
+    accepted: each(parts, 'accepted'),
+    refused: each(parts, 'refused'),
+    engineFallback: each(parts, 'engineFallback'),
+    jsStreamWriteRefused: each(parts, 'jsStreamWriteRefused'),
+    opened: (conn) => merge(parts.map((p) => p.opened?.(conn) ?? {})),
+    ktls: (id) => merge(parts.map((p) => p.ktls?.(id) ?? {})),
   };
 }

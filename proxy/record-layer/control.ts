@@ -15,9 +15,7 @@ import type { TlsVersion } from '../../native/crypto-info.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import { AlertDescription, AlertLevel, ContentType, buildAlert, buildKeyUpdate } from '../tls/control.js';
 import type { RxEvent } from '../tls/records.js';
-import { KeyUpdateRateLimiter } from './keyupdate.js';
-import type { Done, RxPath, TxPath } from './paths.js';
-import type { ControlCounters, RecordLayerEvents } from './stats.js';
+import type { Done, RecordLayerEvents, RxPath, TxPath } from './paths.js';
 
 export type TxOp = (done: Done) => void;
 
@@ -40,12 +38,60 @@ export interface ControlHost {
   destroy(err?: Error): void;
 }
 
-/** The stream options the state machine reads (documented on RecordLayerStreamOptions). */
+/** The stream options the state machine reads. */
 export interface ControlOptions {
+  /** `ktls.keyUpdateRateLimit`: most peer KeyUpdates per minute. */
   keyUpdateRateLimit: number;
+  /** Clock for the KeyUpdate rate limit (tests). */
   now?: () => number;
+  /**
+   * TLS 1.3: records under one TX key before we send our own KeyUpdate
+   * (RFC 8446 5.5: AES-GCM ≈ 2^24.5; default 2^24). Checked every
+   * `keyUsageCheckWrites` writes (default 1024; the kernel's sequence number
+   * is read back with getsockopt) — so the limit can be overshot by what
+   * those writes hold.
+   */
   txKeyRecordLimit?: bigint;
   keyUsageCheckWrites?: number;
+}
+
+/** The control-record counters of the connection's close log line. */
+export interface ControlCounters {
+  keyUpdatesIn: number;
+  keyUpdatesOut: number;
+  closeNotifyIn: boolean;
+  closeNotifyOut: boolean;
+  /** The peer sent FIN without close_notify. */
+  truncated: boolean;
+  alertsIn: number;
+  /** TLS 1.2 client renegotiations refused (ClientHellos after the handshake). */
+  renegotiationsRefused: number;
+  /** Why we ended the connection ourselves, if we did (e.g. rekey_unsupported, key_update_limit). */
+  endReason: string | null;
+}
+
+/**
+ * Sliding one-minute window over peer KeyUpdates. A peer that keeps asking
+ * for updates costs two setsockopt()s and a record each time, so
+ * `ktls.keyUpdateRateLimit` bounds it per connection (0 = none allowed).
+ */
+export class KeyUpdateRateLimiter {
+  private readonly stamps: number[] = [];
+
+  constructor(
+    private readonly limit: number,
+    private readonly now: () => number = () => performance.now(),
+    private readonly windowMs = 60_000,
+  ) {}
+
+  /** Record one KeyUpdate; false when it exceeds the limit (the connection should be closed). */
+  allow(): boolean {
+    const t = this.now();
+    while (this.stamps.length > 0 && t - (this.stamps[0] ?? t) >= this.windowMs) this.stamps.shift();
+    if (this.stamps.length >= this.limit) return false;
+    this.stamps.push(t);
+    return true;
+  }
 }
 
 export class ControlRecords {
@@ -114,7 +160,10 @@ export class ControlRecords {
       this.fatal(AlertDescription.UNEXPECTED_MESSAGE, 'client renegotiation after no_renegotiation');
       return false;
     }
-    this.sendControl(ContentType.ALERT, buildAlert(AlertLevel.WARNING, AlertDescription.NO_RENEGOTIATION));
+    this.host.runTx((done) => {
+      if (this.txClosed) return done();
+      this.host.tx.sendRecord(ContentType.ALERT, buildAlert(AlertLevel.WARNING, AlertDescription.NO_RENEGOTIATION), done);
+    });
     return true;
   }
 
@@ -161,11 +210,8 @@ export class ControlRecords {
   }
 
   /**
-   * TLS 1.3 key usage limit: after a data write, every `keyUsageCheckWrites`
-   * writes, rotate TX with our own KeyUpdate(update_not_requested) once the
-   * current key has protected `txKeyRecordLimit` records. (Checked every N
-   * writes because the kernel's sequence number is read back with
-   * getsockopt: the limit can be overshot by what those writes hold.)
+   * TLS 1.3 key usage limit (ControlOptions.txKeyRecordLimit): after a data
+   * write, rotate TX with our own KeyUpdate(update_not_requested).
    */
   afterDataWrite(): void {
     if (this.host.version !== 'TLSv1.3' || this.txRotationQueued || this.txClosed) return;
@@ -255,14 +301,6 @@ export class ControlRecords {
     this.host.tx.sendRecord(ContentType.ALERT, buildAlert(AlertLevel.WARNING, AlertDescription.CLOSE_NOTIFY), (err) => {
       if (!err) this.counters.closeNotifyOut = true;
       cb(err);
-    });
-  }
-
-  /** Queue one control record behind pending writes. */
-  private sendControl(type: number, data: Buffer): void {
-    this.host.runTx((done) => {
-      if (this.txClosed) return done();
-      this.host.tx.sendRecord(type, data, done);
     });
   }
 }

@@ -11,7 +11,8 @@
 //      here leaves TX in the kernel and RX not: never a half state — the
 //      connection is destroyed (errno counted).
 //   6. Wipe every CryptoInfo and secret copy; keep only what KeyUpdate needs
-//      (TLS 1.3 traffic secrets), and the JS RX state in `tx` mode.
+//      (TLS 1.3: each kernel direction's JS protection, whose traffic secret
+//      gives the next key), and the JS RX state in `tx` mode.
 //
 // Before step 4 nothing is in the kernel: a socket with the ULP attached but no
 // keys behaves as plain TCP, so the JS record layer can take over from the very
@@ -32,10 +33,8 @@ import { AlertDescription } from '../tls/control.js';
 import { RecordReader } from '../tls/records.js';
 import type { RxEvent } from '../tls/records.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
-import type { HandoffResult } from '../handshake/types.js';
-import { TrafficSecretChain } from './keyupdate.js';
-import type { RxSide, TxSide } from './paths.js';
-import type { RecordLayerEvents } from './stats.js';
+import type { HandoffResult } from '../handshake/engine.js';
+import type { RecordLayerEvents, RxSide, TxSide } from './paths.js';
 import { RecordLayerStream } from './stream.js';
 import type { RecordLayerStreamOptions } from './stream.js';
 import { INSTALL_FAILED } from '../ktls/decision.js';
@@ -68,16 +67,12 @@ export interface InstallResult {
   stream: RecordLayerStream;
   /** `input.decision`, or `install_failed` (userspace) when the keys of a kernel decision never reached it. */
   decision: KtlsDecision;
-  /** Set when the install failed before any key was installed. */
-  installError: KtlsErrorClass | null;
 }
 
 /** Thrown (after destroying the raw socket) when the connection cannot continue. */
 export class KtlsInstallError extends SidecarError {
-  readonly info: KtlsErrorClass | null;
-  constructor(message: string, info: KtlsErrorClass | null, cause?: unknown) {
+  constructor(message: string, readonly info: KtlsErrorClass | null, cause?: unknown) {
     super(ErrorCodes.KTLS_INSTALL, message, cause === undefined ? undefined : { cause });
-    this.info = info;
   }
 }
 
@@ -90,21 +85,21 @@ export class KtlsInstallError extends SidecarError {
  */
 export async function installKtls(input: InstallInput): Promise<InstallResult> {
   // The decision keeps the keys out of the kernel: no syscall at all.
-  if (input.decision.mode === 'userspace') return { stream: installUserspace(input), decision: input.decision, installError: null };
+  if (input.decision.mode === 'userspace') return { stream: installUserspace(input), decision: input.decision };
   const { handoff, native, events = {} } = input;
   const { raw } = handoff;
   // JS copies first: the fallback needs exactly the state the kernel would
   // have got, and setCryptoInfo() zeroes what it is given.
   const { txJs, rxJs, reader } = jsState(handoff);
   let initialEvents: RxEvent[] = [];
-  const jsStream = (): RecordLayerStream => jsSides(input, txJs, reader, initialEvents);
+  const jsStream = (): RecordLayerStream => newStream(input, { side: 'js', protection: txJs }, { side: 'js', reader }, initialEvents);
   const wantRx = input.decision.mode === 'txrx';
 
   /** Before any key is in the kernel: the JS record layer takes over, nothing lost. */
   const userspace = (info: KtlsErrorClass): InstallResult => {
     events.syscallError?.(info);
     events.installFailed?.(info);
-    return { stream: jsStream(), decision: INSTALL_FAILED, installError: info };
+    return { stream: jsStream(), decision: INSTALL_FAILED };
   };
 
   const fd = socketFd(raw);
@@ -168,37 +163,20 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
     }
   }
 
-  const version = handoff.tx.version;
-  const txSide: TxSide = { side: 'kernel', secrets: secretChain(version, txJs) };
-  txJs.wipe();
-  let rxSide: RxSide;
-  if (rxKernel) {
-    rxSide = { side: 'kernel', secrets: secretChain(version, rxJs) };
-    rxJs.wipe();
-  } else {
-    rxSide = { side: 'js', reader };
-  }
-  const stream = new RecordLayerStream({ ...streamCommon(input), fd, native, tx: txSide, rx: rxSide, initialEvents });
-  return { stream, decision: input.decision, installError: null };
+  const rx: RxSide = rxKernel ? { side: 'kernel', keys: keptForKeyUpdate(rxJs) } : { side: 'js', reader };
+  const stream = newStream(input, { side: 'kernel', keys: keptForKeyUpdate(txJs) }, rx, initialEvents, fd, native);
+  return { stream, decision: input.decision };
 }
-
-/** What the record layer needs besides the decision and the kernel. */
-export type UserspaceInput = Omit<LayerSettings, 'rekeySupported'> & Pick<InstallInput, 'handoff' | 'events'>;
 
 /**
  * The whole record layer in JS from the hand-off state (`record_layer: js`):
  * what a `userspace` decision runs, no syscall. Throws KtlsInstallError
  * (socket destroyed) when the hand-off state is not a valid CryptoInfo.
  */
-export function installUserspace(input: UserspaceInput): RecordLayerStream {
+export function installUserspace(input: Omit<LayerSettings, 'rekeySupported'> & Pick<InstallInput, 'handoff' | 'events'>): RecordLayerStream {
   const { txJs, reader } = jsState(input.handoff);
   // rekeySupported is about the kernel; both sides here are in JS.
-  return jsSides({ ...input, rekeySupported: false }, txJs, reader, []);
-}
-
-function jsSides(input: StreamInput, txJs: RecordProtection, reader: RecordReader, initialEvents: RxEvent[]): RecordLayerStream {
-  const js = { fd: -1, native: null, tx: { side: 'js', protection: txJs }, rx: { side: 'js', reader } } as const;
-  return new RecordLayerStream({ ...streamCommon(input), ...js, initialEvents });
+  return newStream({ ...input, rekeySupported: false }, { side: 'js', protection: txJs }, { side: 'js', reader }, []);
 }
 
 /** Both directions' JS record protection from the hand-off (whose key copies are wiped); the leftover is queued. */
@@ -219,23 +197,26 @@ function jsState(handoff: HandoffResult): { txJs: RecordProtection; rxJs: Record
   return { txJs, rxJs, reader };
 }
 
-type StreamInput = LayerSettings & Pick<InstallInput, 'handoff' | 'events'>;
-
-/** The stream options every record layer of this connection shares. */
-function streamCommon(input: StreamInput) {
+/** The stream over `tx` and `rx`, with the settings every record layer of this connection shares. */
+function newStream(input: LayerSettings & Pick<InstallInput, 'handoff' | 'events'>, tx: TxSide, rx: RxSide,
+  initialEvents: RxEvent[], fd = -1, native: KtlsNative | null = null): RecordLayerStream {
   const { handoff, events = {}, rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites } = input;
-  const { raw, tx, peerEnded } = handoff;
-  return { raw, version: tx.version, cipher: tx.cipher, peerEnded, events, rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites };
+  const { raw, peerEnded, tx: { version, cipher } } = handoff;
+  return new RecordLayerStream({
+    raw, fd, native, version, cipher, tx, rx, initialEvents, peerEnded, events,
+    rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites,
+  });
 }
 
-/** TLS 1.3: the chain from the direction's *current* secret (a leftover KeyUpdate may have advanced it). */
-function secretChain(version: string, rp: RecordProtection): TrafficSecretChain | null {
-  if (version !== 'TLSv1.3') return null;
-  const secret = rp.trafficSecret();
-  if (!secret) return null;
-  const chain = new TrafficSecretChain(rp.cipher, secret);
-  secret.fill(0);
-  return chain;
+/**
+ * A kernel direction's JS protection, kept for TLS 1.3 KeyUpdate at its
+ * *current* secret (a leftover KeyUpdate may have advanced it); without a
+ * traffic secret (TLS 1.2) its keys are wiped.
+ */
+function keptForKeyUpdate(rp: RecordProtection): RecordProtection | null {
+  if (rp.canKeyUpdate) return rp;
+  rp.wipe();
+  return null;
 }
 
 /** Zero every key copy a hand-off holds (after the JS copies are made, or when it will not be installed). */
@@ -258,10 +239,8 @@ function drainComplete(reader: RecordReader): { events: RxEvent[]; stopped: bool
 }
 
 class PartialReadError extends Error {
-  readonly info: KtlsErrorClass;
-  constructor(info: KtlsErrorClass, message: string) {
+  constructor(readonly info: KtlsErrorClass, message: string) {
     super(message);
-    this.info = info;
   }
 }
 
@@ -270,7 +249,7 @@ class PartialReadError extends Error {
  * (never more: the kernel must start on the next record). Waits for
  * readability with the native poller; bounded by `timeoutMs`.
  */
-export function readRestOfRecord(native: KtlsNative, fd: number, reader: RecordReader, timeoutMs: number): Promise<void> {
+function readRestOfRecord(native: KtlsNative, fd: number, reader: RecordReader, timeoutMs: number): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let poller: Poller | null = null;
     let finished = false;

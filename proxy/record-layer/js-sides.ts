@@ -26,8 +26,6 @@ export class JsTx implements TxPath {
     return this.writer.records;
   }
 
-  refreshRecords(): void {}
-
   writeData(chunks: Buffer[], cb: Done): void {
     for (const c of chunks) this.bytes += c.length;
     rawWrite(this.raw, this.writer.sealData(chunks), cb);
@@ -61,8 +59,6 @@ export class JsRx implements RxPath {
   get records(): number {
     return this.reader.records;
   }
-
-  refreshRecords(): void {}
 
   start(peerEnded: boolean): void {
     this.pump();

@@ -1,29 +1,46 @@
 // The two halves a record layer stream is made of, whichever side holds
-// them: a TX path (kernel-tx.ts or js-sides.ts) and an RX path (kernel-rx.ts
-// or js-sides.ts). The stream (stream.ts) orders TX and carries RX
+// them: a TX path and an RX path, each in the kernel (kernel.ts) or in JS
+// (js-sides.ts). The stream (stream.ts) orders TX and carries RX
 // backpressure; the control state machine (control.ts) decides what a
 // control record means; a path only moves records and keys.
 
 import type net from 'node:net';
-import type { KtlsNative } from '../../native/index.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
-import { classifyKtlsError } from '../ktls/errno.js';
+import type { KtlsErrorClass } from '../ktls/errno.js';
 import type { RecordProtection } from '../tls/record-protection.js';
 import type { RecordReader, RxEvent } from '../tls/records.js';
-import type { TrafficSecretChain } from './keyupdate.js';
-import type { RecordLayerEvents, Where } from './stats.js';
 
 export type Done = (err?: Error | null) => void;
 
-/** Where TX lives, as the stream's owner hands it over. */
+/** Where a direction's records are protected. */
+export type Where = 'kernel' | 'js';
+
+/** What the record layer's events report to metrics/logs (wired by the connection path). */
+export interface RecordLayerEvents {
+  /** Every failed syscall, already classified (errno name + kind + stage). */
+  syscallError?(info: KtlsErrorClass): void;
+  /** A record failed authentication (kernel EBADMSG or JS open failure). */
+  decryptError?(where: 'kernel' | 'userspace'): void;
+  /** One KeyUpdate step: RX = the peer's, TX = ours. */
+  keyUpdate?(direction: 'rx' | 'tx', result: 'ok' | 'rate_limited' | 'unsupported' | 'failed'): void;
+  /** An alert from the peer other than close_notify. */
+  peerAlert?(level: number, description: number): void;
+  /** A TLS 1.2 ClientHello after the handshake (client renegotiation), refused; `fatal` from the second on. */
+  renegotiationRefused?(fatal: boolean): void;
+}
+
+/**
+ * Where TX lives, as the stream's owner hands it over. In the kernel, TLS 1.3
+ * keeps the direction's JS protection: its traffic secret gives the next key
+ * on KeyUpdate (null for TLS 1.2, whose keys are wiped after the install).
+ */
 export type TxSide =
-  /** The kernel holds TX; for TLS 1.3 we keep the traffic secret chain for KeyUpdate (null for 1.2). */
-  | { side: 'kernel'; secrets: TrafficSecretChain | null }
+  | { side: 'kernel'; keys: RecordProtection | null }
   | { side: 'js'; protection: RecordProtection };
 
 /** Where RX lives, as the stream's owner hands it over. */
 export type RxSide =
-  | { side: 'kernel'; secrets: TrafficSecretChain | null }
+  | { side: 'kernel'; keys: RecordProtection | null }
   /** `reader` already holds the leftover ciphertext; the stream keeps feeding it from the raw socket. */
   | { side: 'js'; reader: RecordReader };
 
@@ -33,12 +50,13 @@ export interface TxPath {
   readonly bytes: number;
   /** Records sent (kernel: from sequence numbers as of the last refreshRecords(); -1 when unreadable). */
   readonly records: number;
-  refreshRecords(): void;
+  /** Kernel only: fold the kernel's sequence number into `records` (JS counts as it goes). */
+  refreshRecords?(): void;
   /** Application data, in order; `cb` once the raw socket took it (its backpressure). */
   writeData(chunks: Buffer[], cb: Done): void;
   /** One control record under the current key (the caller holds the TX slot). */
   sendRecord(type: number, body: Buffer, cb: Done): void;
-  /** False where our KeyUpdate could not be followed by the next key (kernel without rekey, TLS 1.2 secrets). */
+  /** False where our KeyUpdate could not be followed by the next key (kernel without rekey, TLS 1.2 keys). */
   readonly canRekey: boolean;
   /** The next key, right after our KeyUpdate left; an error when the kernel refused it. */
   rekey(): Error | null;
@@ -50,7 +68,7 @@ export interface TxPath {
 export interface RxPath {
   readonly where: Where;
   readonly records: number;
-  refreshRecords(): void;
+  refreshRecords?(): void;
   /** Begin receiving (`peerEnded`: the FIN arrived before the stream existed). */
   start(peerEnded: boolean): void;
   /** Backpressure: the owner's buffer is full / wants more. */
@@ -75,25 +93,6 @@ export interface RxSink {
   /** The transport's EOF, after every record before it was delivered. */
   peerFin(): void;
   destroy(err?: Error): void;
-}
-
-/** The raw socket of a connection with a direction in the kernel. */
-export interface KernelSocket {
-  raw: net.Socket;
-  fd: number;
-  native: KtlsNative;
-  events: RecordLayerEvents;
-}
-
-/** The kernel's next record sequence number for a direction, or -1n when it cannot be read. */
-export function kernelSeq(k: KernelSocket, dir: 'tx' | 'rx'): bigint {
-  if (k.raw.destroyed) return -1n;
-  try {
-    return k.native.getCryptoInfo(k.fd, dir).recSeq;
-  } catch (err) {
-    k.events.syscallError?.(classifyKtlsError(err, 'option'));
-    return -1n;
-  }
 }
 
 /** A libuv write on the raw socket; an error when its write side is gone. */

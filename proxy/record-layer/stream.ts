@@ -1,7 +1,7 @@
 // RecordLayerStream: the plaintext Duplex the fronts see for a connection
 // whose record layer was handed off (proxy/handshake). Each direction lives
-// either in the kernel (kTLS: kernel-tx.ts, kernel-rx.ts) or in JS over the
-// raw socket (js-sides.ts); both in JS is the userspace record layer
+// either in the kernel (kTLS: kernel.ts) or in JS over the raw socket
+// (js-sides.ts); both in JS is the userspace record layer
 // (`record_layer: js`). This module is only the plumbing: TX operations in
 // order (data writes and control records leave in the order they were
 // queued), RX backpressure, end/destroy. What a control record means is
@@ -14,14 +14,13 @@ import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import type { RxEvent } from '../tls/records.js';
 import { ControlRecords } from './control.js';
-import type { TxOp } from './control.js';
+import type { ControlCounters, ControlOptions, TxOp } from './control.js';
 import { JsRx, JsTx } from './js-sides.js';
-import { KernelRx } from './kernel-rx.js';
-import { KernelTx } from './kernel-tx.js';
-import type { Done, KernelSocket, RxPath, RxSide, RxSink, TxPath, TxSide } from './paths.js';
-import type { RecordLayerEvents, RecordLayerStats } from './stats.js';
+import { KernelRx, KernelTx } from './kernel.js';
+import type { KernelSocket } from './kernel.js';
+import type { Done, RecordLayerEvents, RxPath, RxSide, RxSink, TxPath, TxSide, Where } from './paths.js';
 
-export interface RecordLayerStreamOptions {
+export interface RecordLayerStreamOptions extends ControlOptions {
   raw: net.Socket;
   /** The raw socket's fd (needed when either side is in the kernel). */
   fd: number;
@@ -37,24 +36,27 @@ export interface RecordLayerStreamOptions {
   peerEnded?: boolean;
   /** The kernel can take a second TLS_TX/TLS_RX (probe): TLS 1.3 KeyUpdate can be followed. */
   rekeySupported: boolean;
-  /** `ktls.keyUpdateRateLimit`: most peer KeyUpdates per minute. */
-  keyUpdateRateLimit: number;
   events?: RecordLayerEvents;
   /** Same meaning as for net.Socket; default false like a TLSSocket (EOF ends our side too). */
   allowHalfOpen?: boolean;
-  /** Clock for the KeyUpdate rate limit (tests). */
-  now?: () => number;
   /** Longest wait for room in the socket buffer when sending a control record (default 5000 ms). */
   controlSendTimeoutMs?: number;
-  /**
-   * TLS 1.3: records under one TX key before we send our own KeyUpdate
-   * (RFC 8446 5.5: AES-GCM ≈ 2^24.5; default 2^24). Checked every
-   * `keyUsageCheckWrites` writes (default 1024; the kernel's sequence number
-   * is read back with getsockopt) — so the limit can be overshot by what
-   * those writes hold.
-   */
-  txKeyRecordLimit?: bigint;
-  keyUsageCheckWrites?: number;
+}
+
+/** Counters for the connection's close log line. */
+export interface RecordLayerStats extends ControlCounters {
+  tx: Where;
+  rx: Where;
+  /** Plaintext bytes by where they were (de)crypted. */
+  rxBytesKernel: number;
+  rxBytesUserspace: number;
+  txBytesKernel: number;
+  txBytesUserspace: number;
+  /** Records: exact in JS; kernel counts come from the kernel's sequence numbers (-1 when unreadable). */
+  rxRecordsUserspace: number;
+  rxRecordsKernel: number;
+  txRecordsUserspace: number;
+  txRecordsKernel: number;
 }
 
 export class RecordLayerStream extends Duplex {
@@ -94,10 +96,10 @@ export class RecordLayerStream extends Duplex {
       destroy: (err) => this.destroy(err),
     };
     this.tx = opts.tx.side === 'kernel'
-      ? new KernelTx(kernel!, opts.tx.secrets, opts.rekeySupported, opts.controlSendTimeoutMs ?? 5000, () => this.destroyed)
+      ? new KernelTx(kernel!, opts.tx.keys, opts.rekeySupported, opts.controlSendTimeoutMs ?? 5000, () => this.destroyed)
       : new JsTx(opts.raw, opts.tx.protection);
     this.rx = opts.rx.side === 'kernel'
-      ? new KernelRx(kernel!, opts.rx.secrets, opts.rekeySupported, opts.version === 'TLSv1.3', sink)
+      ? new KernelRx(kernel!, opts.rx.keys, opts.rekeySupported, opts.version === 'TLSv1.3', sink)
       : new JsRx(opts.raw, opts.rx.reader, sink);
     this.control = new ControlRecords({
       version: opts.version,
@@ -121,10 +123,8 @@ export class RecordLayerStream extends Duplex {
       if (!this.destroyed) this.destroy();
     });
 
-    const initial = opts.initialEvents ?? [];
-    const peerEnded = opts.peerEnded ?? false;
     // Start on the next tick so the owner can attach listeners first.
-    process.nextTick(() => this.start(initial, peerEnded));
+    process.nextTick(() => this.start(opts.initialEvents ?? [], opts.peerEnded ?? false));
   }
 
   /** Counters for the close log line (kernel record counts are refreshed while the socket is open). */
@@ -280,7 +280,7 @@ export class RecordLayerStream extends Duplex {
   }
 
   private refreshRecordCounts(): void {
-    this.tx.refreshRecords();
-    this.rx.refreshRecords();
+    this.tx.refreshRecords?.();
+    this.rx.refreshRecords?.();
   }
 }

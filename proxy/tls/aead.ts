@@ -44,8 +44,7 @@ export function aeadSeal(alg: Algorithm, key: Buffer, nonce: Buffer, aad: Buffer
   const c = cipher(alg, key, nonce);
   // CCM must know the plaintext length before the AAD (Node requirement).
   c.setAAD(aad, { plaintextLength: plaintext.length });
-  const ct = Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
-  return ct;
+  return Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]);
 }
 
 /** Verify and decrypt ciphertext || tag; null when authentication fails (never throws for bad input). */

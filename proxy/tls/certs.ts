@@ -15,16 +15,29 @@ export interface CertPair {
   key: Buffer;
 }
 
-/** Non-secret facts about a certificate, for logs, /readyz and XFCC `By=`. */
+/**
+ * Non-secret facts about a certificate: the one summary the startup and reload
+ * logs, the expiry metric, /readyz and XFCC `By=` read. Subject and issuer are
+ * in `distinguishedName` form.
+ */
 export interface CertSummary {
-  /** In `distinguishedName` form. */
-  subject: string;
-  /** SHA-256 of the DER, lowercase hex. */
-  sha256: string;
-  /** Expiry as Node prints it (`Jan  1 00:00:00 2027 GMT`). */
-  notAfter: string;
+  readonly subject: string;
+  readonly issuer: string;
+  /** Subject alternative names, as Node prints them (`DNS:a.example, IP Address:127.0.0.1`), or ''. */
+  readonly subjectAltName: string;
   /** First URI SAN (e.g. a SPIFFE ID), or ''. */
-  uri: string;
+  readonly uri: string;
+  readonly serialNumber: string;
+  /** `AB:CD:…`, as Node prints it. */
+  readonly fingerprint256: string;
+  /** SHA-256 of the DER, lowercase hex. */
+  readonly sha256: string;
+  /** Expiry as Node prints it (`Jan  1 00:00:00 2027 GMT`). */
+  readonly notAfter: string;
+  /** Expiry, milliseconds since the epoch. */
+  readonly notAfterMs: number;
+  /** Start of validity, milliseconds since the epoch. */
+  readonly notBeforeMs: number;
 }
 
 /** Where a private key was read from, for the permission check (no key bytes). */
@@ -81,20 +94,6 @@ function readUpTo(fd: number, sizeHint: number, limit: number): Buffer {
   return data;
 }
 
-function readOpenFile(key: string, path: string, fd: number): ConfiguredFile {
-  const st = fstatSync(fd);
-  // EISDIR keeps the errno wording readFileSync used for a directory.
-  if (st.isDirectory()) throw new ConfigError(key, `cannot read ${path} (EISDIR)`);
-  if (!st.isFile()) throw new ConfigError(key, `${path} is ${fileTypeName(st)}; point it at a regular file`);
-  if (st.size > MAX_CONFIGURED_FILE_BYTES) throw new ConfigError(key, `${path} is larger than 1 MiB (${st.size} bytes)`);
-  const data = readUpTo(fd, st.size, MAX_CONFIGURED_FILE_BYTES);
-  if (data.length > MAX_CONFIGURED_FILE_BYTES) {
-    data.fill(0);
-    throw new ConfigError(key, `${path} is larger than 1 MiB (it grew while being read)`);
-  }
-  return { data, mode: st.mode & 0o777, gid: st.gid };
-}
-
 /**
  * Read a file a config key points at, with its mode. The one place such reads
  * fail: the error names the key, the path and the reason (errno code, file
@@ -111,7 +110,17 @@ export function readConfiguredFileStat(key: string, path: string): ConfiguredFil
     throw new ConfigError(key, `cannot read ${path} (${code})`, { cause: err });
   }
   try {
-    return readOpenFile(key, path, fd);
+    const st = fstatSync(fd);
+    // EISDIR keeps the errno wording readFileSync used for a directory.
+    if (st.isDirectory()) throw new ConfigError(key, `cannot read ${path} (EISDIR)`);
+    if (!st.isFile()) throw new ConfigError(key, `${path} is ${fileTypeName(st)}; point it at a regular file`);
+    if (st.size > MAX_CONFIGURED_FILE_BYTES) throw new ConfigError(key, `${path} is larger than 1 MiB (${st.size} bytes)`);
+    const data = readUpTo(fd, st.size, MAX_CONFIGURED_FILE_BYTES);
+    if (data.length > MAX_CONFIGURED_FILE_BYTES) {
+      data.fill(0);
+      throw new ConfigError(key, `${path} is larger than 1 MiB (it grew while being read)`);
+    }
+    return { data, mode: st.mode & 0o777, gid: st.gid };
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
@@ -139,10 +148,6 @@ export type WarnLog = (obj: object, msg: string) => void;
 /** Path+mode pairs already warned about: a reload of the same file must not repeat the line. */
 const warnedKeyFiles = new Set<string>();
 
-function ownGroups(): number[] {
-  return [...(process.getgroups?.() ?? []), ...(process.getgid ? [process.getgid()] : [])];
-}
-
 /**
  * Who besides the owner may use the key, or null. A group bit is fine when
  * the group is one of ours: that is how a non-root container reads a
@@ -150,7 +155,8 @@ function ownGroups(): number[] {
  */
 function keyExposure(mode: number, gid: number): string | null {
   if ((mode & 0o007) !== 0) return 'accessible to every user';
-  if ((mode & 0o070) !== 0 && !ownGroups().includes(gid)) return `accessible to group ${gid}`;
+  const ownGroups = [...(process.getgroups?.() ?? []), ...(process.getgid ? [process.getgid()] : [])];
+  if ((mode & 0o070) !== 0 && !ownGroups.includes(gid)) return `accessible to group ${gid}`;
   return null;
 }
 
@@ -181,15 +187,21 @@ export function distinguishedName(text: string): string {
   return text.split('\n').filter(Boolean).join(',');
 }
 
-/** Summarise the first certificate of a PEM chain. Throws on unparsable input. */
-export function summarizeCert(pem: Buffer | string): CertSummary {
-  const x = new X509Certificate(pem);
-  const uri = /URI:([^,\s]+)/.exec(x.subjectAltName ?? '')?.[1] ?? '';
+/** Summarise a certificate, or the first one of a PEM chain. Throws on unparsable input. */
+export function summarizeCert(cert: X509Certificate | Buffer | string): CertSummary {
+  const x = cert instanceof X509Certificate ? cert : new X509Certificate(cert);
+  const san = x.subjectAltName ?? '';
   return {
     subject: distinguishedName(x.subject),
+    issuer: distinguishedName(x.issuer),
+    subjectAltName: san,
+    uri: /URI:([^,\s]+)/.exec(san)?.[1] ?? '',
+    serialNumber: x.serialNumber,
+    fingerprint256: x.fingerprint256,
     sha256: createHash('sha256').update(x.raw).digest('hex'),
     notAfter: x.validTo,
-    uri,
+    notAfterMs: Date.parse(x.validTo),
+    notBeforeMs: Date.parse(x.validFrom),
   };
 }
 

@@ -85,9 +85,8 @@ export class TlsContexts {
       files.push(settings.clientCA);
     }
     let defaultPair: CertPair;
-    if (settings.cert || settings.key) {
-      if (!settings.cert) throw new ConfigError('tls.cert', 'tls.key is set but tls.cert is not');
-      if (!settings.key) throw new ConfigError('tls.key', 'tls.cert is set but tls.key is not');
+    // config/checks.ts guarantees tls.cert and tls.key come together, and non-empty SNI names.
+    if (settings.cert) {
       const read = readCertPair(settings.cert, settings.key, 'tls');
       warnIfKeyExposed(read.keyFile, options.warn);
       defaultPair = read;
@@ -102,7 +101,6 @@ export class TlsContexts {
     const wildcard = new Map<string, Entry>();
     settings.sni.forEach((sni, i) => {
       const keyName = `tls.sni[${i}]`;
-      if (!sni.servername) throw new ConfigError(`${keyName}.servername`, 'must not be empty');
       const pair = readCertPair(sni.cert, sni.key, keyName);
       warnIfKeyExposed(pair.keyFile, options.warn);
       files.push(sni.cert, sni.key);

@@ -9,7 +9,6 @@ export const ContentType = Object.freeze({
   HANDSHAKE: 22,
   APPLICATION_DATA: 23,
 } as const);
-export type ContentTypeValue = (typeof ContentType)[keyof typeof ContentType];
 
 export const HandshakeType = Object.freeze({
   HELLO_REQUEST: 0,
@@ -42,13 +41,8 @@ export const AlertDescription = Object.freeze({
   NO_RENEGOTIATION: 100,
 } as const);
 
-export interface Alert {
-  level: number;
-  description: number;
-}
-
 /** Parse an alert record body; null if it is not exactly two bytes (decode_error). */
-export function parseAlert(body: Buffer): Alert | null {
+export function parseAlert(body: Buffer): { level: number; description: number } | null {
   if (body.length !== 2) return null;
   return { level: body[0] ?? 0, description: body[1] ?? 0 };
 }
@@ -101,11 +95,8 @@ const MAX_POST_HANDSHAKE_MESSAGE = 65536;
  */
 export class PostHandshakeParser {
   private buf: Buffer = Buffer.alloc(0);
-  private readonly tls13: boolean;
 
-  constructor(tls13: boolean) {
-    this.tls13 = tls13;
-  }
+  constructor(private readonly tls13: boolean) {}
 
   /** Feed one handshake record's plaintext; returns the events it completes, in order. */
   push(record: Buffer): PostHandshakeEvent[] {
@@ -137,10 +128,5 @@ export class PostHandshakeParser {
     // boundary is then mid-message; keep the bytes for the next record.
     if (this.buf.length > 0) this.buf = Buffer.from(this.buf);
     return out;
-  }
-
-  /** True when a message is partly buffered. */
-  get pending(): boolean {
-    return this.buf.length > 0;
   }
 }

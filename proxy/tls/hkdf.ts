@@ -8,7 +8,7 @@ import type { HashName } from './suites.js';
 import { HASH_LENGTH } from './suites.js';
 
 /** RFC 5869 HKDF-Expand. Node's hkdfSync always runs Extract first, so it cannot be used here. */
-export function hkdfExpand(hash: HashName, prk: Buffer, info: Buffer, length: number): Buffer {
+function hkdfExpand(hash: HashName, prk: Buffer, info: Buffer, length: number): Buffer {
   const hashLen = HASH_LENGTH[hash];
   if (!Number.isInteger(length) || length < 0 || length > 255 * hashLen) {
     throw new RangeError(`HKDF-Expand length ${length} out of range`);
@@ -42,14 +42,8 @@ export function hkdfExpandLabel(hash: HashName, secret: Buffer, label: string, c
 
 const EMPTY = Buffer.alloc(0);
 
-export interface TrafficKeys {
-  key: Buffer;
-  /** The 12-byte per-connection write IV (RFC 8446 5.3). */
-  iv: Buffer;
-}
-
-/** RFC 8446 7.3: [sender]_write_key / _write_iv from a traffic secret. */
-export function tls13TrafficKeys(hash: HashName, secret: Buffer, keyLength: number): TrafficKeys {
+/** RFC 8446 7.3: [sender]_write_key / _write_iv (12 bytes, RFC 8446 5.3) from a traffic secret. */
+export function tls13TrafficKeys(hash: HashName, secret: Buffer, keyLength: number): { key: Buffer; iv: Buffer } {
   return {
     key: hkdfExpandLabel(hash, secret, 'key', EMPTY, keyLength),
     iv: hkdfExpandLabel(hash, secret, 'iv', EMPTY, 12),

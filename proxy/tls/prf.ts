@@ -23,13 +23,6 @@ export function tls12Prf(hash: HashName, secret: Buffer, label: string, seed: Bu
   return out;
 }
 
-export interface Tls12KeyBlock {
-  clientWriteKey: Buffer;
-  serverWriteKey: Buffer;
-  clientWriteIv: Buffer;
-  serverWriteIv: Buffer;
-}
-
 /**
  * RFC 5246 6.3 key block for an AEAD suite. The four results are separate
  * copies; the block itself is zeroed before returning.
@@ -41,7 +34,7 @@ export function tls12KeyBlock(
   serverRandom: Buffer,
   keyLength: number,
   fixedIvLength: number,
-): Tls12KeyBlock {
+): Record<'clientWriteKey' | 'serverWriteKey' | 'clientWriteIv' | 'serverWriteIv', Buffer> {
   if (clientRandom.length !== 32 || serverRandom.length !== 32) throw new RangeError('randoms must be 32 bytes');
   const kl = keyLength;
   const il = fixedIvLength;

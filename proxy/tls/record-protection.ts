@@ -23,40 +23,22 @@ export interface OpenedRecord {
   explicitNonce?: bigint;
 }
 
-export interface Tls12State {
-  version: 'TLSv1.2';
-  cipher: KernelCipher;
-  key: Buffer;
-  /** client/server_write_IV from the key block: 4 bytes (GCM/CCM) or 12 (ChaCha20). */
-  writeIv: Buffer;
-  seq: bigint;
-  /** GCM/CCM sender only: explicit nonce of the next record. */
-  explicitNonce: bigint | null;
-}
-
 export class RecordProtection {
-  readonly version: TlsVersion;
-  readonly cipher: KernelCipher;
   private readonly params: AeadParams;
-  private key: Buffer;
-  /** TLS 1.3 and ChaCha20: 12-byte IV; TLS 1.2 GCM/CCM: 4-byte salt. */
-  private iv: Buffer;
-  private secret: Buffer | null;
-  private explicitNonce: bigint | null;
-  /** Sequence number of the next record. */
-  seq: bigint;
 
-  private constructor(version: TlsVersion, cipher: KernelCipher, key: Buffer, iv: Buffer, seq: bigint,
-    explicitNonce: bigint | null, secret: Buffer | null) {
-    this.version = version;
-    this.cipher = cipher;
+  private constructor(
+    readonly version: TlsVersion,
+    readonly cipher: KernelCipher,
+    private key: Buffer,
+    /** TLS 1.3 and ChaCha20: 12-byte IV; TLS 1.2 GCM/CCM: 4-byte salt. */
+    private iv: Buffer,
+    /** Sequence number of the next record. */
+    public seq: bigint,
+    private explicitNonce: bigint | null,
+    private secret: Buffer | null,
+  ) {
     this.params = AEAD_PARAMS[cipher];
     if (key.length !== this.params.keyLength) throw new RangeError('key length does not match the cipher');
-    this.key = key;
-    this.iv = iv;
-    this.seq = seq;
-    this.explicitNonce = explicitNonce;
-    this.secret = secret;
   }
 
   /** TLS 1.3 direction from a traffic secret (the secret is copied). */
@@ -66,8 +48,12 @@ export class RecordProtection {
     return new RecordProtection('TLSv1.3', cipher, k.key, k.iv, seq, null, Buffer.from(secret));
   }
 
-  /** TLS 1.2 direction from the key block parts (copied). */
-  static tls12(s: Omit<Tls12State, 'version'>): RecordProtection {
+  /**
+   * TLS 1.2 direction from the key block parts (copied): `writeIv` is
+   * client/server_write_IV, 4 bytes (GCM/CCM) or 12 (ChaCha20);
+   * `explicitNonce` that of the next record (GCM/CCM sender only).
+   */
+  static tls12(s: { cipher: KernelCipher; key: Buffer; writeIv: Buffer; seq: bigint; explicitNonce: bigint | null }): RecordProtection {
     const p = AEAD_PARAMS[s.cipher];
     if (s.writeIv.length !== p.tls12FixedIvLength) throw new RangeError('write IV length does not match the cipher');
     return new RecordProtection('TLSv1.2', s.cipher, Buffer.from(s.key), Buffer.from(s.writeIv), s.seq,
@@ -115,9 +101,9 @@ export class RecordProtection {
     return this.secret ? Buffer.from(this.secret) : null;
   }
 
-  /** TLS 1.2 GCM/CCM sender: the explicit nonce of the next record. */
-  get nextExplicitNonce(): bigint | null {
-    return this.explicitNonce;
+  /** TLS 1.3 with its traffic secret: keyUpdate() can derive the next key. */
+  get canKeyUpdate(): boolean {
+    return this.secret !== null;
   }
 
   /**
@@ -202,8 +188,7 @@ export class RecordProtection {
 
   /** TLS 1.3 KeyUpdate: move to application_traffic_secret_N+1, sequence 0. */
   keyUpdate(): void {
-    if (this.version !== 'TLSv1.3') throw new Error('KeyUpdate exists only in TLS 1.3');
-    if (!this.secret) throw new Error('KeyUpdate needs the traffic secret');
+    if (!this.secret) throw new Error('KeyUpdate needs a TLS 1.3 traffic secret');
     const hash = this.params.tls13Hash;
     const next = tls13NextTrafficSecret(hash, this.secret);
     const k = tls13TrafficKeys(hash, next, this.params.keyLength);

@@ -27,8 +27,6 @@ export function maxCiphertext(version: TlsVersion): number {
 
 export interface TlsRecord {
   type: number;
-  /** The record header's legacy version (0x0301..0x0303). */
-  version: number;
   header: Buffer;
   payload: Buffer;
   /** header + payload, as on the wire. */
@@ -107,7 +105,6 @@ export class RecordFramer {
     const raw = b.subarray(0, RECORD_HEADER_LENGTH + len);
     return {
       type: raw[0] ?? 0,
-      version: raw.readUInt16BE(1),
       header: raw.subarray(0, RECORD_HEADER_LENGTH),
       payload: raw.subarray(RECORD_HEADER_LENGTH),
       raw,
@@ -205,27 +202,19 @@ export function recordEvents(type: number, data: Buffer, parser: PostHandshakePa
  * fatal event's `why` marks an authentication failure.
  */
 export class RecordReader {
-  readonly rx: RecordProtection;
   private readonly framer: RecordFramer;
   private readonly queue: RxEvent[] = [];
   private readonly parser: PostHandshakeParser;
   private failed = false;
   records = 0;
-  plaintextBytes = 0;
 
-  constructor(rx: RecordProtection) {
-    this.rx = rx;
+  constructor(readonly rx: RecordProtection) {
     this.framer = new RecordFramer(maxCiphertext(rx.version));
     this.parser = new PostHandshakeParser(rx.version === 'TLSv1.3');
   }
 
   push(bytes: Buffer): void {
     if (bytes.length > 0) this.framer.push(bytes);
-  }
-
-  /** Buffered ciphertext not yet consumed. */
-  get buffered(): number {
-    return this.framer.length;
   }
 
   /** See RecordFramer.missingBytes(): what completes the record at the head. */
@@ -255,7 +244,6 @@ export class RecordReader {
       if (!opened) return this.fail(AlertDescription.BAD_RECORD_MAC, 'record failed authentication', true);
       this.records++;
       for (const ev of recordEvents(opened.type, opened.data, this.parser)) {
-        if (ev.kind === 'data') this.plaintextBytes += ev.data.length;
         if (ev.kind === 'key_update') this.rx.keyUpdate(); // before the next record is opened
         this.queue.push(ev);
         if (ev.kind === 'fatal') {
@@ -275,13 +263,10 @@ export class RecordReader {
 
 /** The sending side in JS: application data in ≤ 2^14-byte records, and single control records. */
 export class RecordWriter {
-  readonly tx: RecordProtection;
   /** Records sealed (data and control). */
   records = 0;
 
-  constructor(tx: RecordProtection) {
-    this.tx = tx;
-  }
+  constructor(readonly tx: RecordProtection) {}
 
   /** Seal `chunks` as application data records; one buffer for one write. */
   sealData(chunks: Buffer[]): Buffer {

@@ -122,11 +122,3 @@ export function suiteByName(name: string): CipherSuite | undefined {
 export function allSuites(): CipherSuite[] {
   return [...BY_CODE.values()];
 }
-
-/** Suites the kernel can hold, as an OpenSSL cipher string for TLS 1.2 (`ciphers` option). */
-export function offloadableTls12CipherList(): string {
-  return allSuites()
-    .filter((s) => s.version === 'TLSv1.2' && s.kernelCipher !== null)
-    .map((s) => s.opensslName)
-    .join(':');
-}

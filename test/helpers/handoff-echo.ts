@@ -13,7 +13,7 @@ import type { KtlsDecision } from '../../proxy/ktls/decision.js';
 import type { KtlsErrorClass } from '../../proxy/ktls/errno.js';
 import { installKtls } from '../../proxy/record-layer/install.js';
 import type { InstallInput, InstallResult } from '../../proxy/record-layer/install.js';
-import type { RecordLayerStats } from '../../proxy/record-layer/stats.js';
+import type { RecordLayerStats } from '../../proxy/record-layer/stream.js';
 import { native, socketFd } from '../../native/index.js';
 import type { Teardown } from './teardown.js';
 
@@ -37,7 +37,7 @@ export interface EchoedConnection {
   /** getsockopt(TLS_TX) / getsockopt(TLS_RX) read an installed state right after the install. */
   kernelTx: boolean;
   kernelRx: boolean;
-  /** installFailed events. */
+  /** installFailed events (the install's errors before any key reached the kernel). */
   failures: KtlsErrorClass[];
   /** keyUpdate events, as `direction:result`. */
   keyUpdates: string[];

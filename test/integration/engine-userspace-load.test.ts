@@ -7,7 +7,7 @@
 // probe of test/helpers/engine-sidecar.ts) the old code died within seconds
 // of the slow-reading, aborting ChaCha20 clients below (cipher_not_allowed →
 // TLSSocket over the Duplex). Now those connections run in the JS record
-// layer (KernelTlsStream, both sides in JS): the process stays up, the
+// layer (RecordLayerStream, both sides in JS): the process stays up, the
 // listener keeps accepting, every complete body is byte-exact.
 import fs from 'node:fs';
 import http2 from 'node:http2';

@@ -4,7 +4,7 @@
 // ChaCha20 client). They used to stay on Node's TLSSocket over the engine's JS
 // Duplex for their whole life (nodejs/node#35384: an assertion there ends the
 // process); now the engine hands them off like any other and the JS record
-// layer (KernelTlsStream, both sides in JS) serves them: close line
+// layer (RecordLayerStream, both sides in JS) serves them: close line
 // `record_layer: js`, no install attempted, nothing on the Duplex.
 //
 // Driven like ktls-engine-path.test.ts: an injected "kTLS available" probe

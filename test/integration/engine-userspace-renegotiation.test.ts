@@ -7,8 +7,8 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import tls from 'node:tls';
 import t from 'tap';
-import { RecordReader as JsRecordReader } from '../../proxy/tls/records.js';
-import { RecordLayerStream as KernelTlsStream } from '../../proxy/record-layer/stream.js';
+import { RecordReader } from '../../proxy/tls/records.js';
+import { RecordLayerStream } from '../../proxy/record-layer/stream.js';
 import { AlertDescription, AlertLevel, ContentType, HandshakeType, buildHandshakeMessage } from '../../proxy/tls/control.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
 import { startEngineSidecar } from '../helpers/engine-sidecar.js';
@@ -104,10 +104,10 @@ t.test('JS record layer: first ClientHello → no_renegotiation warning, data go
   const [raw, client] = await socketPair(t);
   const keys = tls12Keys();
   const refused: boolean[] = [];
-  const stream = new KernelTlsStream({
+  const stream = new RecordLayerStream({
     raw, fd: -1, native: null, version: 'TLSv1.2', cipher: 'AES_GCM_128',
     tx: { side: 'js', protection: keys.server.tx },
-    rx: { side: 'js', reader: new JsRecordReader(keys.server.rx) },
+    rx: { side: 'js', reader: new RecordReader(keys.server.rx) },
     rekeySupported: false, keyUpdateRateLimit: 10, allowHalfOpen: true,
     events: { renegotiationRefused: (fatal) => refused.push(fatal) },
   });

@@ -16,10 +16,9 @@ import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import type { HandoffResult, HandshakeEngineOptions, HandshakeFacts, NegotiatedFacts } from '../../proxy/handshake/engine.js';
-import type { HandshakeError } from '../../proxy/handshake/errors.js';
+import type { HandshakeError } from '../../proxy/handshake/failure.js';
 import { installUserspace } from '../../proxy/record-layer/install.js';
-import type { RecordLayerStats } from '../../proxy/record-layer/stats.js';
-import type { RecordLayerStream } from '../../proxy/record-layer/stream.js';
+import type { RecordLayerStats, RecordLayerStream } from '../../proxy/record-layer/stream.js';
 
 export const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 

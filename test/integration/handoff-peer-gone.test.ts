@@ -5,7 +5,8 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import t from 'tap';
-import { HandshakeEngine, HandshakeError } from '../../proxy/handshake/engine.js';
+import { HandshakeEngine } from '../../proxy/handshake/engine.js';
+import { HandshakeError } from '../../proxy/handshake/failure.js';
 import { makeCerts, nodeTls, serverTlsOptions } from './handoff-harness.js';
 
 const certs = makeCerts();

@@ -5,7 +5,8 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError } from '../../proxy/errors.js';
-import { loadConfig, type LoadOptions } from '../../proxy/config/index.js';
+import { loadConfig } from '../../proxy/config/index.js';
+import type { LoadOptions } from '../../proxy/config/load.js';
 import { runCli } from '../helpers/sidecar.js';
 
 /** A self-signed P-256 certificate + key written by openssl into `dir`. */
@@ -368,6 +369,6 @@ t.test('a good pair loads and is summarised', (t) => {
   t.equal(c.tls.clientCA, b.cert);
   t.same(c.tls.sni, [{ servername: 'b.example', cert: b.cert, key: b.key }]);
   t.same(c.certificates.map((x) => [x.servername, x.subject]), [['*', 'CN=good.example'], ['b.example', 'CN=b.example']]);
-  t.ok((c.certificates[0]?.notAfter ?? 0) > Date.now());
+  t.ok((c.certificates[0]?.notAfterMs ?? 0) > Date.now());
   t.end();
 });

@@ -1,6 +1,6 @@
 // The value formats: durations, sizes, host:port, booleans.
 import t from 'tap';
-import { parseBoolean, parseDuration, parseHostPort, parseSize } from '../../proxy/config/index.js';
+import { parseBoolean, parseDuration, parseHostPort, parseSize } from '../../proxy/config/formats.js';
 
 t.test('durations become milliseconds', (t) => {
   const cases: [unknown, number][] = [

@@ -2,8 +2,7 @@
 // TLS errors from either path, and the engine's HandshakeError, all end as a
 // label of proxy/vocabulary.ts.
 import t from 'tap';
-import { HandshakeError } from '../../proxy/handshake/errors.js';
-import { alertFailureReason, classifyHandshakeFailure, engineFailureReason, tlsErrorReason } from '../../proxy/handshake/failure.js';
+import { HandshakeError, alertFailureReason, classifyHandshakeFailure, engineFailureReason, tlsErrorReason } from '../../proxy/handshake/failure.js';
 import { HANDSHAKE_FAILURE_REASONS } from '../../proxy/vocabulary.js';
 
 /** An error as Node's TLS server reports it in 'tlsClientError'. */

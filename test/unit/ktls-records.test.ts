@@ -6,7 +6,7 @@ import t from 'tap';
 import { randomBytes } from 'node:crypto';
 import { RecordReader } from '../../proxy/tls/records.js';
 import type { RxEvent } from '../../proxy/tls/records.js';
-import { KeyUpdateRateLimiter, TrafficSecretChain } from '../../proxy/record-layer/keyupdate.js';
+import { KeyUpdateRateLimiter } from '../../proxy/record-layer/control.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
 import { buildKeyUpdate, buildHandshakeMessage, ContentType, PostHandshakeParser } from '../../proxy/tls/control.js';
 import type { KernelCipher } from '../../native/crypto-info.js';
@@ -147,10 +147,9 @@ t.test('TLS 1.2 GCM: data, and a renegotiation ClientHello becomes an event', (t
 t.test('PostHandshakeParser: a KeyUpdate split across two records', (t) => {
   const p = new PostHandshakeParser(true);
   const ku = buildKeyUpdate(true);
-  t.strictSame(p.push(ku.subarray(0, 2)), []);
-  t.ok(p.pending);
+  t.strictSame(p.push(ku.subarray(0, 2)), [], 'the first half is held');
   t.strictSame(p.push(ku.subarray(2)), [{ kind: 'key_update', requested: true }]);
-  t.notOk(p.pending);
+  t.strictSame(p.push(buildKeyUpdate(false)), [{ kind: 'key_update', requested: false }], 'nothing left over');
   t.end();
 });
 
@@ -163,33 +162,34 @@ t.test('PostHandshakeParser: what a client must not send after the handshake', (
   t.end();
 });
 
-t.test('TrafficSecretChain: each next() key opens what the peer sends after its KeyUpdate', (t) => {
+t.test('a kernel direction\'s next key (keyUpdate() then toCryptoInfo()) opens what the peer sends after its KeyUpdate', (t) => {
   for (const cipher of ['AES_GCM_128', 'AES_GCM_256', 'CHACHA20_POLY1305'] as const) {
     const { peer, secret } = tls13Pair(cipher);
-    const chain = new TrafficSecretChain(cipher, secret);
+    const keys = RecordProtection.tls13(cipher, secret);
     for (let gen = 1; gen <= 3; gen++) {
       peer.keyUpdate();
-      const info = chain.next();
+      keys.keyUpdate();
+      const info = keys.toCryptoInfo();
       t.equal(info.recSeq, 0n);
       const rx = RecordProtection.fromCryptoInfo(info);
       const rec = peer.seal(ContentType.APPLICATION_DATA, Buffer.from(`gen ${gen}`));
       const opened = rx.open(rec.subarray(0, 5), rec.subarray(5));
       t.same(opened?.data, Buffer.from(`gen ${gen}`), `${cipher} generation ${gen}`);
     }
-    t.equal(chain.generation, 3);
-    chain.wipe();
+    keys.wipe();
   }
   t.end();
 });
 
-t.test('TrafficSecretChain does not keep the caller buffer alive', (t) => {
+t.test('the kept protection does not keep the caller\'s secret buffer alive', (t) => {
   const secret = randomBytes(32);
-  const chain = new TrafficSecretChain('AES_GCM_128', secret);
   const copy = Buffer.from(secret);
+  const keys = RecordProtection.fromCryptoInfo(RecordProtection.tls13('AES_GCM_128', copy).toCryptoInfo(), secret);
   secret.fill(0); // the caller wipes its copy, as install does
   const peer = RecordProtection.tls13('AES_GCM_128', copy);
   peer.keyUpdate();
-  const rx = RecordProtection.fromCryptoInfo(chain.next());
+  keys.keyUpdate();
+  const rx = RecordProtection.fromCryptoInfo(keys.toCryptoInfo());
   const rec = peer.seal(ContentType.APPLICATION_DATA, Buffer.from('ok'));
   t.same(rx.open(rec.subarray(0, 5), rec.subarray(5))?.data, Buffer.from('ok'));
   t.end();

@@ -17,7 +17,6 @@ import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import type { KtlsNative } from '../../native/index.js';
-import { TrafficSecretChain } from '../../proxy/record-layer/keyupdate.js';
 import { RecordLayerStream } from '../../proxy/record-layer/stream.js';
 import { RecordReader } from '../../proxy/tls/records.js';
 import { ContentType } from '../../proxy/tls/control.js';
@@ -102,7 +101,7 @@ async function kernelTxStream(
     native: fakeNative(() => fd, log),
     version: 'TLSv1.3',
     cipher: 'AES_GCM_128',
-    tx: { side: 'kernel', secrets: new TrafficSecretChain('AES_GCM_128', secret) },
+    tx: { side: 'kernel', keys: RecordProtection.tls13('AES_GCM_128', secret) },
     rx: { side: 'js', reader: new RecordReader(RecordProtection.tls13('AES_GCM_128', secret)) },
     rekeySupported: true,
     keyUpdateRateLimit: 100,

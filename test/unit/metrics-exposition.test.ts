@@ -65,27 +65,6 @@ t.test('a connection counts as opened, active, then closed, once', async (t) => 
   t.equal(sample(text, 'ktls_sidecar_bytes_sent_total', { ktls: 'on', direction: 'tx' }), 5000);
 });
 
-t.test('the handle-less calls count the same series', async (t) => {
-  const metrics = createMetrics({ defaultMetrics: false });
-  const labels: ConnectionLabels = {
-    ktls: 'off',
-    ktls_reason: 'not_attempted',
-    tls_version: 'TLSv1.2',
-    cipher: 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256',
-    direction: 'none',
-    protocol: 'http1',
-  };
-  metrics.connectionOpened(labels);
-  metrics.bytes(labels, 10, 20);
-  metrics.connectionClosed(labels, 'idle_timeout');
-  const text = await metrics.registry.metrics();
-  const l = { ktls: 'off', ktls_reason: 'not_attempted', direction: 'none', tls_version: 'TLSv1.2' };
-  t.equal(sample(text, 'ktls_sidecar_connections_active', l), 0);
-  t.equal(sample(text, 'ktls_sidecar_bytes_received_total', l), 10);
-  t.equal(sample(text, 'ktls_sidecar_bytes_sent_total', l), 20);
-  t.equal(sample(text, 'ktls_sidecar_connections_closed_total', { ...l, reason: 'idle_timeout' }), 1);
-});
-
 t.test('label values outside the closed sets become "other"; off means direction none', async (t) => {
   const odd = normalizeLabels({
     ktls: 'off',

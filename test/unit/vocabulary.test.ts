@@ -24,7 +24,7 @@ t.test('the metrics keep every value of the lists and fold anything else into ot
   const m = createMetrics({ defaultMetrics: false });
   const base = { ktls: 'off', tls_version: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', direction: 'none', protocol: 'http1' } as const;
   for (const r of v.KTLS_REASONS) m.connectionOpened({ ...base, ktls_reason: r }).close('client_close');
-  for (const r of v.CLOSE_REASONS) m.connectionClosed({ ...base, ktls_reason: 'flag_off' }, r);
+  for (const r of v.CLOSE_REASONS) m.connectionOpened({ ...base, ktls_reason: 'flag_off' }).close(r);
   for (const r of v.REJECT_REASONS) m.connectionRejected(r);
   for (const r of v.HANDSHAKE_FAILURE_REASONS) m.handshakeFailed(r);
   for (const r of v.UPSTREAM_ERROR_REASONS) m.upstreamError(r);

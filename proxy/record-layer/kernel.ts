@@ -1,0 +1,292 @@
+// The directions in the kernel (kTLS).
+//
+// TX: plaintext writes go to the raw net.Socket through libuv and the kernel
+// makes ≤ 16 KiB records of them (transparent to libuv, backpressure included
+// — measured in the kernel lab). A control record (alert, KeyUpdate) is one
+// sendmsg with TLS_SET_RECORD_TYPE, which bypasses libuv's write queue: the
+// stream sends it only while it holds the TX slot, so every earlier write has
+// completed and the record cannot overtake data.
+//
+// RX: libuv never reads the fd again (the engine stopped it). A native poller
+// on a dup of the fd wakes us; recvmsg + TLS_GET_RECORD_TYPE reads one record
+// type at a time into a reusable buffer. Never a plain read(): a control
+// record on a plain read is EIO. Alerts and post-handshake messages become the
+// same events the JS reader produces, for the control state machine.
+//
+// TLS 1.3 KeyUpdate (Documentation/networking/tls.rst, "TLS 1.3 Key Updates";
+// Linux >= 6.14): after delivering a KeyUpdate record the kernel pauses RX —
+// reads fail with EKEYEXPIRED and poll() reports nothing — until
+// setsockopt(TLS_RX) provides the next key; TX never pauses, so our own
+// KeyUpdate must be sent under the old key and TLS_TX set right after.
+// Older kernels refuse a second TLS_TX/TLS_RX with EBUSY.
+
+import type net from 'node:net';
+import type { KtlsNative, NativeSyscallError, Poller } from '../../native/index.js';
+import { wipeCryptoInfo } from '../../native/crypto-info.js';
+import { ErrorCodes, SidecarError } from '../errors.js';
+import { classifyKtlsError } from '../ktls/errno.js';
+import type { KtlsErrorClass } from '../ktls/errno.js';
+import type { KtlsStage } from '../vocabulary.js';
+import { ContentType, PostHandshakeParser } from '../tls/control.js';
+import type { RecordProtection } from '../tls/record-protection.js';
+import { recordEvents } from '../tls/records.js';
+import { rawWrite } from './paths.js';
+import type { Done, RecordLayerEvents, RxPath, RxSink, TxPath } from './paths.js';
+
+const RX_BUFFER_SIZE = 64 * 1024;
+/** Records read per poller wakeup before yielding (the poll is level-triggered, so nothing is lost). */
+const RX_BATCH = 32;
+
+/** The raw socket of a connection with a direction in the kernel. */
+export interface KernelSocket {
+  raw: net.Socket;
+  fd: number;
+  native: KtlsNative;
+  events: RecordLayerEvents;
+}
+
+/**
+ * What both kernel directions keep: the records protected, from the kernel's
+ * own sequence numbers across rekeys (the sequence restarts at 0 with each
+ * key, so each key epoch is folded into the total before the next key goes
+ * in), and for TLS 1.3 the JS protection whose traffic secret gives the next
+ * key (null for TLS 1.2: no KeyUpdate, no key kept).
+ */
+abstract class KernelDirection {
+  readonly where = 'kernel';
+  private base: bigint;
+  /** -1 once any epoch could not be read: a partial count would mislead. */
+  records = 0;
+
+  constructor(protected readonly k: KernelSocket, private readonly dir: 'tx' | 'rx', protected readonly keys: RecordProtection | null) {
+    this.base = this.seq();
+  }
+
+  /** The kernel's next record sequence number, or -1n when it cannot be read. */
+  seq(): bigint {
+    if (this.k.raw.destroyed) return -1n;
+    try {
+      return this.k.native.getCryptoInfo(this.k.fd, this.dir).recSeq;
+    } catch (err) {
+      this.k.events.syscallError?.(classifyKtlsError(err, 'option'));
+      return -1n;
+    }
+  }
+
+  /** Fold the records of the current key epoch into the total. */
+  refreshRecords(): void {
+    const seq = this.seq();
+    const unknown = seq < 0n || this.base < 0n || this.records < 0;
+    this.records = unknown ? -1 : this.records + Number(seq - this.base);
+    this.base = seq;
+  }
+
+  /** application_traffic_secret_N+1 into the kernel (sequence 0); the classified error when it refused. */
+  protected rekeyKernel(): KtlsErrorClass | null {
+    this.refreshRecords();
+    this.keys!.keyUpdate();
+    const info = this.keys!.toCryptoInfo();
+    try {
+      this.k.native.setCryptoInfo(this.k.fd, this.dir, info);
+    } catch (err) {
+      wipeCryptoInfo(info);
+      const c = classifyKtlsError(err, this.dir === 'tx' ? 'rekey_tx' : 'rekey_rx');
+      this.k.events.syscallError?.(c);
+      return c;
+    }
+    this.base = 0n;
+    return null;
+  }
+}
+
+export class KernelTx extends KernelDirection implements TxPath {
+  readonly canRekey: boolean;
+  bytes = 0;
+
+  constructor(
+    k: KernelSocket,
+    keys: RecordProtection | null,
+    rekeySupported: boolean,
+    /** Longest wait for room in the socket buffer when sending a control record. */
+    private readonly controlSendTimeoutMs: number,
+    /** The stream was destroyed: stop retrying. */
+    private readonly gone: () => boolean,
+  ) {
+    super(k, 'tx', keys);
+    this.canRekey = rekeySupported && keys !== null;
+  }
+
+  writeData(chunks: Buffer[], cb: Done): void {
+    const raw = this.k.raw;
+    for (const c of chunks) this.bytes += c.length;
+    if (chunks.length === 1) return rawWrite(raw, chunks[0]!, cb);
+    raw.cork();
+    for (let i = 0; i < chunks.length - 1; i++) raw.write(chunks[i]!);
+    rawWrite(raw, chunks[chunks.length - 1]!, cb);
+    raw.uncork();
+  }
+
+  /**
+   * sendmsg with TLS_SET_RECORD_TYPE. EAGAIN (socket buffer full) is retried
+   * with a short backoff; the native poller only watches readability, and
+   * control records are rare.
+   */
+  sendRecord(type: number, data: Buffer, cb: Done): void {
+    const { native, fd, events } = this.k;
+    const deadline = performance.now() + this.controlSendTimeoutMs;
+    let delay = 1;
+    const attempt = (): void => {
+      if (this.gone()) return cb(new SidecarError(ErrorCodes.KTLS_CONTROL, 'the connection is closed'));
+      let n: number;
+      try {
+        n = native.sendRecord(fd, type, data);
+      } catch (err) {
+        const c = classifyKtlsError(err, 'write');
+        events.syscallError?.(c);
+        return cb(new SidecarError(ErrorCodes.KTLS_CONTROL, `kernel TLS control record send failed: ${c.errno}`, { cause: err }));
+      }
+      if (n === data.length) return cb();
+      if (n >= 0) {
+        // A control record is one record; a partial send would split it.
+        return cb(new SidecarError(ErrorCodes.KTLS_CONTROL, 'kernel TLS control record was sent partially'));
+      }
+      if (performance.now() >= deadline) {
+        return cb(new SidecarError(ErrorCodes.KTLS_CONTROL, 'kernel TLS control record: socket buffer stayed full'));
+      }
+      setTimeout(attempt, delay);
+      delay = Math.min(delay * 2, 100);
+    };
+    attempt();
+  }
+
+  rekey(): Error | null {
+    const c = this.rekeyKernel();
+    return c && new SidecarError(ErrorCodes.KTLS_CONTROL, `kernel TLS TX rekey failed: ${c.errno}`);
+  }
+
+  keyUsage(): bigint {
+    return this.seq();
+  }
+
+  wipe(): void {
+    this.keys?.wipe();
+  }
+}
+
+export class KernelRx extends KernelDirection implements RxPath {
+  private readonly parser: PostHandshakeParser;
+  private poller: Poller | null = null;
+  private buf: Buffer | null = null;
+
+  constructor(
+    k: KernelSocket,
+    keys: RecordProtection | null,
+    private readonly rekeySupported: boolean,
+    tls13: boolean,
+    private readonly sink: RxSink,
+  ) {
+    super(k, 'rx', keys);
+    this.parser = new PostHandshakeParser(tls13);
+  }
+
+  start(peerEnded: boolean): void {
+    if (peerEnded) {
+      // Nothing can follow the client's FIN; the kernel has nothing to read.
+      this.sink.peerFin();
+      return;
+    }
+    this.buf = Buffer.allocUnsafe(RX_BUFFER_SIZE);
+    try {
+      this.poller = this.k.native.createPoller(this.k.fd, (err) => this.onReadable(err));
+    } catch (err) {
+      this.syscallFailed(err, 'poll');
+      return;
+    }
+    if (this.sink.wanted()) this.poller.start();
+  }
+
+  pause(): void {
+    this.poller?.stop();
+  }
+
+  resume(): void {
+    this.poller?.start();
+  }
+
+  stop(): void {
+    this.poller?.stop();
+  }
+
+  rekey(): 'ok' | 'unsupported' | 'failed' {
+    // Without it the kernel would decrypt the next record with the old key.
+    if (!this.rekeySupported || !this.keys) return 'unsupported';
+    const c = this.rekeyKernel();
+    if (!c) return 'ok';
+    return c.kind === 'busy' || c.kind === 'unsupported' ? 'unsupported' : 'failed';
+  }
+
+  close(): void {
+    if (this.poller) {
+      this.poller.close();
+      this.poller = null;
+    }
+    this.keys?.wipe();
+    this.buf?.fill(0);
+  }
+
+  private onReadable(err: NativeSyscallError | null): void {
+    if (!this.sink.live()) return;
+    if (err) {
+      this.syscallFailed(err, 'poll');
+      return;
+    }
+    const buf = this.buf!;
+    for (let i = 0; i < RX_BATCH && this.sink.wanted(); i++) {
+      let r;
+      try {
+        r = this.k.native.recvRecord(this.k.fd, buf);
+      } catch (e) {
+        this.onRecvError(e);
+        return;
+      }
+      if (r === null) return; // EAGAIN: the poller calls again
+      if (r.eof) {
+        this.sink.peerFin();
+        return;
+      }
+      if (r.type === ContentType.APPLICATION_DATA) {
+        // The buffer is reused: hand the front its own copy.
+        if (r.bytes > 0) this.sink.event({ kind: 'data', data: Buffer.from(buf.subarray(0, r.bytes)) }, 'kernel', false);
+        continue;
+      }
+      for (const e of recordEvents(r.type, Buffer.from(buf.subarray(0, r.bytes)), this.parser)) {
+        if (!this.sink.event(e, 'kernel', false)) return;
+      }
+    }
+  }
+
+  private onRecvError(err: unknown): void {
+    const info = classifyKtlsError(err, 'read');
+    this.k.events.syscallError?.(info);
+    switch (info.kind) {
+      case 'would_block':
+        return;
+      case 'decrypt_error':
+        this.k.events.decryptError?.('kernel');
+        this.sink.destroy(new SidecarError(ErrorCodes.KTLS_CONTROL, 'kernel TLS: a record failed authentication (EBADMSG)'));
+        return;
+      case 'closed':
+        this.sink.destroy();
+        return;
+      default:
+        // EKEYEXPIRED here means a KeyUpdate was consumed without a rekey: a bug, never a half state.
+        this.sink.destroy(new SidecarError(ErrorCodes.KTLS_CONTROL, `kernel TLS receive failed: ${info.errno}`, { cause: err }));
+    }
+  }
+
+  private syscallFailed(err: unknown, stage: KtlsStage): void {
+    const info = classifyKtlsError(err, stage);
+    this.k.events.syscallError?.(info);
+    this.sink.destroy(new SidecarError(ErrorCodes.KTLS_CONTROL, `kernel TLS ${stage} failed: ${info.errno}`, { cause: err }));
+  }
+}
