@@ -20,6 +20,7 @@ import type {
   KeyUpdateResult,
   KtlsDirectionLabel,
   KtlsReason,
+  KtlsStage,
   KtlsState,
   OffloadKind,
   OffloadResult,
@@ -92,7 +93,7 @@ export interface SidecarEvents {
   /** A kTLS connection met the flag turning off (drained, or kept: tcp with drainOnDisable keep). */
   ktlsDrained(action: DrainAction): void;
   /** A failed kTLS syscall (already classified by classifyKtlsError), or a record that failed authentication. */
-  ktlsError(errno: string, stage: string): void;
+  ktlsError(errno: string, stage: KtlsStage): void;
   /** One direction of one connection: install attempted, then installed or failed. */
   ktlsOffload(result: OffloadResult, direction: KtlsDirection, offload: OffloadKind): void;
   /** One CPU accounting interval (proxy/observe/cpu-accounting.ts CpuSplit): seconds per mode. */

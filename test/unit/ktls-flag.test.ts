@@ -1,21 +1,9 @@
 // The runtime kTLS flag: state, subscribers, logging of every flip with its
 // source, and the ktls_sidecar_ktls_enabled gauge.
 import t from 'tap';
-import { Writable } from 'node:stream';
 import { createKtlsFlag, type KtlsFlagChange } from '../../proxy/ktls/flag.js';
 import { createMetrics } from '../../proxy/admin/metrics.js';
-import { createLogger } from '../../proxy/log.js';
-
-function captureLogger(): { lines: Record<string, unknown>[]; logger: ReturnType<typeof createLogger> } {
-  const lines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { lines, logger: createLogger({ level: 'debug', destination: sink }) };
-}
+import { captureLog } from '../helpers/log-capture.js';
 
 async function gauge(metrics: ReturnType<typeof createMetrics>): Promise<number> {
   const m = /^ktls_sidecar_ktls_enabled (\d+)$/m.exec(await metrics.registry.metrics());
@@ -69,7 +57,7 @@ t.test('unsubscribe stops notifications', (t) => {
 });
 
 t.test('a throwing subscriber does not stop the others or the flip', (t) => {
-  const { lines, logger } = captureLogger();
+  const { lines, logger } = captureLog();
   const flag = createKtlsFlag({ enabled: true, logger });
   const order: string[] = [];
   flag.subscribe(() => {
@@ -85,7 +73,7 @@ t.test('a throwing subscriber does not stop the others or the flip', (t) => {
 });
 
 t.test('every flip is logged with its source', (t) => {
-  const { lines, logger } = captureLogger();
+  const { lines, logger } = captureLog();
   const flag = createKtlsFlag({ enabled: true, logger });
   flag.set(false, 'admin');
   flag.set(true, 'sighup');

@@ -3,28 +3,12 @@
 import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { Writable } from 'node:stream';
 import { loadConfig } from '../../proxy/config/index.js';
-import { createLogger, logConnectionClose, logStartupSummary } from '../../proxy/log.js';
-
-function capture(level: 'info' | 'debug' = 'info') {
-  const lines: Record<string, unknown>[] = [];
-  const raw: string[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) {
-        if (!l) continue;
-        raw.push(l);
-        lines.push(JSON.parse(l) as Record<string, unknown>);
-      }
-      cb();
-    },
-  });
-  return { lines, raw, logger: createLogger({ level, destination: sink }) };
-}
+import { logConnectionClose, logStartupSummary } from '../../proxy/log.js';
+import { captureLog } from '../helpers/log-capture.js';
 
 t.test('lines are JSON with a word level, ISO time and the service name', (t) => {
-  const { lines, logger } = capture();
+  const { lines, logger } = captureLog('info');
   logger.info({ a: 1 }, 'hello');
   t.equal(lines.length, 1);
   t.equal(lines[0]?.['level'], 'info');
@@ -35,7 +19,7 @@ t.test('lines are JSON with a word level, ISO time and the service name', (t) =>
 });
 
 t.test('the level filters', (t) => {
-  const { lines, logger } = capture('info');
+  const { lines, logger } = captureLog('info');
   logger.debug('hidden');
   logger.warn('shown');
   t.same(lines.map((l) => l['msg']), ['shown']);
@@ -43,7 +27,7 @@ t.test('the level filters', (t) => {
 });
 
 t.test('secret-looking fields are redacted at any of the first three levels', (t) => {
-  const { raw, lines, logger } = capture();
+  const { raw, lines, logger } = captureLog('info');
   const key = Buffer.from('00112233445566778899aabbccddeeff', 'hex');
   logger.info(
     {
@@ -61,7 +45,7 @@ t.test('secret-looking fields are redacted at any of the first three levels', (t
 });
 
 t.test('the connection close line has every field', (t) => {
-  const { lines, logger } = capture();
+  const { lines, logger } = captureLog('info');
   logConnectionClose(logger, {
     id: 7,
     remoteAddress: '10.0.0.5',
@@ -97,7 +81,7 @@ t.test('the connection close line has every field', (t) => {
 });
 
 t.test('a userspace close line without SNI/ALPN, with an error as code + message only', (t) => {
-  const { lines, logger } = capture();
+  const { lines, logger } = captureLog('info');
   const err = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET', request: { headers: { authorization: 'x' } } });
   logConnectionClose(logger, {
     remoteAddress: '::1',
@@ -125,7 +109,7 @@ t.test('the startup summary lists sources, listeners, certificates and kTLS sett
   const dir = t.testdir({ 'c.yaml': 'ktls:\n  sampleRate: 0.5\n  ciphers: [TLS_AES_128_GCM_SHA256, "TLS_AES_256_GCM_SHA384:txrx"]\n' });
   execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', join(dir, 'k.pem'), '-out', join(dir, 'c.pem'), '-days', '5', '-subj', '/CN=summary.example'], { stdio: 'ignore' });
   const config = loadConfig({ argv: ['--config', 'c.yaml', '--tls-cert', 'c.pem', '--tls-key', 'k.pem'], env: { KTLS_SIDECAR_LOG_LEVEL: 'debug' }, cwd: dir });
-  const { lines, raw, logger } = capture();
+  const { lines, raw, logger } = captureLog('info');
   logStartupSummary(logger, {
     config,
     listeners: [
@@ -156,7 +140,7 @@ t.test('the startup summary lists sources, listeners, certificates and kTLS sett
 
 t.test('demo mode is announced loudly', (t) => {
   const config = loadConfig({ argv: ['--demo'], env: {}, cwd: t.testdir() });
-  const { lines, logger } = capture();
+  const { lines, logger } = captureLog('info');
   logStartupSummary(logger, { config, listeners: [], demoCertificate: 'CN=localhost' });
   const warn = lines.find((l) => l['event'] === 'demo_mode');
   t.equal(warn?.['level'], 'warn');

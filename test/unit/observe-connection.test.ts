@@ -2,24 +2,12 @@
 // turn them into the documented counters and the one close line: a refusal
 // is counted as a rejection or a handshake failure, never both.
 import t from 'tap';
-import { Writable } from 'node:stream';
 import { createMetrics } from '../../proxy/admin/metrics.js';
 import { closeLog } from '../../proxy/observe/close-log.js';
 import { type ConnectionObserver, type OpenedConnection, fanOut } from '../../proxy/observe/events.js';
 import { metricsObserver } from '../../proxy/observe/metrics-observer.js';
-import { createLogger } from '../../proxy/log.js';
+import { captureLog } from '../helpers/log-capture.js';
 import { metricValue } from '../helpers/metrics.js';
-
-function capture() {
-  const lines: Record<string, unknown>[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const l of chunk.toString('utf8').split('\n')) if (l) lines.push(JSON.parse(l) as Record<string, unknown>);
-      cb();
-    },
-  });
-  return { lines, logger: createLogger({ level: 'debug', destination: sink }) };
-}
 
 const conn: OpenedConnection = {
   id: 7,
@@ -55,7 +43,7 @@ t.test('fanOut: every part hears every event, in order; spans and kTLS events fa
 
 t.test('refusals: counted once by kind, one close line each (reason as the line says it)', async (t) => {
   const metrics = createMetrics({ defaultMetrics: false });
-  const { lines, logger } = capture();
+  const { lines, logger } = captureLog();
   const o = fanOut(metricsObserver(metrics), closeLog(logger));
   const who = { id: 1, remoteAddress: '127.0.0.1', remotePort: 1, acceptedAt: performance.now() };
   for (let i = 0; i < 4; i++) o.accepted();
