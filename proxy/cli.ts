@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createKtlsFlag } from './ktls/flag.js';
 import { registerProbeMetrics } from './admin/probe-metrics.js';
-import { createMetrics } from './admin/metrics.js';
+import { createMetrics, createPrimaryMetrics } from './admin/metrics.js';
 import { type AdminServer, startAdminServer } from './admin/server.js';
 import { type LoadedConfig, loadConfig, reloadConfig, watchConfigFile } from './config/index.js';
 import { type DemoUpstream, startDemoUpstream } from './demo-upstream.js';
@@ -19,6 +19,8 @@ import { installCrashGuard } from './crash-guard.js';
 import { ConfigError, describeError } from './errors.js';
 import { type ListenerInfo, createLogger, logStartupSummary } from './log.js';
 import { Sidecar } from './server.js';
+import { runPrimary, workerCount } from './workers/primary.js';
+import { attachToPrimary, podFlagAtStart, workerId } from './workers/worker.js';
 import { type CertPair, generateSelfSigned, summarizeCert } from './tls/certs.js';
 
 const USAGE = `Usage:
@@ -62,14 +64,45 @@ async function serve(argv: string[]): Promise<number> {
     }
     throw err;
   }
+  // workers: 1 is today's single process; more: this process supervises, its forks serve.
+  const count = workerCount(config.workers);
+  if (count > 1 && workerId() === undefined) return servePod(config, count);
+  return serveProcess(config);
+}
+
+/** The primary of `workers: N`: no proxying; the admin server, the flag and the signals of the pod. */
+function servePod(config: LoadedConfig, count: number): Promise<number> {
+  const logger = createLogger({ level: config.log.level }).child({ role: 'primary' });
+  const metrics = createMetrics({ version: packageVersion() });
+  installCrashGuard({ logger, count: (kind) => metrics.internalError(kind) });
+  const flag = createKtlsFlag({ enabled: config.ktls.enabled, logger, metrics });
+  return runPrimary({
+    config,
+    count,
+    logger,
+    flag,
+    registry: metrics.registry,
+    observer: createPrimaryMetrics(metrics.registry),
+    configReload: (result, trigger) => metrics.configReload(result, trigger),
+    startAdmin: (pod, readiness) =>
+      startAdminServer({ host: config.admin.host, port: config.admin.port, registry: metrics.registry, flag, readiness, logger, metrics, pod }),
+  });
+}
+
+/** One process serving the listener: the whole sidecar (workers: 1), or one worker of the pod. */
+async function serveProcess(config: LoadedConfig): Promise<number> {
   const version = packageVersion();
-  const logger = createLogger({ level: config.log.level });
+  const worker = workerId();
+  const baseLogger = createLogger({ level: config.log.level });
+  const logger = worker === undefined ? baseLogger : baseLogger.child({ worker });
   const metrics = createMetrics({ version });
   // From here on, one connection's failure (an error nobody caught) is logged
   // and counted instead of ending the process (serve only: doctor and tests
   // importing main() keep Node's default).
   installCrashGuard({ logger, count: (kind) => metrics.internalError(kind) });
-  const flag = createKtlsFlag({ enabled: config.ktls.enabled, logger, metrics });
+  // A worker starts with the pod's flag (PUT /ktls may have changed it since the config was read).
+  const enabled = worker === undefined ? config.ktls.enabled : podFlagAtStart(process.env, config.ktls.enabled);
+  const flag = createKtlsFlag({ enabled, logger, metrics });
 
   let demoCert: CertPair | undefined;
   let demoUpstream: DemoUpstream | undefined;
@@ -103,21 +136,24 @@ async function serve(argv: string[]): Promise<number> {
     }
     throw err;
   }
-  let admin: AdminServer;
+  let admin: AdminServer | undefined;
   const listeners: ListenerInfo[] = [];
   try {
     const addr = await sidecar.listen();
     listeners.push({ name: 'tls', address: `${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}` });
-    admin = await startAdminServer({
-      host: config.admin.host,
-      port: config.admin.port,
-      registry: metrics.registry,
-      flag,
-      readiness: () => sidecar.readiness(),
-      logger,
-      metrics,
-    });
-    listeners.push({ name: 'admin', address: `${admin.host}:${admin.port}` });
+    // A worker has no admin server: the primary serves the pod's.
+    if (worker === undefined) {
+      admin = await startAdminServer({
+        host: config.admin.host,
+        port: config.admin.port,
+        registry: metrics.registry,
+        flag,
+        readiness: () => sidecar.readiness(),
+        logger,
+        metrics,
+      });
+      listeners.push({ name: 'admin', address: `${admin.host}:${admin.port}` });
+    }
     if (demoUpstream) listeners.push({ name: 'demo-upstream', address: `127.0.0.1:${demoUpstream.port}` });
   } catch (err) {
     logger.fatal({ error: describeError(err) }, 'cannot start');
@@ -125,16 +161,13 @@ async function serve(argv: string[]): Promise<number> {
     await demoUpstream?.close();
     return 1;
   }
-  logStartupSummary(logger, {
-    config,
-    listeners,
-    // The kernel probe ran once in sidecar.listen(), before the first connection.
-    kernel: sidecar.kernelSummary(),
-    demoCertificate: demoCert ? summarizeCert(demoCert.cert).subject : undefined,
-  });
+  const demoCertificate = demoCert ? summarizeCert(demoCert.cert).subject : undefined;
+  // The kernel probe ran once in sidecar.listen(), before the first connection.
+  if (worker === undefined) logStartupSummary(logger.child({ workers: 1 }), { config, listeners, kernel: sidecar.kernelSummary(), demoCertificate });
 
   let current = config;
-  const watcher = config.config.watch
+  // A worker's config file is watched by the primary, which broadcasts the flag.
+  const watcher = config.config.watch && worker === undefined
     ? watchConfigFile(config, {
         onChange: (next) => {
           flag.set(next.ktls.enabled, 'config_watch');
@@ -161,6 +194,10 @@ async function serve(argv: string[]): Promise<number> {
       logger.error({ event: 'config_reload', trigger: 'sighup', error: describeError(err) }, 'SIGHUP: new config rejected; keeping the running config');
       return;
     }
+    // In a pod of workers the primary says it once.
+    if (worker === undefined && next.workers !== current.workers) {
+      logger.warn({ event: 'config_reload', keys: ['workers'] }, 'workers changed: takes effect after a restart');
+    }
     current = next;
     logger.level = next.log.level;
     flag.set(next.ktls.enabled, 'sighup');
@@ -180,7 +217,7 @@ async function serve(argv: string[]): Promise<number> {
       watcher?.close();
       void sidecar
         .shutdown()
-        .then(() => admin.close())
+        .then(() => admin?.close())
         .then(() => demoUpstream?.close())
         .then(() => {
           logger.info({ event: 'exit', code: 0 }, 'stopped');
@@ -190,6 +227,13 @@ async function serve(argv: string[]): Promise<number> {
     process.on('SIGTERM', stop);
     process.on('SIGINT', stop);
     process.on('SIGHUP', reload);
+    if (worker !== undefined) {
+      attachToPrimary(
+        { registry: metrics.registry, flag, readiness: () => sidecar.readiness(), reload, stop: () => stop('SIGTERM') },
+        { listeners, kernel: sidecar.kernelSummary(), ...(demoCertificate ? { demoCertificate } : {}) },
+      );
+      logger.info({ event: 'worker_started', pid: process.pid, listeners }, `worker ${worker} serving`);
+    }
   });
 }
 

@@ -218,3 +218,9 @@ export const ENGINE_FALLBACK_REASONS = [
   'engine_not_quiet',
 ] as const;
 export type EngineFallbackReason = (typeof ENGINE_FALLBACK_REASONS)[number];
+
+/** `ktls_sidecar_workers{state}`: worker processes the primary should run, and those serving now. */
+export const WORKER_STATES = ['configured', 'running'] as const;
+/** Why a worker was replaced: it exited by itself (any code) or was ended by a signal (OOM kill, kill -9). */
+export const WORKER_RESTART_REASONS = ['exit', 'signal'] as const;
+export type WorkerRestartReason = (typeof WORKER_RESTART_REASONS)[number];

@@ -3,7 +3,7 @@
 // two agree). Label values are closed sets: anything outside a set is counted
 // as "other" so a bug can never explode the series count.
 
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { type Aggregator, Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { KTLS_DIRECTIONS } from '../../native/crypto-info.js';
 import {
   ADMIN_REFUSAL_REASONS,
@@ -27,10 +27,12 @@ import {
   RESULTS,
   TLS_VERSION_LABELS,
   UPSTREAM_ERROR_REASONS,
+  WORKER_RESTART_REASONS,
+  WORKER_STATES,
   oneOf,
 } from '../vocabulary.js';
 import type { ConnectionLabels, ConnectionMetrics, SidecarEvents } from '../observe/events.js';
-import type { StatusClass } from '../vocabulary.js';
+import type { StatusClass, WorkerRestartReason } from '../vocabulary.js';
 
 export const METRIC_PREFIX = 'ktls_sidecar_';
 
@@ -65,6 +67,21 @@ export function statusClass(status: number): StatusClass {
   return c >= 1 && c <= 5 ? (`${c}xx` as StatusClass) : 'other';
 }
 
+/** One open connection's bytes not yet in the byte counters. */
+interface PendingBytes {
+  readonly rx: { inc(n: number): void };
+  readonly tx: { inc(n: number): void };
+  in: number;
+  out: number;
+}
+
+function flushPending(b: PendingBytes): void {
+  if (b.in > 0) b.rx.inc(b.in);
+  if (b.out > 0) b.tx.inc(b.out);
+  b.in = 0;
+  b.out = 0;
+}
+
 export interface MetricsOptions {
   /** Registry to use; a fresh one by default (tests create many). */
   readonly registry?: Registry;
@@ -88,10 +105,12 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
   const p = METRIC_PREFIX;
   if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: p });
   // Every series of the sidecar: the name (prefixed), its help and its label names.
-  const counter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
-    new Counter<L>({ name: p + name, help, labelNames, registers });
-  const gauge = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = []) =>
-    new Gauge<L>({ name: p + name, help, labelNames, registers });
+  // `aggregator`: how the primary of `workers: N` folds the workers' values into one series (proxy/workers/;
+  // prom-client's default is sum, right for counts of things each process does on its own).
+  const counter = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], aggregator?: Aggregator) =>
+    new Counter<L>({ name: p + name, help, labelNames, registers, ...(aggregator ? { aggregator } : {}) });
+  const gauge = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], aggregator?: Aggregator) =>
+    new Gauge<L>({ name: p + name, help, labelNames, registers, ...(aggregator ? { aggregator } : {}) });
   const histogram = <L extends string>(name: string, help: string, buckets: number[], labelNames: readonly L[]) =>
     new Histogram<L>({ name: p + name, help, buckets, labelNames, registers });
 
@@ -104,8 +123,27 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
   );
   const closed = counter('connections_closed_total', 'Opened connections that ended, by close reason.', [...CONNECTION_LABEL_NAMES, 'reason']);
   const active = gauge('connections_active', 'Opened connections not yet closed.', CONNECTION_LABEL_NAMES);
-  const bytesReceived = counter('bytes_received_total', 'Application (plaintext) bytes received from clients on opened connections.', CONNECTION_LABEL_NAMES);
-  const bytesSent = counter('bytes_sent_total', 'Application (plaintext) bytes sent to clients on opened connections.', CONNECTION_LABEL_NAMES);
+  // Bytes move per chunk: the hot path adds to plain numbers of the
+  // connection (no label hashing per chunk); a scrape flushes every open
+  // connection's bytes into the series first (collect), a close flushes its own.
+  const liveBytes = new Set<PendingBytes>();
+  const flushBytes = (): void => {
+    for (const b of liveBytes) flushPending(b);
+  };
+  const bytesReceived = new Counter({
+    name: `${p}bytes_received_total`,
+    help: 'Application (plaintext) bytes received from clients on opened connections.',
+    labelNames: CONNECTION_LABEL_NAMES,
+    registers,
+    collect: flushBytes,
+  });
+  const bytesSent = new Counter({
+    name: `${p}bytes_sent_total`,
+    help: 'Application (plaintext) bytes sent to clients on opened connections.',
+    labelNames: CONNECTION_LABEL_NAMES,
+    registers,
+    collect: flushBytes,
+  });
   const handshakes = counter('handshakes_total', 'Completed TLS handshakes.', ['tls_version', 'cipher', 'protocol']);
   const handshakeDuration = histogram('handshake_duration_seconds', 'Time from accept to a completed TLS handshake.', HANDSHAKE_BUCKETS, ['tls_version']);
   const handshakeFailures = counter('handshake_failures_total', 'TLS handshakes that failed, by reason.', ['reason']);
@@ -120,14 +158,18 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     REQUEST_BUCKETS,
     ['protocol', 'ktls'],
   );
+  const requestChildren = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();
   const upstreamErrors = counter('upstream_errors_total', 'Failures talking to the upstream, by reason.', ['reason']);
-  const certExpiry = gauge('cert_expiry_timestamp_seconds', 'Expiry (notAfter) of each served certificate, Unix seconds.', ['servername', 'subject']);
-  const certReloads = counter('cert_reloads_total', 'Certificate reloads, by result.', ['result']);
+  // Every worker serves (and reloads) the same certificates: the pod reports the earliest expiry, and a reload once.
+  const certExpiry = gauge('cert_expiry_timestamp_seconds', 'Expiry (notAfter) of each served certificate, Unix seconds.', ['servername', 'subject'], 'min');
+  const certReloads = counter('cert_reloads_total', 'Certificate reloads, by result.', ['result'], 'max');
   const adminRefused = counter('admin_requests_refused_total', 'Admin requests refused: a change (not GET/HEAD) from a non-loopback peer.', ['reason']);
-  const configReloads = counter('config_reloads_total', 'Configuration reloads, by result and trigger.', ['result', 'trigger']);
-  const ktlsEnabled = gauge('ktls_enabled', 'The runtime kTLS flag: 1 = new connections may go to kernel TLS.');
-  const flagChanges = counter('ktls_flag_changes_total', 'Changes of the runtime kTLS flag, by source.', ['source']);
-  const kernelAvailable = gauge('ktls_kernel_available', 'Kernel probe result: 1 = the kernel TLS ULP and the native addon are usable.');
+  // One reload and one flag for the pod: each worker applies the same one (max); the flag is 1 only where every process has it (min).
+  const configReloads = counter('config_reloads_total', 'Configuration reloads, by result and trigger.', ['result', 'trigger'], 'max');
+  const ktlsEnabled = gauge('ktls_enabled', 'The runtime kTLS flag: 1 = new connections may go to kernel TLS.', [], 'min');
+  const flagChanges = counter('ktls_flag_changes_total', 'Changes of the runtime kTLS flag, by source.', ['source'], 'max');
+  // Facts of the host and the binary, the same in every worker.
+  const kernelAvailable = gauge('ktls_kernel_available', 'Kernel probe result: 1 = the kernel TLS ULP and the native addon are usable.', [], 'first');
   const keyUpdates = counter('ktls_key_updates_total', 'TLS 1.3 KeyUpdates on kTLS connections, by direction and result.', ['direction', 'result']);
   const drained = counter(
     'ktls_drained_connections_total',
@@ -152,7 +194,7 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     ['kind'],
   );
   for (const kind of INTERNAL_ERROR_KINDS) internalErrors.inc({ kind }, 0);
-  const buildInfo = gauge('build_info', 'Always 1; labels carry the sidecar and Node versions.', ['version', 'node_version']);
+  const buildInfo = gauge('build_info', 'Always 1; labels carry the sidecar and Node versions.', ['version', 'node_version'], 'first');
   buildInfo.set({ version: options.version ?? 'unknown', node_version: process.version }, 1);
   ktlsEnabled.set(0);
   kernelAvailable.set(0);
@@ -172,28 +214,42 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       opened.inc(l);
       const activeChild = active.labels(l);
       activeChild.inc();
-      const rx = bytesReceived.labels(l);
-      const tx = bytesSent.labels(l);
+      const pending: PendingBytes = { rx: bytesReceived.labels(l), tx: bytesSent.labels(l), in: 0, out: 0 };
+      liveBytes.add(pending);
       let done = false;
       return {
         labels: l,
         bytes(r, t) {
-          if (r > 0) rx.inc(r);
-          if (t > 0) tx.inc(t);
+          pending.in += r;
+          pending.out += t;
         },
         close(reason) {
           if (done) return;
           done = true;
+          liveBytes.delete(pending);
+          flushPending(pending);
           activeChild.dec();
           closed.inc({ ...l, reason: oneOf(CLOSE_REASONS, reason, 'other') });
         },
       };
     },
     httpRequest: ({ protocol, status, ktls, durationSeconds }) => {
-      const proto = oneOf(HTTP_PROTOCOLS, protocol, 'http1');
-      const k = oneOf(KTLS_STATES, ktls, 'off');
-      httpRequests.inc({ protocol: proto, status_class: statusClass(status), ktls: k });
-      httpDuration.observe({ protocol: proto, ktls: k }, durationSeconds);
+      // Per request: the two series' children are looked up once per label set
+      // (prom-client hashes the label object on every labelled call otherwise).
+      const key = `${protocol}|${ktls}|${status}`;
+      let children = requestChildren.get(key);
+      if (!children) {
+        const proto = oneOf(HTTP_PROTOCOLS, protocol, 'http1');
+        const k = oneOf(KTLS_STATES, ktls, 'off');
+        children = {
+          count: httpRequests.labels({ protocol: proto, status_class: statusClass(status), ktls: k }),
+          duration: httpDuration.labels({ protocol: proto, ktls: k }),
+        };
+        // Statuses are three digits (a few dozen in practice); the bound keeps a bug from growing the map.
+        if (requestChildren.size < 4096) requestChildren.set(key, children);
+      }
+      children.count.inc();
+      children.duration.observe(durationSeconds);
     },
     upstreamError: (reason) => upstreamErrors.inc({ reason: oneOf(UPSTREAM_ERROR_REASONS, reason, 'other') }),
     setCertificates: (certs) => {
@@ -223,5 +279,47 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       if (split.none > 0) cpuByMode.inc({ ktls: 'none' }, split.none);
     },
     internalError: (kind) => internalErrors.inc({ kind: oneOf(INTERNAL_ERROR_KINDS, kind, 'uncaught_exception') }),
+  };
+}
+
+
+/** What the primary of `workers: N` reports about its workers (proxy/workers/primary.ts). */
+export interface PrimaryMetrics {
+  workers(configured: number, running: number): void;
+  workerRestarted(reason: WorkerRestartReason): void;
+  /** Workers left out of one /metrics answer because they did not answer in time. */
+  scrapeMissed(workers: number): void;
+}
+
+/** The primary's own series, on the registry it aggregates the workers' into (only the primary has them). */
+export function createPrimaryMetrics(registry: Registry): PrimaryMetrics {
+  const registers = [registry];
+  const workers = new Gauge({
+    name: `${METRIC_PREFIX}workers`,
+    help: 'Worker processes (workers: N): configured, and running (started and not exited).',
+    labelNames: ['state'] as const,
+    registers,
+  });
+  const restarts = new Counter({
+    name: `${METRIC_PREFIX}worker_restarts_total`,
+    help: 'Workers that exited unexpectedly and were replaced, by how they ended (exit, signal).',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  for (const reason of WORKER_RESTART_REASONS) restarts.inc({ reason }, 0);
+  const missed = new Counter({
+    name: `${METRIC_PREFIX}worker_scrape_misses_total`,
+    help: 'Workers left out of a /metrics answer of the primary because they did not answer within the scrape timeout.',
+    registers,
+  });
+  return {
+    workers: (configured, running) => {
+      workers.set({ state: 'configured' }, configured);
+      workers.set({ state: 'running' }, running);
+    },
+    workerRestarted: (reason) => restarts.inc({ reason: oneOf(WORKER_RESTART_REASONS, reason, 'exit') }),
+    scrapeMissed: (n) => {
+      if (n > 0) missed.inc(n);
+    },
   };
 }

@@ -26,6 +26,8 @@ export function registerProbeMetrics(registry: Registry, probe: KernelProbe, opt
     help: 'Whether the kernel accepted this cipher for this TLS version and direction at startup (1) or not (0).',
     labelNames: ['cipher', 'version', 'direction'] as const,
     registers: [registry],
+    // One kernel per pod: with workers: N every worker reports the same fact.
+    aggregator: 'first',
   });
   for (const version of TLS_VERSIONS) {
     for (const c of KERNEL_CIPHERS) {
@@ -39,18 +41,24 @@ export function registerProbeMetrics(registry: Registry, probe: KernelProbe, opt
     name: 'ktls_sidecar_kernel_tls_available',
     help: 'Deprecated, same value as ktls_sidecar_ktls_kernel_available: whether kernel TLS works on this node for at least one cipher (1) or not (0), as probed at startup.',
     registers: [registry],
+    // One kernel per pod: with workers: N every worker reports the same fact.
+    aggregator: 'first',
   }).set((opts.kernelAvailable ?? probe.available) ? 1 : 0);
 
   new Gauge({
     name: 'ktls_sidecar_kernel_rekey_supported',
     help: 'Whether the kernel accepts a new TLS 1.3 key on a kTLS socket (KeyUpdate; Linux >= 6.14), as probed at startup.',
     registers: [registry],
+    // One kernel per pod: with workers: N every worker reports the same fact.
+    aggregator: 'first',
   }).set(probe.rekey ? 1 : 0);
 
   new Gauge({
     name: 'ktls_sidecar_native_available',
     help: 'Whether the native kTLS addon loaded (1) or not (0).',
     registers: [registry],
+    // One kernel per pod: with workers: N every worker reports the same fact.
+    aggregator: 'first',
   }).set(probe.details.native.available ? 1 : 0);
 
   new Gauge({
@@ -58,6 +66,8 @@ export function registerProbeMetrics(registry: Registry, probe: KernelProbe, opt
     help: 'Kernel TLS counters from /proc/net/tls_stat (read at scrape time; absent when the tls module is not loaded).',
     labelNames: ['counter'] as const,
     registers: [registry],
+    // One kernel per pod: with workers: N every worker reports the same fact.
+    aggregator: 'first',
     async collect() {
       this.reset();
       const stat = await readTlsStat(statPath);

@@ -3,7 +3,9 @@
 // Reads are open to whoever reaches the port (the kubelet probes and
 // Prometheus scrapes the pod IP); anything that changes state is accepted from
 // loopback peers only, so binding admin.host to a pod IP does not hand the
-// kTLS flag to everyone who can reach the pod.
+// kTLS flag to everyone who can reach the pod. With `workers: N` the primary
+// serves it for the pod (`pod` below): health and metrics of every worker, and
+// a PUT that reaches each of them.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, isIPv4 } from 'node:net';
@@ -20,6 +22,16 @@ export interface AdminLogger {
   error(obj: object, msg: string): void;
 }
 
+/** What the primary of `workers: N` answers for the whole pod (proxy/workers/primary.ts). */
+export interface PodAdmin {
+  /** GET /healthz: ok while at least one worker is up. */
+  health(): { ok: boolean; running: number };
+  /** GET /metrics: one exposition, the workers' registries aggregated with the primary's. */
+  metrics(): Promise<{ text: string; contentType: string }>;
+  /** After PUT /ktls set the primary's flag: send it to every worker; how many applied it in time. */
+  broadcastFlag(enabled: boolean): Promise<{ workers: number; acked: number }>;
+}
+
 export interface AdminServerOptions {
   readonly host: string;
   /** 0 = any free port (see `AdminServer.port`). */
@@ -29,6 +41,8 @@ export interface AdminServerOptions {
   readonly readiness: () => Promise<Readiness>;
   readonly logger?: AdminLogger;
   readonly metrics?: Pick<SidecarEvents, 'adminRequestRefused'>;
+  /** Set in the primary of `workers: N`: the pod's answers instead of this process's own. */
+  readonly pod?: PodAdmin;
   /** Clock for the refusal log's rate limit (tests). */
   readonly now?: () => number;
 }
@@ -179,9 +193,12 @@ export function startAdminServer(options: AdminServerOptions): Promise<AdminServ
       throw new HttpError(405, `${method} not allowed on ${path} (allowed: ${allowed.join(', ')})`);
     }
     switch (path) {
-      case '/healthz':
-        send(res, 200, { status: 'ok' });
+      case '/healthz': {
+        const pod = options.pod?.health();
+        if (pod) send(res, pod.ok ? 200 : 503, { status: pod.ok ? 'ok' : 'no_worker', workers_running: pod.running });
+        else send(res, 200, { status: 'ok' });
         return;
+      }
       case '/readyz': {
         let r: Readiness;
         try {
@@ -194,8 +211,8 @@ export function startAdminServer(options: AdminServerOptions): Promise<AdminServ
         return;
       }
       case '/metrics': {
-        const text = await registry.metrics();
-        res.writeHead(200, { 'content-type': registry.contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+        const { text, contentType } = options.pod ? await options.pod.metrics() : { text: await registry.metrics(), contentType: registry.contentType };
+        res.writeHead(200, { 'content-type': contentType, 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
         res.end(text);
         return;
       }
@@ -204,6 +221,12 @@ export function startAdminServer(options: AdminServerOptions): Promise<AdminServ
           const enabled = parseFlagBody(await readBody(req));
           const { changed, state } = flag.set(enabled, 'admin');
           logger?.info({ ktls_enabled: enabled, changed, remote: req.socket.remoteAddress }, 'PUT /ktls');
+          if (options.pod) {
+            // Answered once every worker applied it (or the wait ended): a 200 means new connections see it.
+            const { workers, acked } = await options.pod.broadcastFlag(enabled);
+            send(res, acked > 0 ? 200 : 503, { ...state, changed, workers, acked });
+            return;
+          }
           send(res, 200, { ...state, changed });
           return;
         }

@@ -6,6 +6,7 @@
 // first connection. Key bytes are read into a Buffer, parsed, and the Buffer is
 // zeroed; nothing about the key reaches an error message.
 
+import convict from 'convict';
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { ConfigError } from '../errors.js';
@@ -13,6 +14,26 @@ import { CipherPolicyError, parseCipherPolicy, type CipherPolicy } from '../ktls
 import type { KtlsDirectionSetting } from '../vocabulary.js';
 import { readConfiguredFile, summarizeCert, type CertSummary } from '../tls/certs.js';
 import type { Config, KtlsCipherRule } from './schema.js';
+
+/** Most worker processes `workers` accepts (a sidecar never needs more; a typo like 400 is caught). */
+export const MAX_WORKERS = 64;
+
+// The `workers` format: `auto` or a whole number 1..MAX_WORKERS; env and flag
+// text (`2`) becomes a number. Registered with convict when this module loads,
+// before any config is validated (load.ts imports it).
+convict.addFormat({
+  name: 'workers',
+  validate(v: unknown) {
+    if (v === 'auto') return;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > MAX_WORKERS) {
+      throw new Error(`must be auto or a whole number from 1 to ${MAX_WORKERS}`);
+    }
+  },
+  coerce(v: string) {
+    const s = v.trim();
+    return /^\d+$/.test(s) ? Number(s) : s;
+  },
+});
 
 /** What convict returns once validated: the Config before the checks resolve `ktls.ciphers`. */
 export type RawConfig = { -readonly [K in Exclude<keyof Config, 'ktls'>]: Config[K] } & {

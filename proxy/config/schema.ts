@@ -51,6 +51,11 @@ export const schema = {
     format: ['http', 'tcp'],
     default: 'http',
   },
+  workers: {
+    doc: 'Processes serving the TLS listener: auto (one per available CPU) or a whole number 1-64. With more than 1 a primary process supervises them and serves the admin port for the pod (docs/deploy.md, "Workers"); give the container that many CPUs.',
+    format: 'workers',
+    default: 1,
+  },
   upstream: {
     url: { doc: 'Upstream base URL in http mode.', format: 'url', default: 'http://127.0.0.1:8080' },
     address: { doc: 'Upstream host:port in tcp mode.', format: 'host-port', default: '127.0.0.1:8080' },
@@ -188,6 +193,8 @@ export interface KtlsCipherRule {
 export interface Config {
   readonly listen: { readonly host: string; readonly port: number };
   readonly mode: ProxyMode;
+  /** As configured: `auto` is resolved when the processes are started (proxy/workers/). */
+  readonly workers: number | 'auto';
   readonly upstream: {
     readonly url: string;
     readonly address: string;

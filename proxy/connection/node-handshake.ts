@@ -23,13 +23,26 @@ export type HandshakeOutcome =
 /** What the mTLS policy says about a finished handshake: null = let it through. */
 export type MtlsRefusal = { reason: 'client_cert_required' | 'client_cert_invalid'; error: Error } | null;
 
+/**
+ * A running handshake's outcome callback, kept on its raw socket (how a
+ * 'secureConnection' finds its accept). Not a WeakMap: V8 keeps a young key
+ * and its value alive through scavenges while the entry exists, promoting
+ * every connection's objects (see proxy/fronts/http.ts).
+ */
+const kSettle = Symbol('ktls-sidecar.handshakeSettle');
+type Pending = net.Socket & { [kSettle]?: (o: HandshakeOutcome) => void };
+
+function takeSettle(raw: net.Socket): ((o: HandshakeOutcome) => void) | undefined {
+  const settle = (raw as Pending)[kSettle];
+  (raw as Pending)[kSettle] = undefined;
+  return settle;
+}
+
 export class Handshaker {
   private readonly server: tls.Server;
   /** The handshake engine's own tls.Server (the engine owns its events); same options, same contexts. */
   private engineServer: tls.Server | undefined;
   private contexts: TlsContexts;
-  /** The handshakes running, by raw socket: how their outcome finds them. */
-  private readonly pending = new WeakMap<net.Socket, (o: HandshakeOutcome) => void>();
   private mtls: boolean;
   private requireClientCert: boolean;
   private readonly options: tls.TlsOptions;
@@ -105,12 +118,11 @@ export class Handshaker {
    */
   handshake(raw: net.Socket): Promise<HandshakeOutcome> {
     return new Promise((resolve) => {
-      this.pending.set(raw, resolve);
+      (raw as Pending)[kSettle] = resolve;
       // A socket destroyed under a running handshake (deadline, reset) settles too.
       raw.once('close', () => {
-        const settle = this.pending.get(raw);
+        const settle = takeSettle(raw);
         if (!settle) return;
-        this.pending.delete(raw);
         settle({ ok: false, reason: 'reset', error: new Error('connection closed during handshake') });
       });
       // No half-open during the handshake: a client that sends FIN mid-handshake
@@ -125,12 +137,11 @@ export class Handshaker {
     // `_parent` is the net.Socket node wrapped (set in the TLSSocket constructor
     // for net.Socket inputs); it is how a 'secureConnection' finds its accept.
     const raw = (socket as unknown as { _parent?: net.Socket })._parent;
-    const resolve = raw ? this.pending.get(raw) : undefined;
+    const resolve = raw ? takeSettle(raw) : undefined;
     if (!resolve || !raw) {
       socket.destroy();
       return;
     }
-    this.pending.delete(raw);
     if (outcome.ok) {
       // Half-close is part of the application protocol (TCP mode forwards it).
       raw.allowHalfOpen = true;

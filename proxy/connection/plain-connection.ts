@@ -33,7 +33,7 @@ export class PlainConnection extends Duplex {
   readonly remotePort: number;
   readonly localAddress: string;
   readonly localPort: number;
-  /** Lets code that checks `socket.encrypted` (http-proxy-3, ws) see the truth. */
+  /** Lets code that checks `socket.encrypted` (ws) see the truth. */
   readonly encrypted = true;
   readonly inner: Duplex;
   /** Why the connection ended, when a front or the connection path knows (first writer wins via markClose). */

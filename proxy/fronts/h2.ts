@@ -145,13 +145,21 @@ function dropWhenUnwanted(conn: Duplex, session: http2.ServerHttp2Session): void
   });
 }
 
+/**
+ * A session's facts and a connection's session live on the objects
+ * themselves, not in WeakMaps (V8 promotes young WeakMap keys and values
+ * through every scavenge: see proxy/fronts/http.ts).
+ */
+const kFacts = Symbol('ktls-sidecar.h2Facts');
+const kSession = Symbol('ktls-sidecar.h2Session');
+type TaggedSession = http2.ServerHttp2Session & { [kFacts]?: ConnectionFacts };
+type TaggedConn = Duplex & { [kSession]?: http2.ServerHttp2Session };
+
 export class H2Front {
   private readonly server: http2.Http2Server;
   private readonly sessions = new Set<http2.ServerHttp2Session>();
-  private readonly facts = new WeakMap<http2.ServerHttp2Session, ConnectionFacts>();
   private pendingFacts: ConnectionFacts | undefined;
   private lastSession: http2.ServerHttp2Session | undefined;
-  private readonly sessionOf = new WeakMap<Duplex, http2.ServerHttp2Session>();
   private draining = false;
 
   private readonly headersMs: number;
@@ -168,7 +176,7 @@ export class H2Front {
     this.server.on('session', (session: http2.ServerHttp2Session) => {
       // 'session' fires synchronously inside emit('connection'), so the facts
       // set just before belong to this session.
-      if (this.pendingFacts) this.facts.set(session, this.pendingFacts);
+      if (this.pendingFacts) (session as TaggedSession)[kFacts] = this.pendingFacts;
       this.lastSession = session;
       this.sessions.add(session);
       // node:http2 wraps our plaintext Duplex in a JSStreamSocket: a write it
@@ -179,7 +187,7 @@ export class H2Front {
       if (this.draining) session.close();
     });
     this.server.on('request', (req: http2.Http2ServerRequest, res: http2.Http2ServerResponse) => {
-      const facts = this.facts.get(req.stream.session as http2.ServerHttp2Session);
+      const facts = (req.stream.session as TaggedSession | undefined)?.[kFacts];
       if (!facts) {
         res.stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
         return;
@@ -195,7 +203,7 @@ export class H2Front {
       this.server.emit('connection', conn);
       const session = this.takeLastSession();
       if (session) {
-        this.sessionOf.set(conn, session);
+        (conn as TaggedConn)[kSession] = session;
         this.watchHeaderBlocks(conn, session);
         dropWhenUnwanted(conn, session);
       }
@@ -210,14 +218,14 @@ export class H2Front {
     return {
       protocol: 'h2',
       requestDrain: () => {
-        const session = this.sessionOf.get(conn);
+        const session = (conn as TaggedConn)[kSession];
         // close() = GOAWAY; node destroys the session (and ends the socket) when its last stream ends.
         if (session && !session.closed && !session.destroyed) session.close();
         else if (!session && !conn.destroyed) conn.end();
       },
       close: () => {
         markClose(conn, 'ktls_drain');
-        const session = this.sessionOf.get(conn);
+        const session = (conn as TaggedConn)[kSession];
         if (session && !session.destroyed) session.destroy();
         if (!conn.destroyed) conn.destroy();
       },

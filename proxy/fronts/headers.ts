@@ -103,8 +103,18 @@ function forwardedValue(v: string): string {
   return TOKEN.test(v) ? v : quote(v);
 }
 
+/** The last element made: a connection's requests repeat client and host. */
+let lastForwarded = { client: '', host: '', value: '' };
+
 /** Our RFC 7239 element: `for=<client>;host=<host>;proto=https` (IPv6 as `for="[addr]"`). */
 export function formatForwarded(client: string, host: string): string {
+  if (client === lastForwarded.client && host === lastForwarded.host && lastForwarded.value) return lastForwarded.value;
+  const value = makeForwarded(client, host);
+  lastForwarded = { client, host, value };
+  return value;
+}
+
+function makeForwarded(client: string, host: string): string {
   const parts = [`for=${forwardedValue(client.includes(':') ? `[${client}]` : client)}`];
   if (host) parts.push(`host=${forwardedValue(host)}`);
   parts.push('proto=https');
@@ -133,4 +143,52 @@ export function setForwardingHeaders(headers: Headers, facts: ConnectionFacts, c
   const certHeader = clientCertHeader.toLowerCase();
   delete headers[certHeader];
   if (facts.client) headers[certHeader] = formatXfcc(facts.localCertBy, facts.client);
+}
+
+/** Request fields this hop frames or sets itself: never copied from the client. */
+const SET_BY_US = new Set(['content-length', 'transfer-encoding', 'host', 'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'forwarded']);
+const ALWAYS_HOP = new Set(HOP_BY_HOP);
+
+/** The request as the upstream head needs it (node:http and node:http2 compat requests alike). */
+interface RequestFields {
+  rawHeaders: readonly string[];
+  headers: Headers;
+}
+
+/**
+ * The fields of the upstream request, one `name: value\r\n` line each, in
+ * one string: the client's end-to-end fields as received (case and order
+ * kept; pseudo-headers, hop-by-hop fields and those Connection names left
+ * out; Cookie fields as one), then Host (the client's, or :authority, or `defaultHost`), then
+ * `framing` (the body's Content-Length or Transfer-Encoding line, decided by
+ * the caller, never copied), then the forwarding fields of setForwardingHeaders.
+ */
+export function upstreamRequestFields(req: RequestFields, facts: ConnectionFacts, clientCertHeader: string, framing: string, defaultHost: string): string {
+  const h = req.headers;
+  const named = h.connection === undefined ? undefined : new Set(tokens(h.connection).filter(nominatable));
+  const certHeader = clientCertHeader.toLowerCase();
+  const raw = req.rawHeaders;
+  let out = '';
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    if (name.charCodeAt(0) === 58 /* : */) continue;
+    const lower = name.toLowerCase();
+    if (ALWAYS_HOP.has(lower) || SET_BY_US.has(lower) || lower === certHeader || named?.has(lower)) continue;
+    if (lower === 'cookie') continue;
+    out += `${name}: ${raw[i + 1] as string}\r\n`;
+  }
+  // One Cookie line (RFC 9113 §8.2.3: HTTP/2 splits it into fields that are
+  // joined with "; " for HTTP/1.1; node joins them so in both APIs).
+  if (h.cookie !== undefined) out += `Cookie: ${String(h.cookie)}\r\n`;
+  const authority = h[':authority'] ?? h.host;
+  out += `Host: ${typeof authority === 'string' && authority ? authority : defaultHost}\r\n`;
+  out += framing;
+  const fwd: Record<string, string | string[] | number | undefined> = { 'x-forwarded-for': h['x-forwarded-for'], ':authority': h[':authority'], host: h.host };
+  setForwardingHeaders(fwd, facts, clientCertHeader);
+  for (const name in fwd) {
+    const v = fwd[name];
+    if (name === ':authority' || name === 'host' || v === undefined) continue;
+    out += `${name}: ${String(v)}\r\n`;
+  }
+  return out;
 }

@@ -32,10 +32,17 @@ interface TcpState {
   connected: boolean;
 }
 
+/**
+ * Per connection, on the connection itself rather than in WeakMaps (V8
+ * promotes young WeakMap keys and values through every scavenge: see
+ * proxy/fronts/http.ts).
+ */
+const kState = Symbol('ktls-sidecar.tcpState');
+const kTarget = Symbol('ktls-sidecar.tcpDrainTarget');
+type TcpConn = Duplex & { [kState]?: TcpState; [kTarget]?: KtlsDrainTarget };
+
 export class TcpFront {
   private readonly conns = new Set<Duplex>();
-  private readonly state = new WeakMap<Duplex, TcpState>();
-  private readonly targets = new WeakMap<Duplex, KtlsDrainTarget>();
 
   constructor(private readonly opts: TcpFrontOptions) {}
 
@@ -48,7 +55,7 @@ export class TcpFront {
     conn.pause();
     const upstream = net.connect({ host, port, allowHalfOpen: true });
     const state: TcpState = { upstream, connected: false };
-    this.state.set(conn, state);
+    (conn as TcpConn)[kState] = state;
     const connectTimer =
       this.opts.upstreamConnectMs > 0
         ? setTimeout(() => {
@@ -116,13 +123,14 @@ export class TcpFront {
    * + FIN) and the upstream's; close() cuts both.
    */
   drainTarget(conn: Duplex): KtlsDrainTarget {
-    let target = this.targets.get(conn);
-    if (target) return target;
-    target = {
+    const tagged = conn as TcpConn;
+    const made = tagged[kTarget];
+    if (made) return made;
+    const target: KtlsDrainTarget = {
       protocol: 'tcp',
       requestDrain: () => {
         markClose(conn, 'ktls_drain');
-        const st = this.state.get(conn);
+        const st = tagged[kState];
         if (!st?.connected) {
           st?.upstream.destroy();
           conn.destroy();
@@ -139,12 +147,12 @@ export class TcpFront {
       },
       close: () => {
         markClose(conn, 'ktls_drain');
-        const upstream = this.state.get(conn)?.upstream;
+        const upstream = tagged[kState]?.upstream;
         if (upstream && !upstream.destroyed) upstream.destroy();
         if (!conn.destroyed) conn.destroy();
       },
     };
-    this.targets.set(conn, target);
+    tagged[kTarget] = target;
     return target;
   }
 

@@ -1,4 +1,5 @@
-// Upstream failures of both modes: a socket error classified into the
+// Upstream failures of both modes: a socket error (or a framing error of
+// proxy/upstream/, named with llhttp's codes) classified into the
 // metric's UPSTREAM_ERROR_REASONS (proxy/vocabulary.ts), and, in http mode,
 // the short answer each reason gets when no response head is out yet.
 import type { UpstreamErrorReason } from '../vocabulary.js';
@@ -17,6 +18,13 @@ const REASON_OF_CODE = new Map<string, UpstreamErrorReason>([
   ['HPE_INVALID_VERSION', 'protocol'],
   ['HPE_INVALID_STATUS', 'protocol'],
   ['HPE_INVALID_HEADER_TOKEN', 'protocol'],
+  ['HPE_LF_EXPECTED', 'protocol'],
+  ['HPE_CR_EXPECTED', 'protocol'],
+  ['HPE_HEADER_OVERFLOW', 'protocol'],
+  ['HPE_UNEXPECTED_CONTENT_LENGTH', 'protocol'],
+  ['HPE_INVALID_CONTENT_LENGTH', 'protocol'],
+  ['HPE_INVALID_CHUNK_SIZE', 'protocol'],
+  ['HPE_INVALID_TRANSFER_ENCODING', 'protocol'],
 ]);
 
 /** Map an upstream socket error to the metric's reason set. */

@@ -80,7 +80,10 @@ class LoopbackPairs {
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       this.listener.once('error', reject);
-      this.listener.listen(0, '127.0.0.1', () => resolve());
+      // exclusive: in a cluster worker a shared listen would go through the
+      // primary, and two workers' probes (or a probe and a TLS listener on
+      // 127.0.0.1:0) would get one socket and accept each other's connections.
+      this.listener.listen({ port: 0, host: '127.0.0.1', exclusive: true }, () => resolve());
     });
   }
 

@@ -67,6 +67,12 @@ t.test('rollout values land in the sidecar config with their types', async (t) =
   t.same(c.ktls.ciphers.map((r) => [r.iana, r.direction]), [['TLS_AES_128_GCM_SHA256', 'tx'], ['TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256', 'txrx']]);
 });
 
+t.test('sidecar.workers lands in the sidecar config (default 1; a number or auto)', async (t) => {
+  t.equal((await loadRendered(t, {})).workers, 1);
+  t.equal((await loadRendered(t, { set: { 'sidecar.workers': '4' } })).workers, 4);
+  t.equal((await loadRendered(t, { set: { 'sidecar.workers': 'auto' } })).workers, 'auto');
+});
+
 t.test('sidecar.extraConfig reaches the sidecar, and a typo in it is refused by the sidecar', async (t) => {
   const c = await loadRendered(t, { setJson: { 'sidecar.extraConfig': { timeouts: { idle: '2m' }, limits: { maxConnections: 5 } } } });
   t.equal(c.timeouts.idle, 120_000);

@@ -34,6 +34,7 @@ const restartKeys: [key: string, value: string][] = [
   ['ktls.sampleRate', '0.05'],
   ['upstream.port', '3000'],
   ['sidecar.logLevel', 'debug'],
+  ['sidecar.workers', '2'],
 ];
 for (const [key, value] of restartKeys) {
   t.test(`changing ${key} rolls the pods (checksum annotation changes)`, async (t) => {

@@ -26,6 +26,8 @@ const invalid: [what: string, set: Record<string, string>, message: RegExp][] = 
   ['ktls.drainTimeout that is not a duration', { 'ktls.drainTimeout': 'soon' }, /ktls\/drainTimeout/],
   ['sidecar.mode outside http|tcp', { 'sidecar.mode': 'udp' }, /sidecar\/mode/],
   ['sidecar.logLevel outside the pino levels', { 'sidecar.logLevel': 'verbose' }, /sidecar\/logLevel/],
+  ['sidecar.workers 0', { 'sidecar.workers': '0' }, /sidecar\/workers/],
+  ['sidecar.workers that is neither a number nor auto', { 'sidecar.workers': 'fast' }, /sidecar\/workers/],
   ['sidecar.tls.minVersion TLSv1.1', { 'sidecar.tls.minVersion': 'TLSv1.1' }, /minVersion/],
   ['upstream.proxyProtocol v1', { 'upstream.proxyProtocol': 'v1' }, /proxyProtocol/],
   ['a port out of range', { 'sidecar.ports.admin': '70000' }, /sidecar\/ports\/admin/],

@@ -162,3 +162,54 @@ t.test('a port in use is a coded error', async (t) => {
     { code: 'ERR_KTLS_SIDECAR_ADMIN', message: /EADDRINUSE/ },
   );
 });
+
+t.test('workers: N — the primary answers for the pod', async (t) => {
+  const metrics = createMetrics({ defaultMetrics: false });
+  const flag = createKtlsFlag({ enabled: true, metrics });
+  let running = 2;
+  let acked = 2;
+  const broadcasts: boolean[] = [];
+  const server = await startAdminServer({
+    host: '127.0.0.1',
+    port: 0,
+    registry: metrics.registry,
+    flag,
+    readiness: () => Promise.resolve({ ready: true, checks: [] }),
+    pod: {
+      health: () => ({ ok: running > 0, running }),
+      metrics: () => Promise.resolve({ text: 'ktls_sidecar_pod 1\n', contentType: 'text/plain; version=0.0.4; charset=utf-8' }),
+      broadcastFlag: (enabled) => {
+        broadcasts.push(enabled);
+        return Promise.resolve({ workers: 2, acked });
+      },
+    },
+  });
+  t.teardown(() => server.close());
+
+  t.test('GET /metrics is the pod exposition, not this registry', async (t) => {
+    const r = await call(server, 'GET', '/metrics');
+    t.equal(r.status, 200);
+    t.equal(r.body, 'ktls_sidecar_pod 1\n');
+  });
+  t.test('GET /healthz: 200 while a worker is up, 503 when none is', async (t) => {
+    t.same(JSON.parse((await call(server, 'GET', '/healthz')).body), { status: 'ok', workers_running: 2 });
+    running = 0;
+    const r = await call(server, 'GET', '/healthz');
+    t.equal(r.status, 503);
+    t.same(JSON.parse(r.body), { status: 'no_worker', workers_running: 0 });
+    running = 2;
+  });
+  t.test('PUT /ktls sets the flag, broadcasts it and says how many workers applied it', async (t) => {
+    const r = await call(server, 'PUT', '/ktls', '{"enabled":false}');
+    t.equal(r.status, 200);
+    t.match(JSON.parse(r.body), { enabled: false, changed: true, workers: 2, acked: 2 });
+    t.equal(flag.enabled, false);
+    t.same(broadcasts, [false]);
+    // Unchanged in the primary, still sent: a worker may differ.
+    acked = 0;
+    const none = await call(server, 'PUT', '/ktls', '{"enabled":false}');
+    t.equal(none.status, 503, 'no worker applied it');
+    t.match(JSON.parse(none.body), { enabled: false, changed: false, workers: 2, acked: 0 });
+    t.same(broadcasts, [false, false]);
+  });
+});

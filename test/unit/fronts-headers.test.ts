@@ -2,7 +2,8 @@
 // functions: what Connection may nominate, the Forwarded element we write,
 // and the requests refused before forwarding (issue 8, items 2 and 12).
 import t from 'tap';
-import { formatForwarded, requestProblem, setForwardingHeaders, stripHopByHop } from '../../proxy/fronts/headers.js';
+import { formatForwarded, requestProblem, setForwardingHeaders, stripHopByHop, upstreamRequestFields } from '../../proxy/fronts/headers.js';
+import { upstreamPath } from '../../proxy/upstream/request-path.js';
 import { factsFor } from '../helpers/facts.js';
 
 const facts = factsFor(
@@ -81,5 +82,51 @@ t.test('requestProblem: duplicate Host and an HTTP/2 authority mismatch', (t) =>
   t.equal(requestProblem([':authority', 'a.example', 'host', 'b.example']), 'authority_mismatch');
   t.equal(requestProblem([':authority', 'a.example']), undefined);
   t.equal(requestProblem([]), undefined);
+  t.end();
+});
+
+t.test('upstream request fields: the client\'s as received, minus hop-by-hop, framing and forwarding fields; ours after', (t) => {
+  const rawHeaders = [
+    'Host', 'app.example', 'Connection', 'keep-alive, X-Private', 'X-Private', '1', 'Accept', 'a/b', 'Content-Length', '999',
+    'Transfer-Encoding', 'chunked', 'X-Forwarded-For', '10.0.0.1', 'Forwarded', 'for=evil', 'X-Forwarded-Client-Cert', 'Hash=forged',
+    'Set-Thing', 'one', 'Set-Thing', 'two', 'TE', 'trailers', 'Upgrade', 'h2c',
+  ];
+  const headers = { host: 'app.example', connection: 'keep-alive, X-Private', 'x-forwarded-for': '10.0.0.1' };
+  const fields = upstreamRequestFields({ rawHeaders, headers }, facts, 'X-Forwarded-Client-Cert', 'Content-Length: 4\r\n', '127.0.0.1:8080');
+  t.equal(
+    fields,
+    'Accept: a/b\r\nSet-Thing: one\r\nSet-Thing: two\r\nHost: app.example\r\nContent-Length: 4\r\n' +
+      'x-forwarded-for: 10.0.0.1, 192.0.2.7\r\nx-forwarded-proto: https\r\nx-forwarded-host: app.example\r\n' +
+      'forwarded: for=192.0.2.7;host=app.example;proto=https\r\nx-forwarded-port: 8443\r\n',
+  );
+  t.end();
+});
+
+t.test('upstream request fields of an HTTP/2 request: no pseudo-headers, Host from :authority, or the upstream\'s', (t) => {
+  const h2 = upstreamRequestFields(
+    {
+      rawHeaders: [':method', 'GET', ':path', '/', ':authority', 'app.example', ':scheme', 'https', 'accept', '*/*', 'cookie', 'a=1', 'cookie', 'b=2'],
+      headers: { ':authority': 'app.example', cookie: 'a=1; b=2' },
+    },
+    facts, 'x-forwarded-client-cert', '', 'up:1',
+  );
+  t.match(h2, /^accept: \*\/\*\r\nCookie: a=1; b=2\r\nHost: app\.example\r\n/, 'split cookie fields joined into one line (RFC 9113 §8.2.3)');
+  t.notMatch(h2, /^:/m);
+  const none = upstreamRequestFields({ rawHeaders: [], headers: {} }, facts, 'x-forwarded-client-cert', '', '127.0.0.1:8080');
+  t.match(none, /^Host: 127\.0\.0\.1:8080\r\n/, 'as node\'s client did for a request without Host');
+  t.end();
+});
+
+t.test('the upstream request target: normalised like the URL parser, after upstream.url\'s path', (t) => {
+  t.equal(upstreamPath('/a/b?c=d', ''), '/a/b?c=d');
+  t.equal(upstreamPath('/a/../b', ''), '/b');
+  t.equal(upstreamPath('/a/%2e%2e/b', ''), '/b');
+  t.equal(upstreamPath('/a/./b', ''), '/a/b');
+  t.equal(upstreamPath('http://other.example/x?y', ''), '/x?y', 'absolute form to origin form');
+  t.equal(upstreamPath("/q?a='", ''), '/q?a=%27');
+  t.equal(upstreamPath('//x/y', ''), '//x/y');
+  t.equal(upstreamPath('*', ''), '/*');
+  t.equal(upstreamPath('/x?y=1', '/base/'), '/base/x?y=1');
+  t.equal(upstreamPath('/x?y=1', '/base?k=v'), '/base/x?k=v&y=1');
   t.end();
 });

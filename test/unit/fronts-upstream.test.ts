@@ -1,11 +1,11 @@
 // The upstream side of http mode as pure parts: the reason each socket error
 // is counted under and the answer each reason gets (proxy/fronts/upstream-errors.ts),
-// and the admission of requests to the upstream sockets (proxy/fronts/upstream-pool.ts).
+// and the admission of requests to the upstream sockets (proxy/upstream/slots.ts).
 import { EventEmitter } from 'node:events';
 import t from 'tap';
 import { UPSTREAM_ERROR_REASONS } from '../../proxy/vocabulary.js';
 import { UPSTREAM_ANSWERS, upstreamReason } from '../../proxy/fronts/upstream-errors.js';
-import { UpstreamPool } from '../../proxy/fronts/upstream-pool.js';
+import { UpstreamSlots } from '../../proxy/upstream/slots.js';
 
 const err = (code?: string): NodeJS.ErrnoException => Object.assign(new Error('x'), code === undefined ? {} : { code });
 
@@ -34,7 +34,7 @@ t.test('every reason has its answer: timeouts 504, our queue 503, the rest 502',
 });
 
 t.test('the pool runs maxSockets at once, queues maxPending in order, refuses the rest', (t) => {
-  const pool = new UpstreamPool(2, 1, 0);
+  const pool = new UpstreamSlots(2, 1, 0);
   t.teardown(() => pool.close());
   const ran: number[] = [];
   const refused: number[] = [];
@@ -48,7 +48,7 @@ t.test('the pool runs maxSockets at once, queues maxPending in order, refuses th
 });
 
 t.test('a waiting request leaves the queue when its response closes or its wait runs out', async (t) => {
-  const pool = new UpstreamPool(1, 2, 30);
+  const pool = new UpstreamSlots(1, 2, 30);
   t.teardown(() => pool.close());
   const ran: string[] = [];
   const refused: string[] = [];

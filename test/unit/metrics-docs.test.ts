@@ -13,6 +13,8 @@ const doc = readFileSync(join(root, 'docs/metrics.md'), 'utf8');
 
 async function declaredMetrics(): Promise<{ name: string; type: string; labels: string[] }[]> {
   const metrics = m.createMetrics({ defaultMetrics: false });
+  // The primary of workers: N adds its own series to the same registry.
+  m.createPrimaryMetrics(metrics.registry);
   const json = await metrics.registry.getMetricsAsJSON();
   return json.map((x) => {
     const names = (x as unknown as { labelNames?: string[] }).labelNames;

@@ -72,6 +72,7 @@ sidecar.extraConfig is merged last.
 {{- $cfg := dict
   "listen" (dict "host" "0.0.0.0" "port" (int $v.sidecar.ports.https))
   "mode" $v.sidecar.mode
+  "workers" $v.sidecar.workers
   "upstream" $upstream
   "tls" $tls
   "admin" (dict "host" "0.0.0.0" "port" (int $v.sidecar.ports.admin))

@@ -1,12 +1,12 @@
-// The upstream connections of http mode and who may use them: at most
+// Who may use the upstream connections of http mode: at most
 // upstream.maxSockets requests are forwarded at once, each holding one
-// keep-alive socket of the agent; up to upstream.maxPending more wait (FIFO)
-// for a slot, at most `waitMs` (waiting for a slot is part of getting an
-// upstream connection, so timeouts.upstreamConnect bounds it); past either
-// bound the caller is told the upstream is overloaded.
-import http from 'node:http';
+// socket; up to upstream.maxPending more wait (FIFO) for a slot, at most
+// `waitMs` (waiting for a slot is part of getting an upstream connection, so
+// timeouts.upstreamConnect bounds it); past either bound the caller is told
+// the upstream is overloaded. A slot is held until the response closes, so
+// busy sockets never outnumber slots (pool.ts connects only when none is idle).
 
-/** What the pool watches of a response: its end, which frees the slot. */
+/** What the slots watch of a response: its end, which frees the slot. */
 interface Closing {
   once(event: 'close', listener: () => void): unknown;
 }
@@ -17,8 +17,7 @@ interface Waiting {
   timer: NodeJS.Timeout | undefined;
 }
 
-export class UpstreamPool {
-  readonly agent: http.Agent;
+export class UpstreamSlots {
   /** Requests forwarded now (each holds or waits for one upstream socket). */
   private active = 0;
   /** Requests waiting for a slot, oldest first. */
@@ -28,13 +27,7 @@ export class UpstreamPool {
     private readonly maxSockets: number,
     private readonly maxPending: number,
     private readonly waitMs: number,
-  ) {
-    // Keep-alive to the upstream; free sockets are dropped before a typical
-    // upstream keep-alive timeout (node: 5 s) would close them under us.
-    // maxSockets backs up the slot count (a socket of a finished request may
-    // close a moment after its slot is given to the next one).
-    this.agent = new http.Agent({ keepAlive: true, maxSockets, maxTotalSockets: maxSockets, timeout: 4000, scheduling: 'lifo' });
-  }
+  ) {}
 
   /**
    * `run` now if a slot is free, else once one is (queued, bounded, no longer
@@ -65,7 +58,6 @@ export class UpstreamPool {
   close(): void {
     for (const w of this.waiting) clearTimeout(w.timer);
     this.waiting.clear();
-    this.agent.destroy();
   }
 
   private start(res: Closing, run: () => void): void {
