@@ -3,17 +3,18 @@
 //
 //   node --import tsx bench/cpuprofile-top.ts [--top N] [--log BENCH_STDOUT] FILE.cpuprofile...
 //
-// --log: the bench's stdout when it ran with KTLS_BENCH_SIDECAR_ARGS; its `bench-window pid=… start_us=…
-// end_us=…` lines restrict each profile (matched by the pid in its file name, CPU.<date>.<time>.<pid>.…) to the
-// measured load phase, so start-up (kernel probe) and warm-up are left out. Several files: each is printed, then
-// their sum. Times are in ms of samples.
+// --log: the bench's stdout when it ran with KTLS_BENCH_SIDECAR_ARGS; its `bench-window pid=… system=…
+// workload=… round=… start_us=… end_us=…` lines (one per measured sample and sidecar process) restrict each
+// profile (matched by the pid in its file name, CPU.<date>.<time>.<pid>.…) to the measured load phases, so
+// start-up (kernel probe), warm-up and the other systems' turns are left out. Several files: each is printed,
+// then their sum. Times are in ms of samples.
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 
 interface CallFrame { functionName: string; url: string; lineNumber: number; columnNumber: number }
 interface ProfileNode { id: number; callFrame: CallFrame; children?: number[] }
 interface Profile { nodes: ProfileNode[]; startTime: number; endTime: number; samples: number[]; timeDeltas: number[] }
-interface Window { label: string; start: number; end: number }
+interface Window { label: string; spans: { start: number; end: number }[] }
 interface Summary { self: Map<string, number>; total: Map<string, number>; origin: Map<string, number>; ms: number }
 
 const argv = process.argv.slice(2);
@@ -29,8 +30,14 @@ for (let i = 0; i < argv.length; i++) {
 const windows = new Map<number, Window>();
 if (logFile) {
   for (const line of readFileSync(logFile, 'utf8').split('\n')) {
-    const m = /bench-window pid=(\d+) mode=(\S+) workload=(\S+) start_us=(\d+) end_us=(\d+)/.exec(line);
-    if (m) windows.set(Number(m[1]), { label: `${m[3]}/${m[2]}`, start: Number(m[4]), end: Number(m[5]) });
+    // `mode=` is what older runs of the bench printed instead of `system=`.
+    const m = /bench-window pid=(\d+) (?:system|mode)=(\S+) workload=(\S+)(?: round=\d+)? start_us=(\d+) end_us=(\d+)/.exec(line);
+    if (!m) continue;
+    const w = windows.get(Number(m[1])) ?? { label: m[2]!, spans: [] };
+    const label = `${m[3]}/${m[2]}`;
+    if (!w.label.split(',').includes(label)) w.label = w.spans.length ? `${w.label},${label}` : label;
+    w.spans.push({ start: Number(m[4]), end: Number(m[5]) });
+    windows.set(Number(m[1]), w);
   }
 }
 
@@ -60,7 +67,7 @@ function summarise(p: Profile, win: Window | undefined): Summary {
   let t = p.startTime;
   for (let i = 0; i < p.samples.length; i++) {
     t += p.timeDeltas[i] ?? 0;
-    if (win && (t < win.start || t > win.end)) continue;
+    if (win && !win.spans.some((sp) => t >= sp.start && t <= sp.end)) continue;
     const dt = (p.timeDeltas[i + 1] ?? 0) / 1000; // this sample lasts until the next one
     const node = byId.get(p.samples[i]!)!;
     s.ms += dt;
@@ -105,7 +112,7 @@ for (const f of files) {
     continue;
   }
   const s = summarise(JSON.parse(readFileSync(f, 'utf8')) as Profile, win);
-  print(`${path.basename(f)}${win ? ` [${win.label}, load phase]` : ''}`, s);
+  print(`${path.basename(f)}${win ? ` [${win.label}: ${win.spans.length} load phases]` : ''}`, s);
   add(sum.self, s.self);
   add(sum.total, s.total);
   add(sum.origin, s.origin);

@@ -1,313 +1,214 @@
-// Benchmark: the sidecar's CPU cost per GiB delivered and its request rate, with kTLS off, tx and txrx,
-// measured side by side in one run and reported as ratios to "off" (median and spread over rounds).
+// Benchmark: the sidecar side by side with the TLS proxies a user would pick instead, in ONE run, with the same
+// origin, client, certificate and TLS 1.3 suite (TLS_AES_128_GCM_SHA256), interleaved round by round.
 //
-//   npm run bench            on this host (kernel without TLS: tx/txrx are labelled off and reported as such)
-//   npm run bench:kernel     inside the QEMU lab on a kernel with the tls module
+//   npm run bench            on this host: nginx, node (plain https + http-proxy-3), sidecar
+//   npm run bench:kernel     inside the QEMU lab on a kernel with the tls module: also nginx-ktls, sidecar-tx/txrx
+//   node --import tsx bench/chart.ts <bench.json> docs/bench/host.svg      the chart of a run
 //
-// Method. One upstream (plain HTTP on loopback) serves fixed-size bodies. For each mode a fresh sidecar
-// process is started with a config file that selects the mode; a keep-alive HTTPS client (undici) drives a fixed
-// number of requests at fixed concurrency. The sidecar's CPU time is read from /proc/<pid>/stat (utime+stime)
-// right before and after the load, so the client's and upstream's CPU are not counted. Modes are interleaved
-// round by round (off, tx, txrx, off, tx, …) so that drift of a noisy machine hits every mode alike.
-// A mode whose connections did not actually run on kTLS (per the sidecar's own /metrics) is reported with the
-// reason it gave, never as a kTLS number.
+// Method (docs/benchmark.md). Origin: bench/origin.c, compiled with cc at bench time (epoll, keep-alive, fixed
+// bodies /1k /64k /1m /16m). Client: wrk -t1 -c8 keep-alive, its latency histogram read by a Lua done() hook.
+// Pinning: every process of the proxy under test on core 0, wrk on core 1, the origin on core 2 if there is one
+// (else with wrk); nothing pinned on a 1-core machine. Every system is started once and stays up; before measuring
+// it must answer each path with 200 and the exact byte count over TLSv1.3 + the suite (the run stops otherwise),
+// and it gets BENCH_WARMUP seconds of load per workload (JIT). CPU = utime+stime of all the proxy's processes
+// (nginx master + worker, the sidecar's primary + workers) from /proc before and after each wrk run. Per cell:
+// req/s, CPU µs/request, CPU s/GiB (bytes read by wrk), p50/p99 latency; medians [min..max] over rounds; ratios of
+// each sidecar row to `node`, `nginx` (and to `sidecar`, for workers/kTLS variants). A sample with wrk errors
+// (non-2xx, read/connect errors, timeouts) is reported and left out. A kTLS row is labelled by what the sidecar's
+// /metrics and /proc/net/tls_stat say happened, never by what was configured.
 //
 // Knobs (environment):
-//   BENCH_ROUNDS=3           rounds per workload (each round runs every mode once)
-//   BENCH_SCALE=<n>          request-count scale (default 1 on the host, 0.25 in the lab)
-//   BENCH_WORKLOADS=64k,...  only these workloads, by id: 16m (16 MiB responses), 64k (64 KiB responses),
-//                            1k (1 KiB requests); default all
-//   BENCH_MODES=off,tx,...   only these modes (default off,tx,txrx); ratios need `off` among them
-//   BENCH_SIDECAR_CLI=<file> the sidecar entry point to run (default dist/proxy/cli.js), e.g. a copy of a
-//                            baseline build, to compare two builds with the same bench
-//   BENCH_CPU_DETAIL=1       also print, per run, the sidecar's user/system split and CPU by thread name
-//                            (a `bench-cpu` line), from /proc/<pid>/task/*/stat
-//   KTLS_BENCH_SIDECAR_ARGS  extra node flags for the sidecar child, split on whitespace, e.g.
-//                            "--cpu-prof --cpu-prof-dir=$KTLS_LAB_OUT/prof". When set, the sidecar is stopped
-//                            with SIGTERM (not SIGKILL) after each run so that such flags can write their output
-//                            at exit (SIGKILL after 30 s if it has not exited).
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, writeFileSync, rmSync } from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import net from 'node:net';
+//   BENCH_ROUNDS=3            rounds per workload (each round runs every system once)
+//   BENCH_DURATION=5          seconds of load per sample
+//   BENCH_WARMUP=2            seconds of load per system and workload before the rounds (not measured)
+//   BENCH_WORKLOADS=1k,64k,1m,16m   only these workloads
+//   BENCH_SYSTEMS=nginx,node,sidecar   only these systems, in this order; also: sidecar-w2 (config `workers: 2`),
+//                             nginx-ktls, sidecar-tx, sidecar-txrx (kTLS: lab). A sidecar that does not start
+//                             is reported "not available: <what it said>"; any other peer failing stops the run.
+//   BENCH_SIDECAR_CLI=<file>  the sidecar entry point (default dist/proxy/cli.js), e.g. a baseline build
+//   BENCH_OUT=<dir>           where bench.json (every sample) and bench.md (the tables) go (default: a temp
+//                             dir; $KTLS_LAB_OUT/bench in the lab)
+//   BENCH_CPU_DETAIL=1        also print, per sample, user/system CPU by thread name (a `bench-cpu` line)
+//   KTLS_BENCH_SIDECAR_ARGS   extra node flags for the sidecar, split on whitespace, e.g. "--cpu-prof
+//                             --cpu-prof-dir=/tmp/prof": every system is stopped with SIGTERM at the end, and the
+//                             sidecar then gets 30 s (not 5) before SIGKILL to write such output; `bench-window`
+//                             lines mark each measured window for bench/cpuprofile-top.ts --log.
+// Flags: --kernel (lab mode: kTLS peers, no apt), --tools (install the tools, then exit: bench:kernel runs it
+// on the host first, since the guest sees the host's root and has no network).
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Agent, request } from 'undici';
-
-type Mode = 'off' | 'tx' | 'txrx';
-interface Workload { id: string; name: string; path: string; bodyBytes: number; uploadBytes: number; requests: number; concurrency: number }
-interface Sample { cpuSeconds: number; wallSeconds: number; bytes: number; requests: number; ktlsOnConnections: number; reasons: string }
+import { treeCpu, threadCpuOf, threadCpuDelta, tlsStat } from './lib/proc.js';
+import { cellOf, table, targets, WORKLOADS, type BenchJson, type Cell, type Sample, type Workload } from './lib/report.js';
+import {
+  HOST_DEFAULT, KERNEL_DEFAULT, SYSTEM_IDS, openDirForNginx, sidecarConnections, startSystem, stopSystem, verify,
+  type Context, type System, type SystemId,
+} from './lib/systems.js';
+import { cpuPlan, ensureTools, makeCert, startOrigin, stopChild, versionOf } from './lib/tools.js';
+import { errorCount, errorText, runWrk, writeWrkScript } from './lib/wrk.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const args = new Set(process.argv.slice(2));
 const kernel = args.has('--kernel');
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const scale = Number(process.env.BENCH_SCALE ?? (kernel ? 0.25 : 1)); // the lab emulates the CPU: fewer requests
-const ALL_MODES: Mode[] = ['off', 'tx', 'txrx'];
-const MODES: Mode[] = process.env.BENCH_MODES
-  ? process.env.BENCH_MODES.split(',').map((m) => {
-    if (!(ALL_MODES as string[]).includes(m)) throw new Error(`BENCH_MODES: unknown mode ${m} (${ALL_MODES.join(', ')})`);
-    return m as Mode;
-  })
-  : ALL_MODES;
+const duration = Number(process.env.BENCH_DURATION ?? 5);
+const warmup = Number(process.env.BENCH_WARMUP ?? 2);
+const CONNECTIONS = 8;
+const wrkTimeout = kernel ? 120 : 10; // the lab's CPU is emulated: a 16 MiB response takes seconds there
+
+function list<T extends string>(knob: string, all: readonly T[], dflt: readonly T[]): T[] {
+  const v = process.env[knob];
+  if (!v) return [...dflt];
+  return v.split(',').filter(Boolean).map((x) => {
+    if (!(all as readonly string[]).includes(x)) throw new Error(`${knob}: unknown ${x} (${all.join(', ')})`);
+    return x as T;
+  });
+}
+const workloads: Workload[] = list('BENCH_WORKLOADS', WORKLOADS.map((w) => w.id), WORKLOADS.map((w) => w.id)).map((id) => WORKLOADS.find((w) => w.id === id)!);
+const systemIds = list<SystemId>('BENCH_SYSTEMS', SYSTEM_IDS, kernel ? KERNEL_DEFAULT : HOST_DEFAULT);
 const sidecarCli = path.resolve(process.env.BENCH_SIDECAR_CLI ?? path.join(root, 'dist/proxy/cli.js'));
-const cpuDetailWanted = process.env.BENCH_CPU_DETAIL === '1';
 const sidecarNodeArgs = (process.env.KTLS_BENCH_SIDECAR_ARGS ?? '').split(/\s+/).filter(Boolean);
-const KiB = 1024;
-const MiB = 1024 * KiB;
-const allWorkloads: Workload[] = [
-  { id: '16m', name: '16 MiB responses', path: `/bytes/${16 * MiB}`, bodyBytes: 16 * MiB, uploadBytes: 0, requests: Math.max(8, Math.round(48 * scale)), concurrency: 4 },
-  { id: '64k', name: '64 KiB responses', path: `/bytes/${64 * KiB}`, bodyBytes: 64 * KiB, uploadBytes: 0, requests: Math.max(200, Math.round(3000 * scale)), concurrency: 16 },
-  { id: '1k', name: '1 KiB requests', path: '/echo', bodyBytes: KiB, uploadBytes: KiB, requests: Math.max(500, Math.round(8000 * scale)), concurrency: 32 },
-];
-const workloadIds = process.env.BENCH_WORKLOADS?.split(',').filter(Boolean);
-for (const id of workloadIds ?? []) {
-  if (!allWorkloads.some((w) => w.id === id)) throw new Error(`BENCH_WORKLOADS: unknown workload ${id} (${allWorkloads.map((w) => w.id).join(', ')})`);
-}
-const workloads = workloadIds ? allWorkloads.filter((w) => workloadIds.includes(w.id)) : allWorkloads;
+const cpuDetail = process.env.BENCH_CPU_DETAIL === '1';
 
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-
-function cpuSecondsOf(pid: number): number {
-  // /proc/<pid>/stat: the command name may contain spaces, so split after the last ')'.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // utime, stime (fields 14 and 15)
-}
-
-function startUpstream(): Promise<http.Server> {
-  const chunk = Buffer.alloc(64 * KiB, 0x61);
-  const server = http.createServer((req, res) => {
-    const m = /^\/bytes\/(\d+)$/.exec(req.url ?? '');
-    if (m) {
-      let left = Number(m[1]);
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(left) });
-      const pump = (): void => {
-        while (left > 0) {
-          const n = Math.min(left, chunk.length);
-          left -= n;
-          if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) { res.once('drain', pump); return; }
-        }
-        res.end();
-      };
-      pump();
-      return;
-    }
-    const parts: Buffer[] = [];
-    req.on('data', (d: Buffer) => parts.push(d));
-    req.on('end', () => {
-      const body = Buffer.concat(parts);
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(body.length) });
-      res.end(body);
-    });
-  });
-  server.keepAliveTimeout = 60_000;
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function makeCert(dir: string): { cert: string; key: string } {
-  const cert = path.join(dir, 'cert.pem');
-  const key = path.join(dir, 'key.pem');
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '2',
-    '-subj', '/CN=localhost', '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert], { stdio: 'ignore' });
-  return { cert, key };
-}
-
-/** CPU seconds by thread name (user, system), from /proc/<pid>/task/<tid>/stat. */
-function threadCpuOf(pid: number): Map<string, { user: number; sys: number }> {
-  const out = new Map<string, { user: number; sys: number }>();
-  let tids: string[];
-  try {
-    tids = readdirSync(`/proc/${pid}/task`);
-  } catch { return out; }
-  for (const tid of tids) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-    } catch { continue; } // the thread exited
-    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '#').replace(/\s+/g, '_');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const e = out.get(name) ?? { user: 0, sys: 0 };
-    e.user += Number(fields[11]) / CLK_TCK;
-    e.sys += Number(fields[12]) / CLK_TCK;
-    out.set(name, e);
+/** One wrk run against one system: CPU of the proxy's process tree around it, and what its record layer was. */
+async function measure(sys: System, w: Workload, round: number, ctx: Context, script: string): Promise<Sample> {
+  const pid = sys.child!.proc.pid!;
+  const isSidecar = sys.id.startsWith('sidecar');
+  const conns0 = isSidecar ? await sidecarConnections(sys.adminPort) : null;
+  const tls0 = tlsStat();
+  const threads0 = cpuDetail ? threadCpuOf(pid) : null;
+  const cpu0 = treeCpu(pid);
+  const t0 = process.hrtime.bigint();
+  const r = await runWrk({ url: `https://127.0.0.1:${sys.port}${w.path}`, seconds: duration, connections: CONNECTIONS, timeoutS: wrkTimeout, core: ctx.plan.client, script });
+  const t1 = process.hrtime.bigint();
+  const cpu1 = treeCpu(pid);
+  const user = cpu1.user - cpu0.user;
+  const sysCpu = cpu1.sys - cpu0.sys;
+  if (threads0) console.log(`bench-cpu system=${sys.id} workload=${w.id} round=${round} user=${user.toFixed(2)} sys=${sysCpu.toFixed(2)} threads=${threadCpuDelta(threads0, threadCpuOf(pid))}`);
+  if (isSidecar && sidecarNodeArgs.length) {
+    // The load phase on the monotonic clock V8's profiler uses, once per process of the sidecar.
+    for (const p of cpu1.pids) console.log(`bench-window pid=${p} system=${sys.id} workload=${w.id} round=${round} start_us=${t0 / 1000n} end_us=${t1 / 1000n}`);
   }
-  return out;
-}
-
-function cpuDetail(before: Map<string, { user: number; sys: number }>, after: Map<string, { user: number; sys: number }>): string {
-  let user = 0;
-  let sys = 0;
-  const parts: string[] = [];
-  for (const [name, a] of after) {
-    const b = before.get(name) ?? { user: 0, sys: 0 };
-    const du = a.user - b.user;
-    const ds = a.sys - b.sys;
-    user += du;
-    sys += ds;
-    if (du + ds > 0) parts.push(`${name}:${du.toFixed(2)}u+${ds.toFixed(2)}s`);
-  }
-  return `user=${user.toFixed(2)} sys=${sys.toFixed(2)} threads=${parts.join(',')}`;
-}
-
-async function waitReady(adminPort: number, child: ChildProcess): Promise<void> {
-  // In the lab the first start probes the kernel while it loads the crypto modules under emulation (10-20 s).
-  const waitMs = kernel ? 180_000 : 30_000;
-  const deadline = Date.now() + waitMs;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`sidecar exited with code ${child.exitCode}`);
-    try {
-      const res = await request(`http://127.0.0.1:${adminPort}/readyz`);
-      await res.body.dump();
-      if (res.statusCode === 200) return;
-    } catch { /* not listening yet */ }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`sidecar did not become ready within ${waitMs / 1000} s`);
-}
-
-async function ktlsFacts(adminPort: number): Promise<{ on: number; reasons: string }> {
-  const res = await request(`http://127.0.0.1:${adminPort}/metrics`);
-  const text = await res.body.text();
-  let on = 0;
-  const reasons = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (!line.startsWith('ktls_sidecar_connections_opened_total{')) continue;
-    const value = Number(line.slice(line.lastIndexOf(' ') + 1));
-    const ktls = /ktls="(on|off)"/.exec(line)?.[1];
-    const reason = /ktls_reason="([^"]*)"/.exec(line)?.[1] ?? '?';
-    if (ktls === 'on') on += value;
-    reasons.set(`${ktls}/${reason}`, (reasons.get(`${ktls}/${reason}`) ?? 0) + value);
-  }
-  return { on, reasons: [...reasons].map(([k, v]) => `${k}=${v}`).join(',') };
-}
-
-async function runOne(mode: Mode, w: Workload, upstreamPort: number, tls: { cert: string; key: string }, dir: string): Promise<Sample> {
-  const port = await freePort();
-  const adminPort = await freePort();
-  const configFile = path.join(dir, `config-${mode}.yaml`);
-  writeFileSync(configFile, [
-    'listen:', '  host: 127.0.0.1', `  port: ${port}`,
-    'admin:', '  host: 127.0.0.1', `  port: ${adminPort}`,
-    'upstream:', `  url: http://127.0.0.1:${upstreamPort}`,
-    'tls:', `  cert: ${tls.cert}`, `  key: ${tls.key}`,
-    'log:', '  level: warn',
-    'ktls:', `  enabled: ${mode !== 'off'}`, `  direction: ${mode === 'off' ? 'tx' : mode}`, '  sampleRate: 1',
-    '',
-  ].join('\n'));
-  const child = spawn(process.execPath, [...sidecarNodeArgs, sidecarCli, '--config', configFile], { stdio: ['ignore', 'ignore', 'inherit'] });
-  try {
-    await waitReady(adminPort, child);
-    const agent = new Agent({ connections: w.concurrency, pipelining: 1, connect: { rejectUnauthorized: false } });
-    const origin = `https://127.0.0.1:${port}`;
-    const upload = Buffer.alloc(w.uploadBytes, 0x62);
-    // Warm-up: open the connections (handshakes are not what this measures) and let the JIT settle.
-    await Promise.all(Array.from({ length: w.concurrency }, async () => {
-      const r = await request(origin + w.path, { dispatcher: agent, method: w.uploadBytes ? 'POST' : 'GET', body: w.uploadBytes ? upload : undefined });
-      await r.body.dump();
-    }));
-    let next = 0;
-    let bytes = 0;
-    const threads0 = cpuDetailWanted ? threadCpuOf(child.pid!) : null;
-    const cpu0 = cpuSecondsOf(child.pid!);
-    const t0 = process.hrtime.bigint();
-    await Promise.all(Array.from({ length: w.concurrency }, async () => {
-      while (next < w.requests) {
-        next++;
-        const r = await request(origin + w.path, { dispatcher: agent, method: w.uploadBytes ? 'POST' : 'GET', body: w.uploadBytes ? upload : undefined });
-        if (r.statusCode !== 200) throw new Error(`${mode} ${w.name}: status ${r.statusCode}`);
-        for await (const chunk of r.body) bytes += (chunk as Buffer).length;
-      }
-    }));
-    const t1 = process.hrtime.bigint();
-    const wallSeconds = Number(t1 - t0) / 1e9;
-    if (sidecarNodeArgs.length) {
-      // The load phase on the monotonic clock V8's profiler uses (bench/cpuprofile-top.ts --log picks it up).
-      console.log(`bench-window pid=${child.pid} mode=${mode} workload=${w.id} start_us=${t0 / 1000n} end_us=${t1 / 1000n}`);
-    }
-    const cpuSeconds = cpuSecondsOf(child.pid!) - cpu0;
-    if (threads0) {
-      console.log(`bench-cpu pid=${child.pid} mode=${mode} workload=${w.id} cpu=${cpuSeconds.toFixed(2)} ${cpuDetail(threads0, threadCpuOf(child.pid!))}`);
-    }
-    const expected = w.requests * w.bodyBytes;
-    if (bytes !== expected) throw new Error(`${mode} ${w.name}: got ${bytes} bytes, expected ${expected}`);
-    await agent.close();
-    const facts = await ktlsFacts(adminPort);
-    return { cpuSeconds, wallSeconds, bytes, requests: w.requests, ktlsOnConnections: facts.on, reasons: facts.reasons };
-  } finally {
-    const exited = new Promise((r) => (child.exitCode !== null || child.signalCode !== null ? r(null) : child.once('exit', r)));
-    if (sidecarNodeArgs.length) {
-      // Let flags such as --cpu-prof write their output at a clean exit.
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-      await exited;
-      clearTimeout(t);
-    } else {
-      child.kill('SIGKILL');
-      await exited;
+  const layer: string[] = [];
+  if (conns0) {
+    const conns1 = await sidecarConnections(sys.adminPort);
+    for (const [k, v] of conns1) {
+      const d = v - (conns0.get(k) ?? 0);
+      if (d <= 0) continue;
+      const [ktls, reason, direction] = k.split('/');
+      layer.push(ktls === 'on' ? `kTLS ${direction} (sidecar metrics)` : `userspace (sidecar metrics: ktls off, ${reason})`);
     }
   }
+  const tls1 = tlsStat();
+  if (tls1.size) {
+    const d = (k: string): number => (tls1.get(k) ?? 0) - (tls0.get(k) ?? 0);
+    const tx = d('TlsTxSw') + d('TlsTxDevice');
+    const rx = d('TlsRxSw') + d('TlsRxDevice');
+    // The sidecar's own metrics already say which record layer it used; tls_stat confirms it (and is the only
+    // witness for nginx).
+    layer.push(tx || rx ? `kTLS (tls_stat: +${tx} tx, +${rx} rx sessions)` : 'userspace (tls_stat: no kTLS sessions)');
+  } else if (!isSidecar) layer.push(sys.id === 'nginx-ktls' ? 'userspace (no /proc/net/tls_stat: no kernel TLS)' : 'userspace');
+  const errors = errorText(r);
+  const seconds = Number(t1 - t0) / 1e9;
+  const cpu = user + sysCpu;
+  return {
+    workload: w.id, system: sys.id, round, requests: r.requests, bytes: r.bytes, seconds, cpuUser: user, cpuSys: sysCpu,
+    rps: r.requests / r.durationS, cpuUsPerReq: (cpu / Math.max(1, r.requests)) * 1e6, cpuSPerGiB: cpu / (r.bytes / 2 ** 30),
+    p50Us: r.p50Us, p99Us: r.p99Us, maxUs: r.maxUs, errors, valid: errorCount(r) === 0 && r.requests > 0,
+    recordLayer: layer.join(', ') || '?', processes: cpu1.pids.length,
+  };
 }
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-}
-
-const fmt = (x: number, d = 3): string => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 
 async function main(): Promise<void> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'ktls-bench-'));
-  const upstream = await startUpstream();
-  const upstreamPort = (upstream.address() as AddressInfo).port;
-  const tls = makeCert(dir);
-  console.log(`ktls-sidecar bench: ${rounds} rounds, modes ${MODES.join('/')}, sidecar ${path.relative(root, sidecarCli)}${sidecarNodeArgs.length ? ` (node ${sidecarNodeArgs.join(' ')})` : ''}, kernel ${execFileSync('uname', ['-r'], { encoding: 'utf8' }).trim()}, ${kernel ? 'lab (emulated CPU: ratios are indicative)' : 'host'}`);
+  const missing = ensureTools(!kernel, kernel ? ['nginx'] : []);
+  if (args.has('--tools')) return;
+  const systemsWanted = systemIds.filter((id) => {
+    if (id.startsWith('nginx') && missing.has('nginx')) {
+      console.log(`bench: ${id} skipped: nginx is not installed here${kernel ? ' (the guest sees the host root: install it on the host)' : ''}`);
+      return false;
+    }
+    return true;
+  });
+  const plan = cpuPlan();
+  const work = mkdtempSync(path.join(tmpdir(), 'ktls-bench-'));
+  const outDir = process.env.BENCH_OUT ?? (kernel && process.env.KTLS_LAB_OUT ? path.join(process.env.KTLS_LAB_OUT, 'bench') : mkdtempSync(path.join(tmpdir(), 'ktls-bench-out-')));
+  mkdirSync(outDir, { recursive: true });
+  const jsonFile = path.join(outDir, 'bench.json');
+  openDirForNginx(work);
+  const tls = makeCert(work);
+  const origin = await startOrigin(root, work, plan);
+  const ctx: Context = { root, dir: work, plan, originPort: origin.port, tls, sidecarCli, sidecarNodeArgs, kernel };
+  const script = writeWrkScript(work);
+  const kver = versionOf(['uname', '-r']);
+  const header = `ktls-sidecar bench (${kernel ? 'lab, emulated CPU: ratios are indicative' : 'host'}): kernel ${kver}, ${plan.note}; ` +
+    `${rounds} rounds x ${duration} s (warm-up ${warmup} s), ${versionOf(['wrk', '-v']).replace(/ Copyright.*/, '')} -t1 -c${CONNECTIONS}, node ${process.version}, sidecar ${path.relative(root, sidecarCli) || sidecarCli}` +
+    `${sidecarNodeArgs.length ? ` (node ${sidecarNodeArgs.join(' ')})` : ''}`;
+  console.log(header);
+  // The results block of docs/benchmark.md, written next to bench.json: the header, one table per workload, targets.
+  const md: string[] = [`${header}, ${new Date().toISOString().slice(0, 10)}`];
+  const systems: System[] = [];
+  const notAvailable = new Map<string, string>();
+  const samples: Sample[] = [];
+  const cells: Cell[] = [];
+  const json = (): BenchJson => ({
+    meta: {
+      date: new Date().toISOString(), mode: kernel ? 'lab' : 'host', kernel: kver, cpuPlan: plan.note, rounds, durationS: duration, warmupS: warmup,
+      connections: CONNECTIONS, wrk: versionOf(['wrk', '-v']), node: process.version, sidecarCli,
+      systems: Object.fromEntries(systems.map((s) => [s.id, { description: s.description, available: s.available, reason: s.reason, tls: s.tls }])),
+    },
+    workloads, samples, cells,
+  });
   try {
+    for (const id of systemsWanted) {
+      const sys = await startSystem(id, ctx);
+      systems.push(sys);
+      if (!sys.available) {
+        if (!id.startsWith('sidecar')) throw new Error(`${id} did not start: ${sys.reason}`);
+        notAvailable.set(id, sys.reason);
+        console.log(`bench: ${id} not available: ${sys.reason}`);
+        continue;
+      }
+      await verify(sys, workloads.map((w) => ({ path: w.path, bytes: w.bodyBytes })));
+      console.log(`bench: ${id} ok (${sys.tls}): ${sys.description}`);
+    }
+    const live = systems.filter((s) => s.available);
     for (const w of workloads) {
-      const samples = new Map<Mode, Sample[]>(MODES.map((m) => [m, []]));
-      for (let r = 0; r < rounds; r++) {
-        for (const mode of MODES) samples.get(mode)!.push(await runOne(mode, w, upstreamPort, tls, dir));
+      for (const sys of live) {
+        if (warmup <= 0) break;
+        const r = await runWrk({ url: `https://127.0.0.1:${sys.port}${w.path}`, seconds: warmup, connections: CONNECTIONS, timeoutS: wrkTimeout, core: plan.client, script });
+        if (errorCount(r)) console.log(`bench: warm-up ${sys.id} ${w.id}: wrk errors ${errorText(r)}`);
       }
-      const stat = (mode: Mode): { cpuPerGiB: number[]; rps: number[]; on: number; reasons: string } => {
-        const s = samples.get(mode)!;
-        return {
-          cpuPerGiB: s.map((x) => x.cpuSeconds / (x.bytes / 2 ** 30)),
-          rps: s.map((x) => x.requests / x.wallSeconds),
-          on: Math.min(...s.map((x) => x.ktlsOnConnections)),
-          reasons: s[s.length - 1]!.reasons,
-        };
-      };
-      const off = MODES.includes('off') ? stat('off') : null;
-      console.log(`\n${w.name} (${w.requests} requests x ${rounds} rounds, concurrency ${w.concurrency})`);
-      console.log('mode  | CPU s/GiB median [min..max] | ratio to off | req/s median [min..max] | ratio to off | kTLS connections (sidecar metrics)');
-      for (const mode of MODES) {
-        const s = stat(mode);
-        const cpu = median(s.cpuPerGiB);
-        const rps = median(s.rps);
-        const usedKtls = mode === 'off' || s.on > 0;
-        const ratioCpu = !usedKtls ? `n/a (not kTLS: ${s.reasons})` : off ? fmt(cpu / median(off.cpuPerGiB)) : 'n/a';
-        const ratioRps = usedKtls && off ? fmt(rps / median(off.rps)) : 'n/a';
-        console.log(`${mode.padEnd(5)} | ${fmt(cpu)} [${fmt(Math.min(...s.cpuPerGiB))}..${fmt(Math.max(...s.cpuPerGiB))}] | ${ratioCpu} | ${fmt(rps, 1)} [${fmt(Math.min(...s.rps), 1)}..${fmt(Math.max(...s.rps), 1)}] | ${ratioRps} | ${s.reasons}`);
+      for (let round = 0; round < rounds; round++) {
+        // Rotate the order each round so that no system always runs right after the same neighbour.
+        const order = [...live.slice(round % live.length), ...live.slice(0, round % live.length)];
+        for (const sys of order) {
+          const s = await measure(sys, w, round, ctx, script);
+          samples.push(s);
+          if (!s.valid) console.log(`bench: ${sys.id} ${w.id} round ${round + 1}: invalid (wrk errors ${s.errors || 'none'}, ${s.requests} requests)`);
+        }
       }
+      cells.push(...live.map((s) => cellOf(samples, w.id, s.id)));
+      const block = `**${w.name}**: ${rounds} rounds x ${duration} s, wrk -c${CONNECTIONS}; medians [min..max]; ratios of medians\n\n${table(w, cells.filter((c) => c.workload === w.id), notAvailable)}`;
+      console.log(`\n${block}`);
+      md.push(block);
+      writeFileSync(jsonFile, JSON.stringify(json(), null, 1)); // after every workload: a partial run still leaves its data
     }
   } finally {
-    upstream.close();
-    rmSync(dir, { recursive: true, force: true });
+    const grace = sidecarNodeArgs.length ? 30_000 : 5_000;
+    await Promise.all(systems.map((s) => stopSystem(s, grace)));
+    await stopChild(origin.child, 2000);
+    rmSync(work, { recursive: true, force: true });
   }
+  writeFileSync(jsonFile, JSON.stringify(json(), null, 1));
+  const met = targets(cells);
+  if (met.length) {
+    const block = `issue 10 targets (medians of this run):\n\n\`\`\`\n${met.join('\n')}\n\`\`\``;
+    console.log(`\n${block}`);
+    md.push(block);
+  }
+  writeFileSync(path.join(outDir, 'bench.md'), `${md.join('\n\n')}\n`);
+  console.log(`\nbench: every sample in ${jsonFile}, the tables in ${path.join(outDir, 'bench.md')}\nchart: node --import tsx bench/chart.ts ${jsonFile} docs/bench/${kernel ? 'lab' : 'host'}.svg`);
 }
 
 await main();

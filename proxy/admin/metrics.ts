@@ -28,7 +28,6 @@ import {
   TLS_VERSION_LABELS,
   UPSTREAM_ERROR_REASONS,
   WORKER_RESTART_REASONS,
-  WORKER_STATES,
   oneOf,
 } from '../vocabulary.js';
 import type { ConnectionLabels, ConnectionMetrics, SidecarEvents } from '../observe/events.js';

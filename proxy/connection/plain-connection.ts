@@ -40,7 +40,10 @@ export class PlainConnection extends Duplex {
   closeReason: CloseReason | undefined;
   /** Called per chunk with (received, sent) so byte counters move while a connection lives. */
   onBytes: ((rx: number, tx: number) => void) | undefined;
+  /** The idle timeout in force (0: none). */
   private idleMs = 0;
+  /** The length the timer was made with (it outlives a disable, see setTimeout). */
+  private timerMs = 0;
   private idleTimer: NodeJS.Timeout | undefined;
 
   constructor(inner: Duplex, facts: Pick<ConnectionFacts, 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort'>) {
@@ -106,18 +109,26 @@ export class PlainConnection extends Duplex {
 
   /** net.Socket#setTimeout semantics: emit 'timeout' after `ms` without traffic; 0 disables. */
   setTimeout(ms: number, listener?: () => void): this {
-    // node:http arms this for keep-alive and idle timeouts and destroys on 'timeout'.
-    this.idleMs = ms;
+    // node:http calls this twice per request (0 while a request runs, the
+    // keep-alive timeout after it): one timer per connection, re-armed with
+    // refresh() when the length is unchanged, and left to fire unheeded
+    // while disabled (ms 0), instead of a new timer each call.
     if (listener) this.once('timeout', listener);
-    this.clearIdle();
-    if (ms > 0) {
-      this.idleTimer = setTimeout(() => {
-        markClose(this, 'idle_timeout');
-        this.emit('timeout');
-      }, ms);
+    if (ms > 0 && this.idleTimer && this.timerMs === ms) this.idleTimer.refresh();
+    else if (ms > 0) {
+      this.clearIdle();
+      this.timerMs = ms;
+      this.idleTimer = setTimeout(() => this.idleExpired(), ms);
       this.idleTimer.unref();
     }
+    this.idleMs = ms;
     return this;
+  }
+
+  private idleExpired(): void {
+    if (this.idleMs === 0 || this.destroyed) return;
+    markClose(this, 'idle_timeout');
+    this.emit('timeout');
   }
 
   setNoDelay(noDelay = true): this {
