@@ -1,12 +1,12 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
-// The flag above (also in `npm start` and the bench) keeps V8's young
-// generation at 1 MiB. Proxied bodies arrive as socket-read Buffers whose
-// memory lives outside the JS heap; with the default (up to 16 MiB) the
-// sidecar's lean per-chunk path allocated so little JS garbage that
-// scavenges, which free young Buffers, came too rarely, and the external-
-// memory limit started a full mark-compact every ~70 ms instead (measured,
-// 1 MiB responses: 2.9 -> 1.7 CPU s/GiB; 64 KiB: 3.35 -> 2.7). V8 reads it
-// only at start-up: v8.setFlagsFromString() later has no effect.
+#!/usr/bin/env -S node --max-semi-space-size=1 --expose-gc
+// The flags above (also in `npm start`; the bench reads them from here) are
+// about relayed bytes, which arrive as socket-read Buffers whose memory lives
+// outside the JS heap and is freed at a scavenge: a 1 MiB young generation
+// keeps scavenges frequent, and --expose-gc lets proxy/connection/
+// external-memory.ts ask for one every few MiB relayed. Without them the
+// Buffers' external memory reached V8's limit first and started a full
+// mark-compact every ~70 ms (measured, 1 MiB responses: 2.9 -> 1.5 CPU s/GiB).
+// V8 reads them only at start-up (v8.setFlagsFromString() later does nothing).
 // ktls-sidecar [serve] [flags]   run the sidecar (the default command)
 // ktls-sidecar doctor [--json]   check this host for kTLS (proxy/doctor.ts)
 // ktls-sidecar --version | --help

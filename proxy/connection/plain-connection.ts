@@ -9,6 +9,7 @@
 //  - keep half-close semantics explicit (allowHalfOpen both ways).
 import { Duplex } from 'node:stream';
 import type { CloseReason } from '../vocabulary.js';
+import { relayed } from './external-memory.js';
 import type { ConnectionFacts } from './facts.js';
 
 /**
@@ -56,6 +57,7 @@ export class PlainConnection extends Duplex {
     this.localPort = facts.localPort;
     inner.on('data', (chunk: Buffer) => {
       this.bytesIn += chunk.length;
+      relayed(chunk.length);
       this.onBytes?.(chunk.length, 0);
       this.touch();
       if (!this.push(chunk)) inner.pause();
@@ -73,6 +75,7 @@ export class PlainConnection extends Duplex {
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     this.bytesOut += chunk.length;
+    relayed(chunk.length);
     this.onBytes?.(0, chunk.length);
     this.touch();
     if (this.inner.write(chunk)) cb();
@@ -90,6 +93,7 @@ export class PlainConnection extends Duplex {
     }
     this.inner.uncork();
     this.bytesOut += n;
+    relayed(n);
     this.onBytes?.(0, n);
     this.touch();
     if (ok) cb();

@@ -1,8 +1,8 @@
 // The sidecar's V8 flags (proxy/cli.ts, first line): every way the product
-// starts must carry them. Why --max-semi-space-size=1: with the default young
-// generation, socket-read Buffers (memory outside the JS heap) were freed by
-// full mark-compacts every ~70 ms instead of by scavenges (measured on
-// 1 MiB responses: 2.9 -> 1.7 CPU s/GiB).
+// starts must carry them. Why: socket-read Buffers (memory outside the JS
+// heap) were freed by full mark-compacts every ~70 ms instead of by
+// scavenges (measured on 1 MiB responses: 2.9 -> 1.5 CPU s/GiB); see
+// proxy/connection/external-memory.ts.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const read = (f: string): string => readFileSync(join(root, f), 'utf8');
-const FLAG = '--max-semi-space-size=1';
+const FLAG = '--max-semi-space-size=1 --expose-gc';
 
 t.test('the bin runs node with the flag (env -S passes it on)', (t) => {
   const shebang = read('proxy/cli.ts').split('\n')[0];
