@@ -31,6 +31,7 @@ import {
   oneOf,
 } from '../vocabulary.js';
 import type { ConnectionLabels, ConnectionMetrics, SidecarEvents } from '../observe/events.js';
+import { type HistogramChild, LeanHistogram } from './lean-histogram.js';
 import type { StatusClass, WorkerRestartReason } from '../vocabulary.js';
 
 export const METRIC_PREFIX = 'ktls_sidecar_';
@@ -64,6 +65,18 @@ export function normalizeLabels(l: ConnectionLabels): ConnectionLabels {
 export function statusClass(status: number): StatusClass {
   const c = Math.floor(status / 100);
   return c >= 1 && c <= 5 ? (`${c}xx` as StatusClass) : 'other';
+}
+
+/** One HTTP request label set: requests not yet in the counter, and its duration histogram child. */
+interface RequestCell {
+  readonly counter: { inc(n?: number): void };
+  n: number;
+  readonly duration: HistogramChild;
+}
+
+function flushCount(cell: RequestCell): void {
+  if (cell.n > 0) cell.counter.inc(cell.n);
+  cell.n = 0;
 }
 
 /** One open connection's bytes not yet in the byte counters. */
@@ -146,18 +159,25 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
   const handshakes = counter('handshakes_total', 'Completed TLS handshakes.', ['tls_version', 'cipher', 'protocol']);
   const handshakeDuration = histogram('handshake_duration_seconds', 'Time from accept to a completed TLS handshake.', HANDSHAKE_BUCKETS, ['tls_version']);
   const handshakeFailures = counter('handshake_failures_total', 'TLS handshakes that failed, by reason.', ['reason']);
-  const httpRequests = counter(
-    'http_requests_total',
-    'HTTP requests answered, by protocol, status class and whether the connection was on kTLS.',
-    ['protocol', 'status_class', 'ktls'],
-  );
-  const httpDuration = histogram(
-    'http_request_duration_seconds',
+  // Per request: a plain add to the label set's cell (resolved once), flushed
+  // into the counter at scrape; the duration histogram is a LeanHistogram.
+  const requestCells = new Map<string, RequestCell>();
+  const httpRequests = new Counter({
+    name: `${p}http_requests_total`,
+    help: 'HTTP requests answered, by protocol, status class and whether the connection was on kTLS.',
+    labelNames: ['protocol', 'status_class', 'ktls'] as const,
+    registers,
+    collect: () => {
+      for (const cell of requestCells.values()) flushCount(cell);
+    },
+  });
+  const httpDuration = new LeanHistogram(
+    `${p}http_request_duration_seconds`,
     'Time from request headers received to response finished.',
     REQUEST_BUCKETS,
-    ['protocol', 'ktls'],
+    ['protocol', 'ktls'] as const,
+    registers,
   );
-  const requestChildren = new Map<string, { count: { inc(): void }; duration: { observe(v: number): void } }>();
   const upstreamErrors = counter('upstream_errors_total', 'Failures talking to the upstream, by reason.', ['reason']);
   // Every worker serves (and reloads) the same certificates: the pod reports the earliest expiry, and a reload once.
   const certExpiry = gauge('cert_expiry_timestamp_seconds', 'Expiry (notAfter) of each served certificate, Unix seconds.', ['servername', 'subject'], 'min');
@@ -233,22 +253,26 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       };
     },
     httpRequest: ({ protocol, status, ktls, durationSeconds }) => {
-      // Per request: the two series' children are looked up once per label set
-      // (prom-client hashes the label object on every labelled call otherwise).
       const key = `${protocol}|${ktls}|${status}`;
-      let children = requestChildren.get(key);
-      if (!children) {
+      let cell = requestCells.get(key);
+      if (!cell) {
         const proto = oneOf(HTTP_PROTOCOLS, protocol, 'http1');
         const k = oneOf(KTLS_STATES, ktls, 'off');
-        children = {
-          count: httpRequests.labels({ protocol: proto, status_class: statusClass(status), ktls: k }),
-          duration: httpDuration.labels({ protocol: proto, ktls: k }),
+        cell = {
+          counter: httpRequests.labels({ protocol: proto, status_class: statusClass(status), ktls: k }),
+          n: 0,
+          duration: httpDuration.child({ protocol: proto, ktls: k }),
         };
         // Statuses are three digits (a few dozen in practice); the bound keeps a bug from growing the map.
-        if (requestChildren.size < 4096) requestChildren.set(key, children);
+        if (requestCells.size < 4096) requestCells.set(key, cell);
+        else {
+          cell.counter.inc();
+          cell.duration.observe(durationSeconds);
+          return;
+        }
       }
-      children.count.inc();
-      children.duration.observe(durationSeconds);
+      cell.n++;
+      cell.duration.observe(durationSeconds);
     },
     upstreamError: (reason) => upstreamErrors.inc({ reason: oneOf(UPSTREAM_ERROR_REASONS, reason, 'other') }),
     setCertificates: (certs) => {

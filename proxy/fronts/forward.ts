@@ -132,8 +132,11 @@ class Relay extends Exchange {
     this.res.once('drain', this.onResDrain);
   }
 
-  protected onComplete(): void {
-    if (!this.aborted) this.res.end();
+  protected onComplete(last: Buffer | undefined): void {
+    if (this.aborted) return;
+    // The two response types' end() overloads don't unify; both take a Buffer.
+    if (last) (this.res as http.ServerResponse).end(last);
+    else this.res.end();
   }
 
   protected onFailure(f: ExchangeFailure): void {

@@ -54,8 +54,8 @@ export abstract class Exchange implements SocketUser, BodySink {
   protected abstract onHead(head: ResponseHead): void;
   /** A body chunk; call pauseResponse() to push back. */
   protected abstract onBody(chunk: Buffer): void;
-  /** The response is complete. */
-  protected abstract onComplete(): void;
+  /** The response is complete; `last` is its final body chunk when it came with the end (not given to onBody). */
+  protected abstract onComplete(last: Buffer | undefined): void;
   /** The exchange failed; the socket is gone. */
   protected abstract onFailure(failure: ExchangeFailure): void;
   /**
@@ -259,15 +259,18 @@ export abstract class Exchange implements SocketUser, BodySink {
       return;
     }
     const avail = buf.length - from;
-    if (avail > this.left) {
-      this.trailing = true;
-      this.decoded(buf.subarray(from, from + this.left));
-    } else {
+    if (avail < this.left) {
       this.decoded(from === 0 ? buf : buf.subarray(from));
+      this.left -= avail;
+      return;
     }
-    if (this.finished) return;
-    this.left -= Math.min(avail, this.left);
-    if (this.left === 0) this.responseComplete();
+    // This chunk ends the body: it goes with the completion (one end(chunk)
+    // for the front instead of a write and an end, for a small response the
+    // whole body).
+    if (avail > this.left) this.trailing = true;
+    const last = avail === this.left && from === 0 ? buf : buf.subarray(from, from + this.left);
+    this.left = 0;
+    this.responseComplete(last);
   }
 
   /** BodySink: a body chunk, framing removed. */
@@ -275,7 +278,8 @@ export abstract class Exchange implements SocketUser, BodySink {
     if (!this.finished) this.onBody(chunk);
   }
 
-  private responseComplete(): void {
+  /** `last`: the body's final chunk, not yet given to onBody (Content-Length bodies). */
+  private responseComplete(last?: Buffer): void {
     this.responseDone = true;
     if (this.requestDone) this.finish();
     else {
@@ -287,7 +291,7 @@ export abstract class Exchange implements SocketUser, BodySink {
       this.upstream = undefined;
       s?.destroy();
     }
-    this.onComplete();
+    this.onComplete(last);
   }
 
   private finish(): void {

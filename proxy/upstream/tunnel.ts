@@ -98,7 +98,8 @@ export class Tunnel extends Exchange {
     client.once('drain', this.onClientDrain);
   }
 
-  protected onComplete(): void {
+  protected onComplete(last: Buffer | undefined): void {
+    if (last) this.onBody(last);
     if (this.chunked) this.client.write('0\r\n\r\n', 'latin1');
     this.owner.done();
   }

@@ -38,7 +38,8 @@ class Probe extends Exchange {
   protected onBody(chunk: Buffer): void {
     this.chunks.push(Buffer.from(chunk));
   }
-  protected onComplete(): void {
+  protected onComplete(last: Buffer | undefined): void {
+    if (last) this.chunks.push(Buffer.from(last));
     this.settle({ head: this.head, body: Buffer.concat(this.chunks).toString(), failure: undefined });
   }
   protected onFailure(failure: ExchangeFailure): void {
