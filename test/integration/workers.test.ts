@@ -22,10 +22,10 @@ t.teardown(() => up.close());
 const badZero = runCli(['--workers', '0', '--demo']);
 const badWord = runCli(['--demo'], { KTLS_SIDECAR_WORKERS: 'fast' });
 
-// 0.0.0.0, not the helper's 127.0.0.1: a worker's startup kernel probe listens on 127.0.0.1 port 0,
-// and in a cluster worker a listen on the same address and port as another worker's gets that
-// worker's socket (until the probe's listen is exclusive), here the TLS listener of the first worker.
-const args = ['--listen-host', '0.0.0.0', '--workers', '2', '--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url];
+// 127.0.0.1 on purpose: a worker's startup kernel probe listens on 127.0.0.1 port 0 too, and in a
+// cluster worker a shared (non-exclusive) listen on the same address and port as another worker's gets
+// that worker's socket: the probe then accepted TLS clients and hung (fixed: the probe's listen is exclusive).
+const args = ['--listen-host', '127.0.0.1', '--workers', '2', '--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--upstream-url', up.url];
 // A second pod, on a config file: the watch and SIGHUP go to the primary and reach every worker.
 const cfgDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ktls-sidecar-workers-'));
 t.teardown(() => fs.rmSync(cfgDir, { recursive: true, force: true }));
@@ -35,7 +35,7 @@ const writeConfig = (enabled: boolean, level = 'info'): void =>
 writeConfig(true);
 const [sc, hup] = await Promise.all([
   startSidecar([...args, '--shutdown-drain-timeout', '10s']),
-  startSidecar(['--listen-host', '0.0.0.0', '--workers', '2', '--config', cfgFile]),
+  startSidecar(['--listen-host', '127.0.0.1', '--workers', '2', '--config', cfgFile]),
 ]);
 t.teardown(() => sc.stop('SIGKILL'));
 t.teardown(() => hup.stop('SIGKILL'));
