@@ -9,9 +9,10 @@
 # - works with a read-only root filesystem: it writes nothing (the chart still mounts an emptyDir on /tmp).
 # - no HEALTHCHECK: Kubernetes probes the admin endpoints (/healthz, /readyz on 9901) instead.
 #
-# NODE_IMAGE names the upstream Node 20 image; pin it by digest for reproducible builds:
-#   --build-arg NODE_IMAGE=docker.io/library/node:20-bookworm-slim@sha256:...
-ARG NODE_IMAGE=docker.io/library/node:20-bookworm-slim
+# NODE_IMAGE names the upstream Node image: 24, the LTS line package.json's engines and CI test
+# (Node 20 reached end of life on 2026-04-30). Pin it by digest for reproducible builds:
+#   --build-arg NODE_IMAGE=docker.io/library/node:24-bookworm-slim@sha256:...
+ARG NODE_IMAGE=docker.io/library/node:24-bookworm-slim
 
 # ---------------------------------------------------------------------------------------------------
 # Build stage: compile the native addon and the TypeScript. Ordered by how often things change, so a
@@ -33,7 +34,8 @@ ENV npm_config_nodedir=/usr/local \
 WORKDIR /src
 
 # --ignore-scripts: our own `prepare` (tsc) and `install` (native build) need sources that are not
-# copied yet, and no dependency needs an install script.
+# copied yet, and no dependency needs an install script here (the `node` devDependency's would
+# download a second Node 24; this image's own is used instead).
 # Behind a TLS-intercepting proxy, pass its CA bundle as a build secret (it never lands in a layer):
 #   docker build --secret id=ca_bundle,src=/etc/ssl/certs/ca-certificates.crt .
 COPY package.json package-lock.json ./
@@ -69,8 +71,10 @@ RUN --mount=type=cache,target=/root/.npm \
  && npm ci --omit=dev --ignore-scripts --no-audit --no-fund --no-update-notifier
 
 # ---------------------------------------------------------------------------------------------------
-# Runtime stage: Node 20 slim, the compiled sidecar, production dependencies only.
+# Runtime stage: Node 24 slim, the compiled sidecar, production dependencies only.
 FROM ${NODE_IMAGE} AS runtime
+# Re-declared so that the base.name label names the base actually used (a --build-arg override too).
+ARG NODE_IMAGE
 
 ARG VERSION=0.1.0
 ARG REVISION=unknown
@@ -79,7 +83,7 @@ LABEL org.opencontainers.image.title="ktls-sidecar" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.base.name="docker.io/library/node:20-bookworm-slim"
+      org.opencontainers.image.base.name="${NODE_IMAGE}"
 
 ENV NODE_ENV=production
 

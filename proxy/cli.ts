@@ -2,7 +2,7 @@
 // The flags above (also in `npm start`; the bench reads them from here) are
 // about relayed bytes, which arrive as socket-read Buffers whose memory lives
 // outside the JS heap and is freed at a scavenge: a 1 MiB young generation
-// keeps scavenges frequent, and --expose-gc lets proxy/connection/
+// keeps scavenges frequent, and --expose-gc lets proxy/upstream/
 // external-memory.ts ask for one every few MiB relayed. Without them the
 // Buffers' external memory reached V8's limit first and started a full
 // mark-compact every ~70 ms (measured, 1 MiB responses: 2.9 -> 1.5 CPU s/GiB).
@@ -122,7 +122,12 @@ async function serveProcess(config: LoadedConfig): Promise<number> {
       upstreamUrl = demoUpstream.url;
     }
   } catch (err) {
-    logger.fatal({ error: describeError(err) }, 'demo mode could not start');
+    // A taken demo port is the operator's config (upstream.url): exit 2 like every config error.
+    if (err instanceof ConfigError) {
+      writeErr(`ktls-sidecar: config error: ${err.message}`);
+      return 2;
+    }
+    logger.fatal({ err }, 'demo mode could not start');
     return 1;
   }
 
@@ -132,7 +137,7 @@ async function serveProcess(config: LoadedConfig): Promise<number> {
       config,
       logger,
       events: metrics,
-      onKernelProbe: (probe, kernelAvailable) => registerProbeMetrics(metrics.registry, probe, { kernelAvailable }),
+      onKernelProbe: (probe) => registerProbeMetrics(metrics.registry, probe),
       demoCert,
       upstreamUrl,
       flag,
@@ -164,7 +169,7 @@ async function serveProcess(config: LoadedConfig): Promise<number> {
     }
     if (demoUpstream) listeners.push({ name: 'demo-upstream', address: `127.0.0.1:${demoUpstream.port}` });
   } catch (err) {
-    logger.fatal({ error: describeError(err) }, 'cannot start');
+    logger.fatal({ err }, 'cannot start');
     await sidecar.shutdown();
     await demoUpstream?.close();
     return 1;
@@ -183,7 +188,7 @@ async function serveProcess(config: LoadedConfig): Promise<number> {
         },
         onError: (err) => {
           metrics.configReload('failure', 'config_watch');
-          logger.warn({ event: 'config_reload', trigger: 'config_watch', error: err.message }, 'config file change rejected; keeping the running config');
+          logger.warn({ event: 'config_reload', trigger: 'config_watch', err }, 'config file change rejected; keeping the running config');
         },
       })
     : null;
@@ -192,14 +197,14 @@ async function serveProcess(config: LoadedConfig): Promise<number> {
     const next = reloadConfig(current);
     if (next instanceof Error) {
       metrics.configReload('failure', 'sighup');
-      logger.error({ event: 'config_reload', trigger: 'sighup', error: next.message }, 'SIGHUP: new config rejected; keeping the running config');
+      logger.error({ event: 'config_reload', trigger: 'sighup', err: next }, 'SIGHUP: new config rejected; keeping the running config');
       return;
     }
     try {
       sidecar.applyConfig(next);
     } catch (err) {
       metrics.configReload('failure', 'sighup');
-      logger.error({ event: 'config_reload', trigger: 'sighup', error: describeError(err) }, 'SIGHUP: new config rejected; keeping the running config');
+      logger.error({ event: 'config_reload', trigger: 'sighup', err }, 'SIGHUP: new config rejected; keeping the running config');
       return;
     }
     // In a pod of workers the primary says it once.

@@ -8,7 +8,8 @@
 // non-zero so the orchestrator restarts it.
 //
 // Never key material: only the error's name, code, message and stack reach
-// the log (not its other properties, which could hold buffers).
+// the log, under `err` as the standard serializer names them (type = name);
+// not its other properties, which could hold buffers.
 
 import type { InternalErrorKind } from './vocabulary.js';
 
@@ -85,7 +86,8 @@ export function installCrashGuard(opts: CrashGuardOptions): () => void {
       if (seen.has(key) || seen.size < MAX_DISTINCT) seen.set(key, n);
       if (n === 1) {
         opts.logger.error(
-          { event: 'internal_error', kind, error: { name: v.name, code: v.code, message: v.message }, stack: v.stack },
+          // Under `err` in the standard serializer's shape, built here from the four fields only.
+          { event: 'internal_error', kind, err: { type: v.name, message: v.message, code: v.code, stack: v.stack } },
           `${kind.replace('_', ' ')}: the connection it hit is lost, the sidecar keeps serving (logged once per distinct error)`,
         );
       }

@@ -1,11 +1,21 @@
 // `ktls-sidecar doctor [--json]`: what this node's kernel can do with kTLS, and for
-// every "no" why and what to do. Exit code: 0 when kTLS is usable, 1 when it is not
-// (the sidecar then serves in userspace TLS), 2 on a usage error.
+// every "no" why and what to do. Exit codes (USAGE lists them; docs/deploy.md too):
+// 0 when kTLS is usable, 1 when it is not (the sidecar then serves in userspace TLS),
+// 2 on a usage error.
 import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS } from '../native/crypto-info.js';
 import { type KernelProbe, probeKernel } from './ktls/probe.js';
 import { KTLS_OPTIONS } from '../native/index.js';
 
-const USAGE = 'usage: ktls-sidecar doctor [--json]\n';
+const USAGE = `usage: ktls-sidecar doctor [--json]
+
+What this node's kernel can do with kernel TLS (kTLS), and for every "no" why and what to do.
+  --json   the same facts as one JSON document
+
+Exit codes:
+  0  kTLS is usable: at least one TLS version x cipher x direction can go to the kernel
+  1  kTLS is not usable here (the report says why); the sidecar still serves, in userspace TLS
+  2  usage error (unknown argument)
+`;
 
 export interface DoctorIo {
   stdout: { write(s: string): unknown };
@@ -34,7 +44,7 @@ export function doctorText(probe: KernelProbe): string {
   lines.push('ktls-sidecar doctor: kernel TLS on this node', '');
   row('kernel', d.release);
   row('native addon', d.native.available ? `ok (${d.native.path})` : `NO: ${d.native.reason}`);
-  const ulpList = d.ulp.availableUlps ? `tcp_available_ulp: ${d.ulp.availableUlps.join(' ') || '(empty)'}` : 'tcp_available_ulp: not readable';
+  const ulpList = d.ulp.availableUlps ? `tcp_available_ulp: ${d.ulp.availableUlps.join(' ') || '(empty)'}` : 'tcp_available_ulp: not visible (host network namespace only)';
   row('tls ULP', `${d.ulp.attach === 'ok' ? 'ok' : d.ulp.attach === 'not_tried' ? 'not tried' : `NO (TCP_ULP "tls" -> ${d.ulp.attach})`}; ${ulpList}`);
   const m = d.module;
   const modParts = [
@@ -69,7 +79,9 @@ export function doctorText(probe: KernelProbe): string {
     const o = d.options[opt];
     row(opt, o.supported ? 'yes' : `no${o.errno ? ` (${o.errno})` : ''}`);
   }
-  row('NIC TLS offload', d.nicOffload.visible ? `${d.nicOffload.note}: ${d.nicOffload.interfaces.map((i) => `${i.name} tx=${i.tx === null ? '?' : i.tx ? 'yes' : 'no'} rx=${i.rx === null ? '?' : i.rx ? 'yes' : 'no'}`).join(', ')}` : d.nicOffload.note);
+  // Information, never a problem: software kTLS needs no NIC offload, and most NICs have none.
+  const nics = d.nicOffload.interfaces.map((i) => `${i.name} tx=${i.tx === null ? '?' : i.tx ? 'yes' : 'no'} rx=${i.rx === null ? '?' : i.rx ? 'yes' : 'no'}`);
+  row('NIC TLS offload', `${d.nicOffload.note}${d.nicOffload.visible && nics.length > 0 ? `: ${nics.join(', ')}` : ''} (info: software kTLS does not need it)`);
   row('/proc/net/tls_stat', d.tlsStat ? Object.entries(d.tlsStat).map(([k, v]) => `${k}=${v}`).join(' ') : 'not present (tls module not loaded)');
   if (d.problems.length > 0) {
     lines.push('', 'problems:');

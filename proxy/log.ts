@@ -1,7 +1,8 @@
 // Logging: pino JSON lines on stdout. Two helpers fix the shape of the lines
 // operators grep for: the startup summary and the per-connection close line.
-// `redact` censors secret-looking fields wherever a careless caller puts them;
-// the helpers themselves never log key material, only paths and subjects.
+// censorSecrets() censors secret-looking fields wherever a careless caller puts
+// them; the helpers themselves never log key material, only paths and subjects.
+// Errors go under `err` (pino's standard serializer: type, message, stack, code).
 
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { LoadedConfig } from './config/load.js';
@@ -9,34 +10,121 @@ import type { LogLevel } from './config/schema.js';
 
 export type { Logger } from 'pino';
 
-/** Field names that may hold secrets, at the top level and up to two levels down. */
-const SECRET_FIELDS = [
+/**
+ * Field names that may hold secrets (compared case-insensitively), at any of
+ * the first CENSOR_DEPTH levels of a line: `key`, `tls.key`, `req.headers.cookie`.
+ */
+export const SECRET_FIELDS: ReadonlySet<string> = new Set([
   'key',
-  'privateKey',
+  'privatekey',
   'passphrase',
   'password',
   'secret',
-  'masterSecret',
-  'trafficSecret',
+  'mastersecret',
+  'trafficsecret',
   'token',
   'authorization',
+  'proxy-authorization',
   'cookie',
+  'set-cookie',
   'iv',
   'salt',
-];
+]);
+export const CENSOR_DEPTH = 4;
+const CENSORED = '[Redacted]';
 
-export const REDACT_PATHS: readonly string[] = [
-  ...SECRET_FIELDS.flatMap((f) => [f, `*.${f}`, `*.*.${f}`]),
-  'req.headers["proxy-authorization"]',
-  'headers["proxy-authorization"]',
-  '*.headers["proxy-authorization"]',
-  'req.headers["set-cookie"]',
-  'res.headers["set-cookie"]',
-];
+const isSecret = (k: string): boolean => SECRET_FIELDS.has(k) || SECRET_FIELDS.has(k.toLowerCase());
+
+/**
+ * `value` with every secret-looking field at depth < CENSOR_DEPTH replaced by
+ * "[Redacted]". Copy on write: an object without such a field is returned as
+ * is (no allocation, the common case), and the caller's objects are never
+ * changed. An Error holding one becomes its standard serialization, censored.
+ * Buffers and typed arrays are not walked (their keys are their bytes).
+ *
+ * Why not pino's `redact`: its wildcard paths (`*.key`, `*.*.key` for every
+ * name) cost ~10x a line without them (bench/log-cost.ts); this walk costs
+ * about what a top-level path list does and reaches deeper.
+ */
+export function censorSecrets<T>(value: T, depth = 0): T {
+  if (typeof value !== 'object' || value === null || ArrayBuffer.isView(value)) return value;
+  if (Array.isArray(value)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      const c = depth + 1 < CENSOR_DEPTH ? censorSecrets(v, depth + 1) : v;
+      if (c !== v) (out ??= value.slice())[i] = c;
+    }
+    return (out ?? value) as T;
+  }
+  const obj = value as Record<string, unknown>;
+  let out: Record<string, unknown> | undefined;
+  for (const k of Object.keys(obj)) {
+    const v = obj[k];
+    let c: unknown = v;
+    if (isSecret(k)) c = CENSORED;
+    else if (depth + 1 < CENSOR_DEPTH && typeof v === 'object' && v !== null) c = censorSecrets(v, depth + 1);
+    if (c !== v) (out ??= value instanceof Error ? pino.stdSerializers.err(value) : { ...obj })[k] = c;
+  }
+  return (out ?? value) as T;
+}
+
+/** Most bytes of log lines held for a slow stdout before new lines are dropped (never an unbounded heap). */
+export const LOG_BUFFER_MAX_BYTES = 16 * 1024 * 1024;
+/**
+ * The most one write(2) carries: Linux's PIPE_BUF. A write of at most
+ * PIPE_BUF bytes to a pipe is atomic, and each write is whole lines, so the
+ * processes of `workers: N`, which share the container's stdout pipe, never
+ * interleave inside a line (a single line longer than this is written alone).
+ */
+export const LOG_WRITE_MAX_BYTES = 4096;
+/** Bytes gathered before a write, and the longest a line waits for them. */
+export const LOG_WRITE_MIN_BYTES = 2048;
+export const LOG_FLUSH_INTERVAL_MS = 100;
+
+/**
+ * Stdout for the log: asynchronous (the event loop never waits for a slow log
+ * reader), lines gathered up to LOG_WRITE_MIN_BYTES or LOG_FLUSH_INTERVAL_MS
+ * and written in whole lines of at most LOG_WRITE_MAX_BYTES per write(2);
+ * written synchronously at exit (pino registers the final flushSync on
+ * `exit`, so the last line before process.exit() is kept). Past `maxBytes`
+ * waiting, new lines are dropped and counted, and once writes move again one
+ * `log_lines_dropped` line says how many. (`fd`, `maxBytes`: bench/log-cost.ts
+ * and the tests.)
+ */
+export function stdoutDestination(fd = 1, maxBytes = LOG_BUFFER_MAX_BYTES): DestinationStream {
+  const dest = pino.destination({
+    dest: fd,
+    sync: false,
+    minLength: LOG_WRITE_MIN_BYTES,
+    maxWrite: LOG_WRITE_MAX_BYTES,
+    periodicFlush: LOG_FLUSH_INTERVAL_MS,
+    maxLength: maxBytes,
+  });
+  let dropped = 0;
+  let noticing = false;
+  dest.on('drop', () => {
+    if (!noticing) dropped++;
+  });
+  // After each completed write there is room again: say what was lost (unless the notice itself is dropped).
+  dest.on('write', () => {
+    if (dropped === 0) return;
+    const line = { level: 'warn', time: new Date().toISOString(), name: 'ktls-sidecar', event: 'log_lines_dropped', lines: dropped, max_bytes: maxBytes };
+    noticing = true;
+    let kept = true;
+    const onDrop = (): void => void (kept = false);
+    dest.once('drop', onDrop);
+    dest.write(`${JSON.stringify({ ...line, msg: 'stdout was not read fast enough: log lines dropped' })}\n`);
+    dest.off('drop', onDrop);
+    noticing = false;
+    if (kept) dropped = 0;
+  });
+  return dest;
+}
 
 export interface LoggerOptions {
   readonly level?: LogLevel;
-  /** Where lines go; stdout (fd 1, synchronous) by default. Tests pass a stream. */
+  /** Where lines go; stdout (stdoutDestination()) by default. Tests pass a stream. */
   readonly destination?: DestinationStream;
 }
 
@@ -46,12 +134,18 @@ export function createLogger(options: LoggerOptions = {}): Logger {
       level: options.level ?? 'info',
       base: { name: 'ktls-sidecar' },
       timestamp: pino.stdTimeFunctions.isoTime,
-      redact: { paths: [...REDACT_PATHS], censor: '[Redacted]' },
-      // Level as a word ("info"), which log pipelines match more reliably than 30.
-      formatters: { level: (label) => ({ level: label }) },
+      // An Error gets the standard serialization; anything else under `err` is
+      // already a summary in that shape (the close line, the crash guard) and
+      // stays as it is (the standard one would rename its `type` to "Object").
+      serializers: { err: (e: unknown) => (e instanceof Error ? pino.stdSerializers.err(e) : e) },
+      formatters: {
+        // Level as a word ("info"), which log pipelines match more reliably than 30.
+        level: (label) => ({ level: label }),
+        log: (obj) => censorSecrets(obj),
+        bindings: (b) => censorSecrets(b),
+      },
     },
-    // Synchronous stdout: a sidecar's last lines before exit must not be lost.
-    options.destination ?? pino.destination({ dest: 1, sync: true }),
+    options.destination ?? stdoutDestination(),
   );
 }
 
@@ -126,6 +220,7 @@ export function logStartupSummary(
         kernel: facts.kernel ?? null,
       },
       demo: config.demo,
+      log: { level: config.log.level, connections: config.log.connections },
     },
     'ktls-sidecar started',
   );
@@ -166,7 +261,7 @@ export interface ConnectionCloseFacts {
   readonly ktls: 'on' | 'off';
   readonly ktlsReason: string;
   readonly direction?: string | undefined;
-  /** The error that ended the connection, if any (logged as its code and message only). */
+  /** The error that ended the connection, if any (logged as `err`: its type, code and message only). */
   readonly error?: unknown;
   /**
    * The record layer's own account (logged as `ktls_info`): where records and
@@ -174,6 +269,22 @@ export interface ConnectionCloseFacts {
    * close_notify. Flat scalars only; never key material.
    */
   readonly ktlsInfo?: Readonly<Record<string, string | number | boolean | null>> | undefined;
+}
+
+/**
+ * An error as the standard serializer names its fields (`type`, `message`,
+ * `code`), without the stack or other properties: a close line is written per
+ * connection, and a full error object could drag request data along.
+ */
+function errorSummary(error: unknown): { type: string; message: string; code?: string } {
+  if (typeof error === 'string') return { type: 'string', message: error };
+  const e = (typeof error === 'object' && error !== null ? error : {}) as { code?: unknown; message?: unknown };
+  const out: { type: string; message: string; code?: string } = {
+    type: error instanceof Error ? error.constructor.name : typeof error,
+    message: typeof e.message === 'string' ? e.message : 'error',
+  };
+  if (typeof e.code === 'string') out.code = e.code;
+  return out;
 }
 
 /**
@@ -206,10 +317,6 @@ export function logConnectionClose(logger: Logger, f: ConnectionCloseFacts): voi
     line['ktls_info'] = info;
   }
   if (f.id !== undefined) line['conn'] = f.id;
-  if (f.error !== undefined) {
-    // Only code + message: a full error object could drag request data along.
-    const e = f.error as { code?: unknown; message?: unknown };
-    line['error'] = { code: typeof e.code === 'string' ? e.code : undefined, message: typeof e.message === 'string' ? e.message : typeof f.error === 'string' ? f.error : 'error' };
-  }
+  if (f.error !== undefined) line['err'] = errorSummary(f.error);
   logger.info(line, 'connection closed');
 }

@@ -6,9 +6,9 @@
 // what is counted and logged about it is proxy/observe/.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
 import { type KtlsFlag, createKtlsFlag } from './ktls/flag.js';
 import type { Config } from './config/schema.js';
-import { describeError } from './errors.js';
 import { HttpFront } from './fronts/http.js';
 import { KtlsConnectionRegistry, attachDrainToFlag } from './ktls/drain.js';
 import { type KernelProbe, probeKernel } from './ktls/probe.js';
@@ -16,7 +16,7 @@ import { type TlsStat, readTlsStatSync } from './ktls/tls-stat.js';
 import type { KernelProbeSummary, Logger } from './log.js';
 import { type KtlsNative, type NativeStatus, native as loadNative, nativeStatus as loadNativeStatus } from '../native/index.js';
 import { type ConnectionContext, refuse, serveConnection } from './connection/accept.js';
-import { type PlainConnection, markClose } from './connection/plain-connection.js';
+import { markClose } from './connection/plain-connection.js';
 import { CpuAccounting } from './observe/cpu-accounting.js';
 import { closeLog } from './observe/close-log.js';
 import { type ConnectionObserver, type SidecarEvents, fanOut } from './observe/events.js';
@@ -25,6 +25,9 @@ import { type Readiness, type ReadinessCheck, UpstreamProbe, certificateCheck } 
 import { type CertPair, CertFileWatcher } from './tls/certs.js';
 import type { TlsContexts } from './tls/context.js';
 import { type GenerationDeps, type SidecarGeneration, buildGeneration, loadContexts, upstreamTarget } from './generation.js';
+
+/** How long a shutdown waits for the connections it cut to report their close. */
+const SHUTDOWN_CLOSE_WAIT_MS = 1000;
 
 export interface SidecarOptions {
   config: Config;
@@ -57,7 +60,7 @@ export class Sidecar {
   private readonly listener: net.Server;
   private gen: SidecarGeneration;
   private readonly gens = new Set<SidecarGeneration>();
-  private readonly raws = new Map<net.Socket, PlainConnection | undefined>();
+  private readonly raws = new Map<net.Socket, Duplex | undefined>();
   private nextId = 1;
   private draining = false;
   private drainPromise: Promise<void> | undefined;
@@ -86,7 +89,7 @@ export class Sidecar {
     this.nativeAvailable = (opts.nativeStatus ?? loadNativeStatus()).available;
     this.native = opts.native ?? loadNative;
     this.cpu = new CpuAccounting({ intervalMs: opts.cpuIntervalMs, onSplit: (split) => this.events.cpuSplit(split) });
-    this.observer = fanOut(metricsObserver(this.events), closeLog(this.logger), this.cpu);
+    this.observer = fanOut(metricsObserver(this.events), closeLog(this.logger, () => this.gen.config.log.connections), this.cpu);
     // Flag on → off: live kTLS connections drain (drainTimeout / drainOnDisable of the current config).
     this.detachDrain = attachDrainToFlag(
       this.flag,
@@ -94,7 +97,7 @@ export class Sidecar {
       () => ({ drainOnDisable: this.gen.config.ktls.drainOnDisable, drainTimeout: this.gen.config.ktls.drainTimeout }),
       {
         ktlsDrained: (action) => this.events.ktlsDrained(action),
-        hookFailed: (err) => this.logger.warn({ event: 'ktls_drain', error: describeError(err) }, 'a drain hook failed; the connection is closed'),
+        hookFailed: (err) => this.logger.warn({ event: 'ktls_drain', err }, 'a drain hook failed; the connection is closed'),
         drainStarted: (summary, change) =>
           this.logger.info({ event: 'ktls_drain', source: change.current.source, draining: summary.draining, kept: summary.kept }, 'kTLS turned off: draining kTLS connections'),
       },
@@ -216,7 +219,7 @@ export class Sidecar {
       return true;
     } catch (err) {
       this.events.certReload('failure');
-      this.logger.warn({ event: 'cert_reload', result: 'failure', error: describeError(err) }, 'certificate reload failed; keeping the previous certificates');
+      this.logger.warn({ event: 'cert_reload', result: 'failure', err }, 'certificate reload failed; keeping the previous certificates');
       return false;
     }
   }
@@ -269,7 +272,7 @@ export class Sidecar {
     raw.setNoDelay(true);
     const origin = { id: this.nextId++, raw, remoteAddress: raw.remoteAddress ?? '', remotePort: raw.remotePort ?? 0, acceptedAt };
     serveConnection(origin, this.connectionContext(gen)).catch((err: unknown) => {
-      this.logger.error({ error: describeError(err) }, 'connection pipeline failed');
+      this.logger.error({ err }, 'connection pipeline failed');
       raw.destroy();
     });
   }
@@ -319,16 +322,7 @@ export class Sidecar {
       this.detachDrain();
       this.cpu.stop();
       for (const g of this.gens) if (g.front instanceof HttpFront) g.front.drain();
-      if (this.raws.size > 0) {
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, this.gen.config.shutdown.drainTimeout);
-          t.unref();
-          this.onIdle = () => {
-            clearTimeout(t);
-            resolve();
-          };
-        });
-      }
+      await this.idle(this.gen.config.shutdown.drainTimeout);
       const left = this.raws.size;
       for (const [raw, conn] of this.raws) {
         if (conn) {
@@ -340,8 +334,25 @@ export class Sidecar {
         }
       }
       for (const g of this.gens) if (g.front instanceof HttpFront) g.front.close();
+      // A cut connection is counted and logged from its 'close' event, which
+      // a TLSSocket emits once its handle has closed (a loop turn or more
+      // after destroy()): give those a moment before the process may exit.
+      await this.idle(SHUTDOWN_CLOSE_WAIT_MS);
       this.logger.info({ event: 'drain_done', closed_by_timeout: left }, 'drain finished');
     })();
     return this.drainPromise;
+  }
+
+  /** Resolves when no connection is open, or after `ms`. */
+  private idle(ms: number): Promise<void> {
+    if (this.raws.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, ms);
+      t.unref();
+      this.onIdle = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
   }
 }

@@ -30,7 +30,7 @@ import {
   WORKER_RESTART_REASONS,
   oneOf,
 } from '../vocabulary.js';
-import type { ConnectionLabels, ConnectionMetrics, SidecarEvents } from '../observe/events.js';
+import type { ByteCounts, ConnectionLabels, ConnectionMetrics, SidecarEvents } from '../observe/events.js';
 import { type HistogramChild, LeanHistogram } from './lean-histogram.js';
 import type { StatusClass, WorkerRestartReason } from '../vocabulary.js';
 
@@ -79,28 +79,55 @@ function flushCount(cell: RequestCell): void {
   cell.n = 0;
 }
 
-/** One open connection's bytes not yet in the byte counters. */
+/** One open connection's byte counts and how much of them the byte counters already have. */
 interface PendingBytes {
   readonly rx: { inc(n: number): void };
   readonly tx: { inc(n: number): void };
+  readonly counts: ByteCounts;
   in: number;
   out: number;
 }
 
 function flushPending(b: PendingBytes): void {
-  if (b.in > 0) b.rx.inc(b.in);
-  if (b.out > 0) b.tx.inc(b.out);
-  b.in = 0;
-  b.out = 0;
+  const { bytesIn, bytesOut } = b.counts;
+  if (bytesIn > b.in) b.rx.inc(bytesIn - b.in);
+  if (bytesOut > b.out) b.tx.inc(bytesOut - b.out);
+  b.in = bytesIn;
+  b.out = bytesOut;
 }
 
 export interface MetricsOptions {
   /** Registry to use; a fresh one by default (tests create many). */
   readonly registry?: Registry;
-  /** Also collect process/Node default metrics with the ktls_sidecar_ prefix (default true). */
+  /** Also collect prom-client's process/Node.js default metrics, under their standard names (default true). */
   readonly defaultMetrics?: boolean;
   /** Version for ktls_sidecar_build_info. */
   readonly version?: string;
+}
+
+/**
+ * prom-client's default metrics keep their standard names (no prefix), so stock
+ * Node.js dashboards and alerts find them. How the primary of `workers: N`
+ * folds them is prom-client's choice (sum; `min`/`max`/`first` where it set
+ * one; the per-process start time is left out) except where that choice is
+ * wrong for a pod: an averaged event-loop lag hides one stuck worker (max: the
+ * slowest process).
+ */
+const POD_AGGREGATORS: Readonly<Record<string, Aggregator>> = {
+  nodejs_eventloop_lag_seconds: 'max',
+  nodejs_eventloop_lag_mean_seconds: 'max',
+  nodejs_eventloop_lag_stddev_seconds: 'max',
+  nodejs_eventloop_lag_p50_seconds: 'max',
+  nodejs_eventloop_lag_p90_seconds: 'max',
+  nodejs_eventloop_lag_p99_seconds: 'max',
+};
+
+function foldDefaultMetricsForPod(registry: Registry): void {
+  for (const [name, aggregator] of Object.entries(POD_AGGREGATORS)) {
+    // prom-client keeps a metric's aggregator as a plain field (its config), read when the registry is serialised.
+    const metric = registry.getSingleMetric(name) as { aggregator?: Aggregator } | undefined;
+    if (metric) metric.aggregator = aggregator;
+  }
 }
 
 const REQUEST_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
@@ -115,7 +142,10 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
   const registry = options.registry ?? new Registry();
   const registers = [registry];
   const p = METRIC_PREFIX;
-  if (options.defaultMetrics !== false) collectDefaultMetrics({ register: registry, prefix: p });
+  if (options.defaultMetrics !== false) {
+    collectDefaultMetrics({ register: registry });
+    foldDefaultMetricsForPod(registry);
+  }
   // Every series of the sidecar: the name (prefixed), its help and its label names.
   // `aggregator`: how the primary of `workers: N` folds the workers' values into one series (proxy/workers/;
   // prom-client's default is sum, right for counts of things each process does on its own).
@@ -135,9 +165,9 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
   );
   const closed = counter('connections_closed_total', 'Opened connections that ended, by close reason.', [...CONNECTION_LABEL_NAMES, 'reason']);
   const active = gauge('connections_active', 'Opened connections not yet closed.', CONNECTION_LABEL_NAMES);
-  // Bytes move per chunk: the hot path adds to plain numbers of the
-  // connection (no label hashing per chunk); a scrape flushes every open
-  // connection's bytes into the series first (collect), a close flushes its own.
+  // Bytes are read, never pushed: a scrape first adds what every open
+  // connection moved since the last one (collect), a close adds its own rest;
+  // no chunk on the hot path touches a series.
   const liveBytes = new Set<PendingBytes>();
   const flushBytes = (): void => {
     for (const b of liveBytes) flushPending(b);
@@ -228,20 +258,16 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       handshakeDuration.observe({ tls_version }, durationSeconds);
     },
     handshakeFailed: (reason) => handshakeFailures.inc({ reason: oneOf(HANDSHAKE_FAILURE_REASONS, reason, 'other') }),
-    connectionOpened: (labels): ConnectionMetrics => {
+    connectionOpened: (labels, counts): ConnectionMetrics => {
       const l = normalizeLabels(labels);
       opened.inc(l);
       const activeChild = active.labels(l);
       activeChild.inc();
-      const pending: PendingBytes = { rx: bytesReceived.labels(l), tx: bytesSent.labels(l), in: 0, out: 0 };
+      const pending: PendingBytes = { rx: bytesReceived.labels(l), tx: bytesSent.labels(l), counts, in: 0, out: 0 };
       liveBytes.add(pending);
       let done = false;
       return {
         labels: l,
-        bytes(r, t) {
-          pending.in += r;
-          pending.out += t;
-        },
         close(reason) {
           if (done) return;
           done = true;

@@ -13,7 +13,7 @@ import { ConfigError } from '../errors.js';
 import { CipherPolicyError, parseCipherPolicy, type CipherPolicy } from '../ktls/cipher-policy.js';
 import type { KtlsDirectionSetting } from '../vocabulary.js';
 import { readConfiguredFile, summarizeCert, type CertSummary } from '../tls/certs.js';
-import type { Config, KtlsCipherRule } from './schema.js';
+import { type Config, type KtlsCipherRule, parseLogConnections } from './schema.js';
 
 /** Most worker processes `workers` accepts (a sidecar never needs more; a typo like 400 is caught). */
 export const MAX_WORKERS = 64;
@@ -32,6 +32,18 @@ convict.addFormat({
   coerce(v: string) {
     const s = v.trim();
     return /^\d+$/.test(s) ? Number(s) : s;
+  },
+});
+
+// The `log.connections` format: all | errors | off | sample:<rate> (schema.ts parses it).
+convict.addFormat({
+  name: 'log-connections',
+  validate(v: unknown) {
+    const parsed = parseLogConnections(v);
+    if (typeof parsed === 'string') throw new Error(parsed);
+  },
+  coerce(v: string) {
+    return v.trim();
   },
 });
 

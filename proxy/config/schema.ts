@@ -10,6 +10,27 @@ import { DEFAULT_KTLS_CIPHERS } from '../ktls/cipher-policy.js';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
+/** `log.connections` as written: `all`, `errors`, `off` or `sample:<rate>`. */
+export type LogConnections = 'all' | 'errors' | 'off' | `sample:${string}`;
+
+/** What `log.connections` means: the share of normal closes that get a close line, and whether failures do. */
+export interface ConnectionLogPolicy {
+  /** 0..1: 1 = every normal close, 0 = none. */
+  readonly normal: number;
+  readonly failures: boolean;
+}
+
+/** Parse `log.connections`; a string is the reason it is not valid (the config check names the key). */
+export function parseLogConnections(v: unknown): ConnectionLogPolicy | string {
+  if (v === 'all') return { normal: 1, failures: true };
+  if (v === 'errors') return { normal: 0, failures: true };
+  if (v === 'off') return { normal: 0, failures: false };
+  const m = typeof v === 'string' ? /^sample:(\S+)$/.exec(v.trim()) : null;
+  const rate = m?.[1] === undefined ? NaN : Number(m[1]);
+  if (!Number.isFinite(rate) || rate <= 0 || rate > 1) return 'must be all, errors, off or sample:<rate> with 0 < rate <= 1';
+  return { normal: rate, failures: true };
+}
+
 /** Defaults of the TLS 1.2 list: ECDHE key exchange with AEAD ciphers only. */
 export const DEFAULT_TLS12_CIPHERS = [
   'ECDHE-ECDSA-AES128-GCM-SHA256',
@@ -110,6 +131,11 @@ export const schema = {
   },
   log: {
     level: { doc: 'Log level (pino).', format: LOG_LEVELS, default: 'info' },
+    connections: {
+      doc: 'Which connections get a connection_closed log line: `all`; `errors` (failed handshakes, refusals other than probes, connections that end in an error; docs/config.md, "Logs"); `sample:<rate>` (that share of the other connections, 0 < rate <= 1, plus every error); `off`. SIGHUP applies a change.',
+      format: 'log-connections',
+      default: 'errors',
+    },
   },
   shutdown: {
     drainTimeout: { doc: 'On SIGTERM: how long open connections may finish before they are closed.', format: 'duration', default: '30s' },
@@ -216,7 +242,7 @@ export interface Config {
     readonly sessionTickets: boolean;
   };
   readonly admin: { readonly host: string; readonly port: number };
-  readonly log: { readonly level: LogLevel };
+  readonly log: { readonly level: LogLevel; readonly connections: LogConnections };
   readonly shutdown: { readonly drainTimeout: number };
   readonly timeouts: {
     readonly handshake: number;

@@ -23,7 +23,7 @@ import type { KtlsNative } from '../../native/index.js';
 import { engineHandshake } from './engine-handshake.js';
 import type { ConnectionFacts, ConnectionOrigin } from './facts.js';
 import { type Handshaker, nodeHandshake } from './node-handshake.js';
-import { PlainConnection, markClose } from './plain-connection.js';
+import { closeReasonOf, markClose, plaintextOf } from './plain-connection.js';
 import type { RecordLayer } from './record-layer.js';
 import { plainHttpResponse, sniff } from './sniff.js';
 
@@ -56,8 +56,8 @@ export interface ConnectionContext {
   /** Reads /proc/net/tls_stat around installs when a NIC may take TLS; null: always software kTLS. */
   readonly tlsStat: (() => TlsStat | null) | null;
   readonly observer: ConnectionObserver;
-  /** Open connections by raw socket (shutdown closes the plaintext ones). */
-  readonly open: Map<net.Socket, PlainConnection | undefined>;
+  /** Open connections by raw socket, with their plaintext stream once they have one (shutdown closes those). */
+  readonly open: Map<net.Socket, Duplex | undefined>;
   /** kTLS connections, so the flag turning off reaches them. */
   readonly ktlsConns: KtlsConnectionRegistry;
 }
@@ -144,6 +144,7 @@ function openConnection(ctx: ConnectionContext, origin: ConnectionOrigin, { fact
   const { front, config } = ctx.gen;
   const protocol = config.mode === 'tcp' ? 'tcp' : facts.alpn === 'h2' ? 'h2' : 'http1';
   facts.ktls = layer.labels.ktls;
+  const { stream: conn, bytes } = plaintextOf(layer.stream, facts);
   const span = ctx.observer.opened({
     id: origin.id,
     remoteAddress: origin.remoteAddress,
@@ -154,9 +155,8 @@ function openConnection(ctx: ConnectionContext, origin: ConnectionOrigin, { fact
     tlsVersion: facts.tlsVersion,
     cipher: facts.cipher,
     labels: { ...layer.labels, protocol },
+    bytes,
   });
-  const conn = new PlainConnection(layer.stream, facts);
-  conn.onBytes = span.bytes;
   if (raw.destroyed) conn.destroy();
   else ctx.open.set(raw, conn);
   // Every kTLS connection is tracked, so the flag turning off reaches it.
@@ -168,10 +168,10 @@ function openConnection(ctx: ConnectionContext, origin: ConnectionOrigin, { fact
   });
   conn.once('close', () => {
     span.closed?.({
-      reason: conn.closeReason ?? (error ? 'error' : 'client_close'),
+      reason: closeReasonOf(conn) ?? (error ? 'error' : 'client_close'),
       error,
-      bytesIn: conn.bytesIn,
-      bytesOut: conn.bytesOut,
+      bytesIn: bytes.bytesIn,
+      bytesOut: bytes.bytesOut,
       closeInfo: layer.closeInfo(),
     });
     // The plaintext stream is gone: make sure the TCP socket goes with it.

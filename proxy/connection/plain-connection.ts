@@ -1,23 +1,77 @@
-// The Duplex every front receives: plaintext in both directions over whatever
-// the record layer returned (Node's TLSSocket, or the kTLS / JS record-layer
-// stream). It exists for three reasons:
-//  - count application bytes ourselves (the raw socket's bytesRead mixes in the
-//    handshake ciphertext, and a kTLS socket has no TLS-level counters);
+// The plaintext stream every front receives, and its byte counts.
+//
+// Node's TLSSocket (the userspace record layer) goes to the front as it is:
+// node:http and node:http2 then consume its TLSWrap natively, so the request
+// path runs no JS stream layer per chunk, and its bytesRead/bytesWritten
+// already count plaintext. Every other record layer (kTLS, the JS record
+// layer) is a JS Duplex and is wrapped in a PlainConnection, which exists for
+// three reasons:
+//  - count application bytes ourselves (a kTLS socket has no TLS-level
+//    counters, and the raw socket's mix in the handshake ciphertext);
 //  - give the fronts the small net.Socket surface node:http / http2 / ws use
 //    (setTimeout, setNoDelay, setKeepAlive, destroySoon, addresses) without the
 //    fronts ever depending on a TLSSocket;
 //  - keep half-close semantics explicit (allowHalfOpen both ways).
+// Either way the counts are read, never pushed: observers read them when they
+// need them (a scrape, a CPU tick, the close), so no chunk pays for metrics.
 import { Duplex } from 'node:stream';
+import tls from 'node:tls';
+import type { ByteCounts } from '../observe/events.js';
 import type { CloseReason } from '../vocabulary.js';
-import { relayed } from './external-memory.js';
 import type { ConnectionFacts } from './facts.js';
 
 /**
- * Record why a connection is ending, first writer wins. Fronts call it on the
- * Duplex they were given (a no-op on streams that are not PlainConnections).
+ * Why a connection is ending, kept on its plaintext stream (first writer
+ * wins). A symbol property, not a WeakMap: see proxy/fronts/http.ts.
  */
+const kCloseReason = Symbol('ktls-sidecar.closeReason');
+type Marked = { [kCloseReason]?: CloseReason };
+
+/** Record why a connection is ending, first writer wins. Fronts call it on the stream they were given. */
 export function markClose(stream: unknown, reason: CloseReason): void {
-  if (stream instanceof PlainConnection && stream.closeReason === undefined) stream.closeReason = reason;
+  if (typeof stream === 'object' && stream !== null && (stream as Marked)[kCloseReason] === undefined) {
+    (stream as Marked)[kCloseReason] = reason;
+  }
+}
+
+/** The reason markClose() recorded on `stream`, if any. */
+export function closeReasonOf(stream: object): CloseReason | undefined {
+  return (stream as Marked)[kCloseReason];
+}
+
+/** A front's plaintext stream and the live counts of the application bytes it moved. */
+export interface Plaintext {
+  readonly stream: Duplex;
+  readonly bytes: ByteCounts;
+}
+
+/** A TLSSocket's own counters: plaintext, since its handshake (bytesWritten includes what is still queued). */
+class TlsSocketBytes implements ByteCounts {
+  constructor(private readonly socket: tls.TLSSocket) {}
+
+  get bytesIn(): number {
+    return this.socket.bytesRead;
+  }
+
+  get bytesOut(): number {
+    return this.socket.bytesWritten;
+  }
+}
+
+/**
+ * The plaintext stream a front gets for `stream`, the record layer's (see the
+ * top of this file). HTTP/2 keeps the wrapper even over a TLSSocket: its
+ * front watches header blocks in the bytes it reads (timeouts.headers, which
+ * node:http2 does not enforce), and a natively consumed socket shows it none.
+ */
+export function plaintextOf(stream: Duplex, facts: Pick<ConnectionFacts, 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'alpn'>): Plaintext {
+  if (stream instanceof tls.TLSSocket && facts.alpn !== 'h2') {
+    // node:http and http2 arm the socket's own idle timer; its expiry is the close reason.
+    stream.on('timeout', () => markClose(stream, 'idle_timeout'));
+    return { stream, bytes: new TlsSocketBytes(stream) };
+  }
+  const conn = new PlainConnection(stream, facts);
+  return { stream: conn, bytes: conn };
 }
 
 interface SocketLike {
@@ -25,7 +79,7 @@ interface SocketLike {
   setKeepAlive?: (enable?: boolean, initialDelay?: number) => unknown;
 }
 
-export class PlainConnection extends Duplex {
+export class PlainConnection extends Duplex implements ByteCounts {
   /** Plaintext bytes received from the client. */
   bytesIn = 0;
   /** Plaintext bytes sent to the client. */
@@ -37,15 +91,16 @@ export class PlainConnection extends Duplex {
   /** Lets code that checks `socket.encrypted` (ws) see the truth. */
   readonly encrypted = true;
   readonly inner: Duplex;
-  /** Why the connection ended, when a front or the connection path knows (first writer wins via markClose). */
-  closeReason: CloseReason | undefined;
-  /** Called per chunk with (received, sent) so byte counters move while a connection lives. */
-  onBytes: ((rx: number, tx: number) => void) | undefined;
   /** The idle timeout in force (0: none). */
   private idleMs = 0;
   /** The length the timer was made with (it outlives a disable, see setTimeout). */
   private timerMs = 0;
   private idleTimer: NodeJS.Timeout | undefined;
+
+  /** Why the connection ended, when a front or the connection path knows (markClose). */
+  get closeReason(): CloseReason | undefined {
+    return closeReasonOf(this);
+  }
 
   constructor(inner: Duplex, facts: Pick<ConnectionFacts, 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort'>) {
     // 64 KiB buffers: fewer backpressure round trips per 16 KiB TLS record.
@@ -57,8 +112,6 @@ export class PlainConnection extends Duplex {
     this.localPort = facts.localPort;
     inner.on('data', (chunk: Buffer) => {
       this.bytesIn += chunk.length;
-      relayed(chunk.length);
-      this.onBytes?.(chunk.length, 0);
       this.touch();
       if (!this.push(chunk)) inner.pause();
     });
@@ -75,8 +128,6 @@ export class PlainConnection extends Duplex {
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
     this.bytesOut += chunk.length;
-    relayed(chunk.length);
-    this.onBytes?.(0, chunk.length);
     this.touch();
     if (this.inner.write(chunk)) cb();
     else this.inner.once('drain', () => cb());
@@ -93,8 +144,6 @@ export class PlainConnection extends Duplex {
     }
     this.inner.uncork();
     this.bytesOut += n;
-    relayed(n);
-    this.onBytes?.(0, n);
     this.touch();
     if (ok) cb();
     else this.inner.once('drain', () => cb());

@@ -37,7 +37,10 @@ export function sendError(res: AnyRes, status: number, text: string, sent?: () =
     return;
   }
   const body = `${text}\n`;
-  res.writeHead(status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  const headers = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) };
+  // One call per class: @types/node 24's writeHead overloads of the two do not unify.
+  if (isH2(res)) res.writeHead(status, headers);
+  else res.writeHead(status, headers);
   res.end(body, sent);
 }
 

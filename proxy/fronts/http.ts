@@ -234,7 +234,9 @@ export class HttpFront {
     const state = stateOf(socket);
     if (state?.broken) return;
     if (state) state.broken = true;
-    if (!state || err.code === 'ECONNRESET' || !socket.writable) {
+    // A socket error (a reset, a TLS alert or error) is no request to answer:
+    // nothing more can be said on that connection.
+    if (!state || !answerable(err) || !socket.writable) {
       socket.destroy();
       return;
     }
@@ -288,6 +290,11 @@ function refuseBrokenBody(res: http.ServerResponse, socket: Duplex): void {
 }
 
 /** The status of an error answer to a request node:http could not parse. */
+/** node:http's 'clientError' reports parse errors and timeouts (answered) and socket errors (not). */
+function answerable(err: NodeJS.ErrnoException): boolean {
+  return err.code !== undefined && (err.code.startsWith('HPE_') || err.code === 'ERR_HTTP_REQUEST_TIMEOUT');
+}
+
 function errorAnswer(err: NodeJS.ErrnoException): { status: number; text: string } {
   switch (err.code) {
     // A request line or header block over limits.maxHeaderSize (one limit covers both in node:http).
@@ -312,10 +319,11 @@ const LINGER_MS = 2000;
  */
 function lingerThenDestroy(socket: Duplex): void {
   // node:http's own 'data' listener keeps reading; its parser is in error, so the bytes are dropped.
+  // The one bound of the linger, the wait for our answer to flush included
+  // (a write can stall for good on a broken TLS session).
   const timer = setTimeout(() => socket.destroy(), LINGER_MS);
   timer.unref();
   const done = (): void => {
-    clearTimeout(timer);
     // The client's FIN may come before our answer is flushed: let the answer out first.
     if (socket.writableFinished) socket.destroy();
     else socket.once('finish', () => socket.destroy());

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream';
 import type { KtlsDrainTarget } from '../ktls/drain.js';
 import type { ConnectionFacts } from '../connection/facts.js';
 import { markClose } from '../connection/plain-connection.js';
+import { countRelayed } from '../upstream/external-memory.js';
 import type { SidecarEvents } from '../observe/events.js';
 import type { ProxyProtocolMode } from '../vocabulary.js';
 import { buildProxyV2Header } from './proxy-protocol.js';
@@ -86,6 +87,8 @@ export class TcpFront {
       // while allowHalfOpen keeps the reverse direction open.
       conn.pipe(upstream);
       upstream.pipe(conn);
+      countRelayed(upstream);
+      countRelayed(conn);
       if (this.opts.idleMs > 0) {
         upstream.setTimeout(this.opts.idleMs, () => {
           upstream.destroy();

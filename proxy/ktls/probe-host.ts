@@ -46,7 +46,14 @@ export function tlsModuleLoaded(): boolean {
   return existsSync('/sys/module/tls');
 }
 
-/** The names in tcp_available_ulp; null when the file is not readable. */
+/**
+ * Why tcp_available_ulp may be missing: the kernel registers it for the initial
+ * network namespace only, so a pod (or any container without host networking)
+ * never sees it. The probe's TCP_ULP trial answers in every namespace.
+ */
+export const ULP_LIST_HIDDEN = 'the kernel shows it only in the host network namespace; the TCP_ULP trial answers instead';
+
+/** The names in tcp_available_ulp; null when the file is not visible (ULP_LIST_HIDDEN). */
 export async function readAvailableUlps(): Promise<string[] | null> {
   const text = await readText('/proc/sys/net/ipv4/tcp_available_ulp');
   return text === null ? null : text.trim().split(/\s+/).filter(Boolean);

@@ -7,7 +7,7 @@
 import { release as osRelease } from 'node:os';
 import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS, type KernelCipher, type KtlsDirection, type TlsVersion } from '../../native/crypto-info.js';
 import { KTLS_OPTIONS, native as getNative, nativeStatus, type KtlsNative, type KtlsOption, type NativeStatus } from '../../native/index.js';
-import { probeModule, probeNicOffload, readAvailableUlps, tlsModuleLoaded, type ModuleFacts, type NicOffloadFacts } from './probe-host.js';
+import { ULP_LIST_HIDDEN, probeModule, probeNicOffload, readAvailableUlps, tlsModuleLoaded, type ModuleFacts, type NicOffloadFacts } from './probe-host.js';
 import { comboKey, tryKernel, type KernelTrials } from './probe-trials.js';
 import { readTlsStat, type TlsStat } from './tls-stat.js';
 
@@ -64,7 +64,7 @@ export function ulpVerdict(
   mod: ModuleFacts,
   ulpList: string[] | null,
 ): { reason: KernelUnavailableReason; detail: string; action: string } {
-  const list = ulpList ? `tcp_available_ulp: "${ulpList.join(' ')}"` : 'tcp_available_ulp not readable';
+  const list = ulpList ? `tcp_available_ulp: "${ulpList.join(' ')}"` : `tcp_available_ulp not visible: ${ULP_LIST_HIDDEN}`;
   if (errno !== 'ENOENT') {
     return {
       reason: 'ulp_refused',
@@ -173,7 +173,7 @@ export interface KernelProbeDetails {
   durationMs: number;
   native: NativeStatus;
   ulp: {
-    /** tcp_available_ulp lists "tls"; null when the file is not readable. */
+    /** tcp_available_ulp lists "tls"; null when the file is not visible (outside the host network namespace). */
     listed: boolean | null;
     availableUlps: string[] | null;
     /** 'ok', the errno name of the refusal, or 'not_tried' (no addon / no loopback pair). */
@@ -258,7 +258,6 @@ export async function probeKernel(opts: ProbeOptions = {}): Promise<KernelProbe>
     const [mod, nic] = await Promise.all([probeModule(release), probeNicOffload(opts.skipNicOffload === true)]);
     details.module = mod;
     details.nicOffload = nic;
-    if (!nic.visible && opts.skipNicOffload !== true) problems.push({ what: 'NIC TLS offload', reason: nic.note, action: 'none needed: software kTLS does not need it' });
 
     let n: KtlsNative | null;
     if (opts.native) {

@@ -1,13 +1,63 @@
-// The connection's log lines: the one close line per connection (refused or
-// opened, proxy/log.ts logConnectionClose) and the per-connection warnings of
-// the engine and kTLS paths. Never key material: names, counts, reasons.
+// The connection's log lines: the close line of each connection that
+// `log.connections` selects (refused or opened, proxy/log.ts
+// logConnectionClose) and the per-connection warnings of the engine and kTLS
+// paths. Never key material: names, counts, reasons.
 import { performance } from 'node:perf_hooks';
+import { type ConnectionLogPolicy, type LogConnections, parseLogConnections } from '../config/schema.js';
 import { type Logger, logConnectionClose } from '../log.js';
-import type { ConnectionObserver } from './events.js';
+import type { CloseReason, RejectReason } from '../vocabulary.js';
+import type { ConnectionObserver, ConnectionRefusal } from './events.js';
 
-export function closeLog(logger: Logger): Partial<ConnectionObserver> {
+/**
+ * Ends of an open connection that are its normal life: not logged under
+ * `errors`, sampled under `sample:` (docs/config.md, `log.connections`). Every
+ * other end — headers_timeout, bad_request, upstream_error, key_update_limit,
+ * error, other, and any reason added later — is a failure, and so is any end
+ * that carries an error.
+ */
+export const NORMAL_CLOSE_REASONS: ReadonlySet<CloseReason> = new Set<CloseReason>(['client_close', 'upstream_close', 'idle_timeout', 'shutdown', 'ktls_drain']);
+
+/**
+ * Refusals that are not failures: a client that closed before sending a byte
+ * (TCP health checks, load-balancer probes). Every other refusal and every
+ * failed handshake is one.
+ */
+export const NORMAL_REJECT_REASONS: ReadonlySet<RejectReason> = new Set<RejectReason>(['no_data']);
+
+export function refusalIsFailure(refusal: ConnectionRefusal): boolean {
+  return refusal.kind !== 'rejected' || !NORMAL_REJECT_REASONS.has(refusal.reason);
+}
+
+export function closeIsFailure(reason: CloseReason, error: unknown): boolean {
+  return error !== undefined || !NORMAL_CLOSE_REASONS.has(reason);
+}
+
+/** Whether one connection gets its close line under `policy` (`random` draws the sample). */
+export function wantsCloseLine(policy: ConnectionLogPolicy, failure: boolean, random: () => number = Math.random): boolean {
+  if (failure) return policy.failures;
+  return policy.normal >= 1 || (policy.normal > 0 && random() < policy.normal);
+}
+
+/**
+ * `setting` is read at each close (a SIGHUP reload changes it for the
+ * connections that close after it); its parse is kept until it changes.
+ */
+export function closeLog(logger: Logger, setting: () => LogConnections): Partial<ConnectionObserver> {
+  let seen: LogConnections | undefined;
+  let policy: ConnectionLogPolicy = { normal: 0, failures: true };
+  const wants = (failure: boolean): boolean => {
+    const s = setting();
+    if (s !== seen) {
+      const parsed = parseLogConnections(s);
+      // The config was validated at load; an unparsable value here logs failures only.
+      policy = typeof parsed === 'string' ? { normal: 0, failures: true } : parsed;
+      seen = s;
+    }
+    return wantsCloseLine(policy, failure);
+  };
   return {
-    refused: (conn, refusal, error) =>
+    refused: (conn, refusal, error) => {
+      if (!wants(refusalIsFailure(refusal))) return;
       logConnectionClose(logger, {
         id: conn.id,
         remoteAddress: conn.remoteAddress,
@@ -20,9 +70,11 @@ export function closeLog(logger: Logger): Partial<ConnectionObserver> {
         ktls: 'off',
         ktlsReason: 'not_attempted',
         error,
-      }),
+      });
+    },
     opened: (conn) => ({
-      closed: (end) =>
+      closed: (end) => {
+        if (!wants(closeIsFailure(end.reason, end.error))) return;
         logConnectionClose(logger, {
           id: conn.id,
           remoteAddress: conn.remoteAddress,
@@ -41,7 +93,8 @@ export function closeLog(logger: Logger): Partial<ConnectionObserver> {
           direction: conn.labels.direction,
           error: end.error,
           ktlsInfo: end.closeInfo,
-        }),
+        });
+      },
     }),
     engineFallback: (id, fb) => {
       // A suite the operator enabled is expected; the other reasons are engine trouble.

@@ -11,7 +11,7 @@
 // equals the measured CPU. A share by bytes is an attribution, not a
 // measurement of per-byte cost: compare modes with the bench, not with this.
 
-import type { ConnectionObserver, ConnectionSpan, OpenedConnection } from './events.js';
+import type { ByteCounts, ConnectionObserver, ConnectionSpan, OpenedConnection } from './events.js';
 
 /** Seconds attributed to each mode in one interval; on + off + none = the measured delta. */
 export interface CpuSplit {
@@ -38,9 +38,25 @@ export interface CpuAccountingOptions {
   cpuUsage?: () => NodeJS.CpuUsage;
 }
 
-/** Observes every open connection's bytes and turns cpuUsage deltas into per-mode seconds. */
+/** An open connection's byte counts and how much of them earlier intervals took. */
+interface Tracked {
+  readonly mode: 'on' | 'off';
+  readonly counts: ByteCounts;
+  seen: number;
+}
+
+function moved(t: Tracked): number {
+  const total = t.counts.bytesIn + t.counts.bytesOut;
+  const d = total - t.seen;
+  t.seen = total;
+  return d > 0 ? d : 0;
+}
+
+/** Reads every open connection's bytes each interval and turns cpuUsage deltas into per-mode seconds. */
 export class CpuAccounting implements Pick<ConnectionObserver, 'opened'> {
+  /** Bytes of connections that closed during the current interval. */
   private readonly bytes = { on: 0, off: 0 };
+  private readonly open = new Set<Tracked>();
   private last: NodeJS.CpuUsage;
   private timer: NodeJS.Timeout | null = null;
   private readonly cpuUsage: () => NodeJS.CpuUsage;
@@ -51,8 +67,14 @@ export class CpuAccounting implements Pick<ConnectionObserver, 'opened'> {
   }
 
   opened(conn: OpenedConnection): ConnectionSpan {
-    const mode = conn.labels.ktls;
-    return { bytes: (rx, tx) => (this.bytes[mode] += rx + tx) };
+    const t: Tracked = { mode: conn.labels.ktls, counts: conn.bytes, seen: 0 };
+    this.open.add(t);
+    return {
+      closed: () => {
+        this.bytes[t.mode] += moved(t);
+        this.open.delete(t);
+      },
+    };
   }
 
   /** Close the current interval now (the timer calls this). */
@@ -60,6 +82,7 @@ export class CpuAccounting implements Pick<ConnectionObserver, 'opened'> {
     const now = this.cpuUsage();
     const cpu = (now.user - this.last.user + (now.system - this.last.system)) / 1e6;
     this.last = now;
+    for (const t of this.open) this.bytes[t.mode] += moved(t);
     const split = splitInterval(cpu, this.bytes.on, this.bytes.off);
     this.bytes.on = 0;
     this.bytes.off = 0;

@@ -45,12 +45,20 @@ export interface ConnectionLabels {
   readonly protocol: ConnectionProtocol;
 }
 
-/** Per-connection handle: caches the labelled children (bytes are counted per chunk) and closes once. */
+/**
+ * A connection's application (plaintext) bytes so far: `bytesIn` from the
+ * client, `bytesOut` to it. Live and monotonic; observers read it when they
+ * need it (a scrape, a CPU tick, the close), so no chunk pays for them.
+ */
+export interface ByteCounts {
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
+/** Per-connection handle: caches the labelled children, reads the connection's bytes, closes once. */
 export interface ConnectionMetrics {
   readonly labels: ConnectionLabels;
-  /** Add application bytes: `rx` received from the client, `tx` sent to it. */
-  bytes(rx: number, tx: number): void;
-  /** Count the close (idempotent: later calls do nothing). */
+  /** Count the close (idempotent: later calls do nothing); the bytes not yet counted are counted first. */
   close(reason: CloseReason): void;
 }
 
@@ -74,8 +82,8 @@ export interface SidecarEvents {
   connectionRejected(reason: RejectReason): void;
   handshakeCompleted(facts: { tlsVersion: string; cipher: string; protocol: ConnectionProtocol; durationSeconds: number }): void;
   handshakeFailed(reason: HandshakeFailureReason): void;
-  /** The record layer is chosen: count the connection as open with its final labels. */
-  connectionOpened(labels: ConnectionLabels): ConnectionMetrics;
+  /** The record layer is chosen: count the connection as open with its final labels; its bytes are read from `bytes`. */
+  connectionOpened(labels: ConnectionLabels, bytes: ByteCounts): ConnectionMetrics;
   httpRequest(facts: { protocol: HttpProtocol; status: number; ktls: KtlsState; durationSeconds: number }): void;
   upstreamError(reason: UpstreamErrorReason): void;
   /** Replace the certificate expiry series (startup and every cert reload). */
@@ -124,6 +132,8 @@ export interface OpenedConnection extends Required<RefusedConnection> {
   readonly tlsVersion: string;
   readonly cipher: string;
   readonly labels: ConnectionLabels;
+  /** Its application bytes so far (live). */
+  readonly bytes: ByteCounts;
 }
 
 /** The record layer's own account for the close line: counts, sides and reasons only (never key material). */
@@ -139,10 +149,8 @@ export interface ConnectionEnd {
   readonly closeInfo: CloseInfo;
 }
 
-/** What an observer follows of one open connection. */
+/** What an observer follows of one open connection (its bytes: OpenedConnection.bytes). */
 export interface ConnectionSpan {
-  /** Application bytes, per chunk: `rx` from the client, `tx` to it. */
-  readonly bytes?: (rx: number, tx: number) => void;
   readonly closed?: (end: ConnectionEnd) => void;
 }
 

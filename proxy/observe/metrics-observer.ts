@@ -18,8 +18,8 @@ export function metricsObserver(metrics: SidecarEvents): Partial<ConnectionObser
         protocol: conn.labels.protocol,
         durationSeconds: (performance.now() - conn.acceptedAt) / 1000,
       });
-      const cm = metrics.connectionOpened(conn.labels);
-      return { bytes: (rx, tx) => cm.bytes(rx, tx), closed: (end) => cm.close(end.reason) };
+      const cm = metrics.connectionOpened(conn.labels, conn.bytes);
+      return { closed: (end) => cm.close(end.reason) };
     },
     engineFallback: () => metrics.internalError('engine_fallback'),
     jsStreamWriteRefused: () => metrics.internalError('js_stream_write_refused'),

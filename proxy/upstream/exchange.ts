@@ -12,6 +12,7 @@ import type { Readable } from 'node:stream';
 import { type BodySink, ChunkedDecoder } from './chunked.js';
 import type { SocketUser, UpstreamPool, UpstreamSocket } from './pool.js';
 import { type ResponseHead, parseResponseHead } from './response-head.js';
+import { relayed } from './external-memory.js';
 
 /** Why an exchange failed: a socket error (its code), our deadline, or the upstream closing early. */
 export interface ExchangeFailure {
@@ -133,6 +134,7 @@ export abstract class Exchange implements SocketUser, BodySink {
   private writeBody(chunk: Buffer): void {
     const s = this.upstream;
     if (!s || this.finished) return;
+    relayed(chunk.length);
     let ok: boolean;
     if (this.chunkedBody) {
       if (chunk.length === 0) return;
@@ -173,6 +175,7 @@ export abstract class Exchange implements SocketUser, BodySink {
 
   onData(buf: Buffer): void {
     this.responseBytes += buf.length;
+    relayed(buf.length);
     let from = 0;
     if (!this.response) {
       const data = this.pending ? Buffer.concat([this.pending, buf]) : buf;

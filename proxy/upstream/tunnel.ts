@@ -7,6 +7,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Exchange, type ExchangeFailure } from './exchange.js';
+import { countRelayed } from './external-memory.js';
 import type { UpstreamPool } from './pool.js';
 import type { ResponseHead } from './response-head.js';
 
@@ -70,6 +71,8 @@ export class Tunnel extends Exchange {
     client.once('close', () => upstream.end());
     upstream.pipe(client);
     client.pipe(upstream);
+    countRelayed(upstream);
+    countRelayed(client);
   }
 
   protected onHead(head: ResponseHead): void {

@@ -7,8 +7,9 @@
 // socket the primary bound and handed out; the kernel spreads the accepts and no
 // connection crosses IPC. Not SCHED_RR (Node's default on Linux): there the
 // primary accepts every connection and passes its fd to a worker, one IPC message
-// per connection and one process every accept waits on. Node 20 has no
-// `reusePort` listen option for per-worker sockets.
+// per connection and one process every accept waits on. Per-worker
+// SO_REUSEPORT sockets (`reusePort`, Node >= 22.12) are not used: the one
+// shared socket keeps the primary's bind, drain and replacement as they are.
 
 import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type Registry } from 'prom-client';

@@ -9,7 +9,6 @@ import os from 'node:os';
 import { type LoadedConfig, reloadConfig, watchConfigFile } from '../config/index.js';
 import type { KtlsFlag } from '../ktls/flag.js';
 import { type Logger, logStartupSummary } from '../log.js';
-import { describeError } from '../errors.js';
 import type { Readiness } from '../readiness.js';
 import type { ReloadTrigger, Result } from '../vocabulary.js';
 import { type PoolObserver, WorkerPool } from './pool.js';
@@ -45,7 +44,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<number> {
   try {
     hello = await pool.start();
   } catch (err) {
-    logger.fatal({ error: describeError(err) }, 'cannot start');
+    logger.fatal({ err }, 'cannot start');
     pool.killAll();
     return 1;
   }
@@ -58,7 +57,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<number> {
   try {
     admin = await o.startAdmin(pod, () => pool.readiness());
   } catch (err) {
-    logger.fatal({ error: describeError(err) }, 'cannot start');
+    logger.fatal({ err }, 'cannot start');
     await pool.shutdown(o.config.shutdown.drainTimeout);
     return 1;
   }
@@ -81,7 +80,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<number> {
         },
         onError: (err) => {
           o.configReload('failure', 'config_watch');
-          logger.warn({ event: 'config_reload', trigger: 'config_watch', error: err.message }, 'config file change rejected; keeping the running config');
+          logger.warn({ event: 'config_reload', trigger: 'config_watch', err }, 'config file change rejected; keeping the running config');
         },
       })
     : null;
@@ -92,7 +91,7 @@ export async function runPrimary(o: PrimaryOptions): Promise<number> {
     const next = reloadConfig(current);
     if (next instanceof Error) {
       o.configReload('failure', 'sighup');
-      logger.error({ event: 'config_reload', trigger: 'sighup', error: next.message }, 'SIGHUP: new config rejected; keeping the running config');
+      logger.error({ event: 'config_reload', trigger: 'sighup', err: next }, 'SIGHUP: new config rejected; keeping the running config');
       return;
     }
     if (workerCount(next.workers) !== o.count) {

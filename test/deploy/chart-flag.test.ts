@@ -35,6 +35,7 @@ const restartKeys: [key: string, value: string][] = [
   ['upstream.port', '3000'],
   ['sidecar.logLevel', 'debug'],
   ['sidecar.workers', '2'],
+  ['sidecar.bindAddress', '::'],
 ];
 for (const [key, value] of restartKeys) {
   t.test(`changing ${key} rolls the pods (checksum annotation changes)`, async (t) => {

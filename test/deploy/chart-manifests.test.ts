@@ -18,7 +18,7 @@ function validateAll(t: TapTest, ms: Manifest[]): void {
 t.test('default values render only valid manifests', async (t) => {
   const ms = await render();
   validateAll(t, ms);
-  t.same(ms.map((m) => m.kind).sort(), ['ConfigMap', 'ConfigMap', 'Deployment', 'Service'], 'config, dashboard, workload, service');
+  t.same(ms.map((m) => m.kind).sort(), ['ConfigMap', 'Deployment', 'Service'], 'config, workload, service (the dashboard is opt-in)');
 });
 
 for (const file of exampleValuesFiles()) {
@@ -28,16 +28,22 @@ for (const file of exampleValuesFiles()) {
 }
 
 t.test('every optional object renders valid when switched on together', async (t) => {
-  const ms = await render({
-    valuesFiles: exampleValuesFiles().filter((f) => /monitoring|cert-manager|node-setup/.test(f)),
-    set: { 'snippet.enabled': 'true' },
-  });
+  const valuesFiles = exampleValuesFiles().filter((f) => /monitoring|cert-manager|node-setup/.test(f));
+  // ServiceMonitor and PodMonitor exclude each other (a pod scraped twice): one render with each.
+  const ms = [
+    ...(await render({ valuesFiles, set: { 'snippet.enabled': 'true' } })),
+    ...(await render({
+      valuesFiles,
+      set: { 'metrics.podMonitor.enabled': 'false', 'metrics.serviceMonitor.enabled': 'true', 'nativeSidecar': 'true', 'snippet.enabled': 'true' },
+    })),
+  ];
   validateAll(t, ms);
   const kinds = new Set(ms.map((m) => `${m.apiVersion}/${m.kind}`));
   for (const k of [
     'cert-manager.io/v1/Certificate',
     'monitoring.coreos.com/v1/ServiceMonitor',
     'monitoring.coreos.com/v1/PodMonitor',
+    'monitoring.coreos.com/v1/PrometheusRule',
     'policy/v1/PodDisruptionBudget',
     'networking.k8s.io/v1/NetworkPolicy',
     'apps/v1/DaemonSet',

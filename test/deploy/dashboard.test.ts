@@ -1,12 +1,15 @@
 // The Grafana dashboard: generated from helpers/dashboard.ts, shipped in a ConfigMap the Grafana
-// sidecar picks up, laid out without overlaps, and querying only metrics docs/metrics.md documents.
+// sidecar picks up, laid out without overlaps, and querying only metrics the sidecar exports and
+// docs/metrics.md documents, with labels those metrics have.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildDashboard } from './helpers/dashboard.js';
 import { CHART_DIR, REPO_ROOT } from './helpers/helm.js';
 import { find, render } from './helpers/render.js';
-import { createMetrics } from '../../proxy/admin/metrics.js';
+import { createMetrics, createPrimaryMetrics } from '../../proxy/admin/metrics.js';
+import { registerProbeMetrics } from '../../proxy/admin/probe-metrics.js';
+import { probeKernel } from '../../proxy/ktls/probe.js';
 
 interface Panel {
   id: number;
@@ -25,9 +28,20 @@ interface Dashboard {
 const file = join(CHART_DIR, 'files/dashboard.json');
 const dashboard = JSON.parse(readFileSync(file, 'utf8')) as Dashboard;
 
-/** Every ktls_sidecar_* metric family an expression reads (histogram series mapped to their family). */
+/** The sidecar's own names and prom-client's process/Node.js defaults; no PromQL function or label starts so. */
+const METRIC_NAME = /\b(?:ktls_sidecar|process|nodejs)_[a-z0-9_]+/g;
+
+/** Every metric family an expression reads (histogram series mapped to their family). */
 function metricsOf(expr: string): string[] {
-  return [...expr.matchAll(/\bktls_sidecar_[a-z0-9_]+/g)].map((m) => m[0].replace(/_(bucket|sum|count)$/, ''));
+  return [...expr.matchAll(METRIC_NAME)].map((m) => m[0].replace(/_(bucket|sum|count)$/, ''));
+}
+
+/** Every family the sidecar exports: the adapter's (defaults included), the primary's and the kernel probe's. */
+async function exported(): Promise<Map<string, { labelNames?: readonly string[] }>> {
+  const { registry } = createMetrics();
+  createPrimaryMetrics(registry);
+  registerProbeMetrics(registry, await probeKernel({ skipNicOffload: true }), { tlsStatPath: '/nonexistent/tls_stat' });
+  return new Map(registry.getMetricsAsArray().map((m) => [(m as unknown as { name: string }).name, m as { labelNames?: readonly string[] }]));
 }
 
 function allExprs(d: Dashboard): string[] {
@@ -44,10 +58,18 @@ t.test('files/dashboard.json is the output of helpers/dashboard.ts (regenerate a
 });
 
 t.test('the dashboard ships in a ConfigMap labelled grafana_dashboard: "1"', async (t) => {
-  const cm = find(await render(), 'ConfigMap', '-dashboard');
+  const cm = find(await render({ set: { 'dashboard.enabled': 'true' } }), 'ConfigMap', '-dashboard');
   t.equal(cm.metadata.labels?.['grafana_dashboard'], '1');
-  const data = cm['data'] as Record<string, string>;
-  t.same(JSON.parse(data['ktls-sidecar.json'] ?? 'null'), dashboard);
+  const data = Object.entries(cm['data'] as Record<string, string>);
+  t.equal(data.length, 1, 'one dashboard');
+  t.match(data[0]?.[0] ?? '', /\.json$/, 'a file name the Grafana sidecar loads');
+  const shipped = JSON.parse(data[0]?.[1] ?? 'null') as Dashboard & { title: string };
+  // The chart may set the uid and title per release (two releases must not share a uid); the rest is the file.
+  const { uid, title, ...rest } = shipped;
+  const { uid: _uid, title: _title, ...file } = dashboard as Dashboard & { title: string };
+  t.same(rest, file);
+  t.match(uid, /^[A-Za-z0-9_-]{1,40}$/, 'a uid Grafana accepts (at most 40 characters)');
+  t.type(title, 'string');
   const off = await render({ set: { 'dashboard.enabled': 'false' } });
   t.notOk(off.some((m) => m.metadata.name.endsWith('-dashboard')));
 });
@@ -81,34 +103,53 @@ t.test('the dashboard covers what an operator needs during the kTLS rollout', (t
     /cpu per byte/i,
     /handshake rate/i,
     /request latency/i,
+    /certificate expiry/i,
+    /event-loop delay/i,
+    /^CPU: total/,
+    /resident memory/i,
   ]) {
     t.ok(titles.some((x) => want.test(x)), `a panel matches ${want}`);
   }
   t.end();
 });
 
-t.test('every metric the dashboard queries is documented in docs/metrics.md', (t) => {
+t.test('every metric the dashboard queries is exported by the sidecar and documented in docs/metrics.md', async (t) => {
   const doc = readFileSync(join(REPO_ROOT, 'docs/metrics.md'), 'utf8');
   // Names appear in tables (`name`) and in the probe list (`name{labels}`): take every mention.
-  const documented = new Set([...doc.matchAll(/\bktls_sidecar_[a-z0-9_]+/g)].map((m) => m[0]));
+  const documented = new Set([...doc.matchAll(METRIC_NAME)].map((m) => m[0]));
+  const families = await exported();
   const used = new Set(allExprs(dashboard).flatMap(metricsOf));
   t.ok(used.size > 10, `${used.size} metrics used`);
-  const missing = [...used].filter((m) => !documented.has(m)).sort();
-  t.same(missing, [], 'metrics queried by the dashboard but absent from docs/metrics.md');
+  t.same([...used].filter((m) => !documented.has(m)).sort(), [], 'metrics queried by the dashboard but absent from docs/metrics.md');
+  t.same([...used].filter((m) => !families.has(m)).sort(), [], 'metrics queried by the dashboard that the sidecar does not export');
+});
+
+t.test('a default metric (a standard name an app may share) is read only from sidecar targets', (t) => {
+  let scoped = 0;
+  for (const expr of allExprs(dashboard)) {
+    for (const name of metricsOf(expr)) {
+      if (name.startsWith('ktls_sidecar_')) continue;
+      scoped++;
+      t.match(expr, new RegExp(`${name}\\{[^}]*\\}(\\[[^\\]]*\\])?\\)? and on \\(job, instance\\) ktls_sidecar_build_info`), `${name} in ${expr}`);
+    }
+  }
+  t.ok(scoped >= 3, `${scoped} default metric reads`);
   t.end();
 });
 
-t.test('every label the dashboard groups or filters by exists on that metric in the sidecar', (t) => {
-  // The metrics module's own registry (no default process metrics: they carry no labels we use).
-  const { registry } = createMetrics({ defaultMetrics: false });
+t.test('every label the dashboard groups or filters by exists on that metric in the sidecar', async (t) => {
+  const families = await exported();
   const ignored = new Set(['namespace', 'pod', 'le']);
   let checked = 0;
   for (const expr of allExprs(dashboard)) {
-    // `by (a, b) (rate(metric{x="1", ...}[...]))` and `by (a) (metric{...})`
-    for (const m of expr.matchAll(/by \(([^)]*)\) \((?:rate\()?(ktls_sidecar_[a-z0-9_]+)\{([^}]*)\}/g)) {
+    // `by (a, b) (rate(metric{x="1", ...}[...]))`, `by (a) (metric{...})` and `by (a) ((metric{...} and on ...))`
+    for (const m of expr.matchAll(/by \(([^)]*)\) \(\(?(?:rate\()?((?:ktls_sidecar|process|nodejs)_[a-z0-9_]+)\{([^}]*)\}/g)) {
       const family = (m[2] ?? '').replace(/_bucket$/, '');
-      const metric = registry.getSingleMetric(family) as { labelNames?: readonly string[] } | undefined;
-      if (!metric) continue; // registered elsewhere (the kernel probe gauges); the docs test covers the name
+      const metric = families.get(family);
+      if (!metric) {
+        t.fail(`${family} is not exported`);
+        continue;
+      }
       const have = new Set(metric.labelNames ?? []);
       const grouped = (m[1] ?? '').split(',').map((x) => x.trim()).filter(Boolean);
       const filtered = [...(m[3] ?? '').matchAll(/([a-z_]+)\s*(?:=~|!~|!=|=)/g)].map((x) => x[1] ?? '');
@@ -120,5 +161,4 @@ t.test('every label the dashboard groups or filters by exists on that metric in 
     }
   }
   t.ok(checked > 20, `${checked} label uses checked`);
-  t.end();
 });

@@ -28,12 +28,26 @@ const all = instructions(text);
 const lastFrom = all.map((i) => i.cmd).lastIndexOf('FROM');
 const runtime = all.slice(lastFrom);
 
-t.test('multi-stage from a real upstream Node 20 image: build, production dependencies, runtime', (t) => {
+t.test('multi-stage from a real upstream Node 24 image: build, production dependencies, runtime', (t) => {
   const froms = all.filter((i) => i.cmd === 'FROM').map((i) => i.args);
   t.same(froms, ['${NODE_IMAGE} AS build', '${NODE_IMAGE} AS prod-deps', '${NODE_IMAGE} AS runtime']);
   const arg = all.find((i) => i.cmd === 'ARG' && i.args.startsWith('NODE_IMAGE='));
-  t.match(arg?.args, /^NODE_IMAGE=docker\.io\/library\/node:20-[a-z]+-slim$/, 'an upstream name anyone can pull');
+  t.match(arg?.args, /^NODE_IMAGE=docker\.io\/library\/node:24-[a-z]+-slim$/, 'an upstream name anyone can pull');
   t.ok(all.indexOf(arg as Instruction) < all.findIndex((i) => i.cmd === 'FROM'), 'declared before the first FROM');
+  t.end();
+});
+
+t.test("the image's Node major is the one package.json supports and the tests run on", (t) => {
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as {
+    engines?: { node?: string };
+    devDependencies?: Record<string, string>;
+  };
+  const arg = all.find((i) => i.cmd === 'ARG' && i.args.startsWith('NODE_IMAGE='));
+  const imageMajor = /node:(\d+)-/.exec(arg?.args ?? '')?.[1];
+  t.ok(imageMajor, 'NODE_IMAGE names a Node major');
+  t.equal(/^\^(\d+)/.exec(pkg.engines?.node ?? '')?.[1], imageMajor, `engines.node (${pkg.engines?.node}) is ^<the image's major>`);
+  // npm scripts (npm test, npm start, the native build in npm ci) run the `node` devDependency.
+  t.equal(/^\^(\d+)\./.exec(pkg.devDependencies?.node ?? '')?.[1], imageMajor, `the node devDependency (${pkg.devDependencies?.node})`);
   t.end();
 });
 
@@ -79,6 +93,9 @@ t.test('OCI labels name the image, its license and version', (t) => {
     t.match(labels, new RegExp(`org\\.opencontainers\\.image\\.${k}=`), k);
   }
   t.match(labels, /licenses="Apache-2.0"/);
+  // The base it was really built from, a --build-arg NODE_IMAGE override included.
+  t.match(labels, /org\.opencontainers\.image\.base\.name="\$\{NODE_IMAGE\}"/);
+  t.ok(runtime.some((i) => i.cmd === 'ARG' && i.args === 'NODE_IMAGE'), 'NODE_IMAGE re-declared in the runtime stage (else it expands empty)');
   t.end();
 });
 

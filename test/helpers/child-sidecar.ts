@@ -18,7 +18,8 @@ export interface LogLine {
  * NODE_V8_COVERAGE) are dropped so the sidecar runs at normal speed.
  */
 export function childEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env, ...extra };
+  // log.connections all: tests read every close line (the default, errors, logs failures only).
+  const env: NodeJS.ProcessEnv = { KTLS_SIDECAR_LOG_CONNECTIONS: 'all', ...process.env, ...extra };
   delete env['NODE_OPTIONS'];
   delete env['NODE_V8_COVERAGE'];
   return env;

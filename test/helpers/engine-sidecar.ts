@@ -45,9 +45,9 @@ export async function startEngineSidecar(t: Teardown, argv: string[], opts: { cp
   });
   const logger = createLogger({ level: 'info', destination });
   const metrics = createMetrics({ defaultMetrics: false });
-  const config = loadConfig({ argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', ...argv], env: {} });
+  const config = loadConfig({ argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', '--log-connections', 'all', ...argv], env: {} });
   const flag = createKtlsFlag({ enabled: true, metrics });
-  const sidecar = new Sidecar({ config, logger, events: metrics, onKernelProbe: (k, kernelAvailable) => registerProbeMetrics(metrics.registry, k, { kernelAvailable }), flag, probe: await availableProbe(), nativeStatus: nativeStatus(), ...opts });
+  const sidecar = new Sidecar({ config, logger, events: metrics, onKernelProbe: (k) => registerProbeMetrics(metrics.registry, k), flag, probe: await availableProbe(), nativeStatus: nativeStatus(), ...opts });
   const addr = await sidecar.listen();
   t.teardown(() => sidecar.shutdown());
   const closed = (): LogLine[] => lines.filter((l) => l.event === 'connection_closed');

@@ -2,10 +2,14 @@
 # Builds, offline, a stand-in for the Dockerfile's base image and tags it with the exact name the
 # Dockerfile's FROM uses, so `podman build` never pulls from a registry.
 #
-# The stand-in is what node:20-bookworm-slim is made of: a Debian minbase rootfs (debootstrap from
+# The stand-in is what node:24-bookworm-slim is made of: a Debian minbase rootfs (debootstrap from
 # the Debian mirror this machine's apt is configured with — read at run time, never written into
-# the repo) plus this machine's Node binary, its npm, and its headers under /usr/local like the
-# upstream image lays them out.
+# the repo) plus a Node binary of the major the image name asks for, this machine's npm, and that
+# Node's headers under /usr/local like the upstream image lays them out.
+#
+# The Node comes from the npm registry, not from this machine's apt: the first of $KTLS_BASE_NODE,
+# the checkout's node_modules/.bin/node (the `node` devDependency that `npm ci` installs) and the
+# `node` on PATH whose major is the image's (node:24-... needs a v24.x).
 #
 # Cached: the image carries a label holding a key over (codename, node version, this script); a
 # second run with the same key does nothing. An image of that name that lacks our label is a real
@@ -16,13 +20,33 @@ set -euo pipefail
 
 image=${1:?usage: base-image.sh IMAGE_NAME}
 log() { printf 'base-image: %s\n' "$*" >&2; }
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 codename=$(. /etc/os-release && printf '%s' "${VERSION_CODENAME:?no VERSION_CODENAME in /etc/os-release}")
-node_bin=$(readlink -f "$(command -v node)")
-node_version=$("$node_bin" --version)
+# node:24-bookworm-slim -> 24 (the upstream tag scheme: <major>[.<minor>...]-<codename>[-slim])
+want_major=$(sed -nE 's|^(.*/)?node:([0-9]+)([.-].*)?$|\2|p' <<<"${image%@*}")
+[[ -n "$want_major" ]] || { log "cannot tell the Node major from the image name '$image' (expected node:<major>-...)"; exit 1; }
+node_bin="" tried=()
+for cand in "${KTLS_BASE_NODE:-}" "$repo/node_modules/.bin/node" "$(command -v node || true)"; do
+  [[ -n "$cand" && -x "$cand" ]] || continue
+  v=$("$cand" --version 2>/dev/null || true)
+  tried+=("$cand=${v:-?}")
+  if [[ "$v" == "v$want_major."* ]]; then node_bin=$(readlink -f "$cand"); break; fi
+done
 script_sum=$(sha256sum "${BASH_SOURCE[0]}" | cut -c1-16)
-key="${codename}/${node_version}/${script_sum}"
 label=io.github.ktls-sidecar.test-base
+if [[ -z "$node_bin" ]]; then
+  # No Node of that major here (a checkout before npm ci): a stand-in this script already built
+  # for it still serves.
+  have=$(podman image inspect --format "{{ index .Labels \"$label\" }}" "$image" 2>/dev/null || true)
+  if [[ "$have" == "${codename}/v${want_major}."*"/${script_sum}" ]]; then
+    log "cached ($have; no Node $want_major here to compare with)"; printf '%s\n' "$image"; exit 0
+  fi
+  log "no Node $want_major for $image (tried: ${tried[*]:-nothing}); run npm ci (it installs the node devDependency) or set KTLS_BASE_NODE"
+  exit 1
+fi
+node_version=$("$node_bin" --version)
+key="${codename}/${node_version}/${script_sum}"
 
 if podman image exists "$image"; then
   have=$(podman image inspect --format "{{ index .Labels \"$label\" }}" "$image" 2>/dev/null || true)
@@ -76,9 +100,18 @@ mkdir -p "$rootfs/usr/local/lib/node_modules" "$rootfs/usr/local/include"
 cp -a "$npm_dir" "$rootfs/usr/local/lib/node_modules/npm"
 ln -s ../lib/node_modules/npm/bin/npm-cli.js "$rootfs/usr/local/bin/npm"
 ln -s ../lib/node_modules/npm/bin/npx-cli.js "$rootfs/usr/local/bin/npx"
-node_headers=$(dirname "$(dirname "$node_bin")")/include/node
-[[ -d "$node_headers" ]] || node_headers=/usr/include/node
-[[ -f "$node_headers/node.h" ]] || { log "node headers not found (looked in $node_headers)"; exit 1; }
+# Headers of exactly this Node (native/build.mjs checks the same): beside the binary (tarballs,
+# node-<os>-<arch> packages), in the npm `node` package's node-<os>-<arch> dependency (its bin/node
+# is a hard link to that one's), or the distribution's.
+headers_version() {
+  awk '/^#define NODE_(MAJOR|MINOR|PATCH)_VERSION /{v = v (v == "" ? "" : ".") $3} END {print v}' "$1/node_version.h" 2>/dev/null
+}
+node_prefix=$(dirname "$(dirname "$node_bin")")
+node_headers=""
+for cand in "$node_prefix/include/node" "$node_prefix"/node_modules/node-*/include/node /usr/include/node /usr/local/include/node; do
+  if [[ -f "$cand/node.h" && "$(headers_version "$cand")" == "${node_version#v}" ]]; then node_headers=$cand; break; fi
+done
+[[ -n "$node_headers" ]] || { log "headers of node $node_version not found (beside $node_bin or in /usr/include/node)"; exit 1; }
 cp -a "$node_headers" "$rootfs/usr/local/include/node"
 # Smaller image, same as upstream's slim: no apt lists, no docs.
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/usr/share/doc/* "$rootfs"/usr/share/man/*

@@ -6,7 +6,8 @@
 #
 # Needs root, podman, runc, debootstrap, openssl, curl (Debian: apt-get install podman runc debootstrap).
 # No registry is contacted for images: the Dockerfile's base image is built locally by base-image.sh
-# (debootstrap + this machine's Node) and tagged with the exact name the FROM line uses, then cached.
+# (debootstrap + the checkout's Node 24 from npm ci) and tagged with the exact name the FROM line
+# uses, then cached.
 # The build itself still reaches the Debian mirror (build tools) and the npm registry (`npm ci`).
 #
 # Machine quirks this script works around (measured, see TOOLCHAIN.md):
@@ -85,12 +86,19 @@ hc=$(meta '{{json .Config.Healthcheck}}')
 title=$(meta '{{index .Config.Labels "org.opencontainers.image.title"}}')
 [[ "$title" == ktls-sidecar ]] && pass "OCI labels" || fail "OCI labels" "title='$title'"
 
-# Production dependencies only, the addon present, no compilers or package managers.
+# The Node major the Dockerfile's base names (node:24-... -> 24), and that the image really runs.
+want_major=$(sed -nE 's|^(.*/)?node:([0-9]+)([.-].*)?$|\2|p' <<<"${base%@*}")
+image_node=$(podman_run --rm --entrypoint node "$image" --version 2>&1)
+[[ -n "$want_major" && "$image_node" == "v$want_major."* ]] && pass "runtime Node $image_node (the base names $want_major)" \
+  || fail "runtime Node version" "got '$image_node', the base $base names ${want_major:-no major}"
+
+# Production dependencies only, the addon present, no compilers or package managers. undici and
+# ws are only the tests' and the bench's clients (devDependencies).
 if out=$(podman_run --rm --entrypoint /bin/sh "$image" -c '
     set -e
     test -f /app/native/build/Release/ktls_native.node || { echo "addon missing"; exit 1; }
     test -d /app/node_modules/pino || { echo "prod dependency pino missing"; exit 1; }
-    for dev in typescript tap tsx eslint kubernetes-models autocannon; do
+    for dev in typescript tap tsx eslint kubernetes-models autocannon undici ws node; do
       test ! -e /app/node_modules/$dev || { echo "dev dependency $dev present"; exit 1; }
     done
     for tool in g++ gcc make npm; do

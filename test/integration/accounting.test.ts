@@ -53,7 +53,7 @@ async function startInProcess(t: Teardown, path: Path, argv: string[]) {
   });
   const metrics = createMetrics({ defaultMetrics: false });
   const config = loadConfig({
-    argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', '--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--shutdown-drain-timeout', '1s', ...argv],
+    argv: ['--listen-host', '127.0.0.1', '--listen-port', '0', '--admin-port', '0', '--tls-cert', pki.server.cert, '--tls-key', pki.server.key, '--shutdown-drain-timeout', '1s', '--log-connections', 'all', ...argv],
     env: {},
   });
   const sidecar = new Sidecar({

@@ -69,8 +69,8 @@ t.test('the same error twice: counted twice, logged once with its stack', (t) =>
   const l = r.logged[0]!;
   t.equal(l.obj['event'], 'internal_error');
   t.equal(l.obj['kind'], 'uncaught_exception');
-  t.match(l.obj['error'], { name: 'Error', code: 'ERR_INTERNAL_ASSERTION' });
-  t.match(String(l.obj['stack']), /assertionLike/, 'the stack says where');
+  t.match(l.obj['err'], { type: 'Error', code: 'ERR_INTERNAL_ASSERTION' });
+  t.match(String((l.obj['err'] as { stack?: string }).stack), /assertionLike/, 'the stack says where');
   t.same(r.exits, [], 'still serving');
   t.end();
 });
@@ -149,7 +149,7 @@ t.test('serve: survives uncaught errors and keeps serving; exits 1 when they kee
   await child.waitForLog((l) => l.event === 'internal_error' && l['kind'] === 'uncaught_exception');
   await child.waitForLog((l) => l.event === 'internal_error' && l['kind'] === 'unhandled_rejection');
   const line = child.logs.find((l) => l.event === 'internal_error' && l['kind'] === 'uncaught_exception')!;
-  t.match(String(line['stack']), /crash-guard test: uncaught/, 'logged with its stack');
+  t.match(String((line['err'] as { stack?: string } | undefined)?.stack), /crash-guard test: uncaught/, 'logged with its stack');
   t.equal(proc.exitCode, null, 'the process is still running');
   const res = await request(tlsPort, {});
   t.equal(res.status, 200, 'and still serves TLS');

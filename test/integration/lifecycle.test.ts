@@ -115,7 +115,7 @@ t.test('SIGHUP reloads a valid config and rejects an invalid one', async (t) => 
     fs.writeFileSync(file, JSON.stringify({ mode: 'udp', tls: { cert: pki.server.cert, key: pki.server.key }, upstream: { url: up.url } }));
     sc.proc.kill('SIGHUP');
     const line = await sc.waitForLog((l) => l.event === 'config_reload' && l.level === 'error');
-    t.match(String(line['error']), /^mode:/);
+    t.match(String((line['err'] as { message?: string } | undefined)?.message), /^mode:/);
     t.equal((await handshake(sc.tlsPort)).cn, 'localhost-v2', 'still the config from the last valid reload');
     t.ok(metricValue(await sc.metrics(), 'ktls_sidecar_config_reloads_total', { result: 'failure', trigger: 'sighup' }) >= 1);
     const r = await request(sc.tlsPort, { ca: pki.caCert });

@@ -66,10 +66,28 @@ t.test('usage: --help exits 0, an unknown argument exits 2 with the usage on std
   const h = capture();
   t.equal(await runDoctor(['--help'], h.io), 0);
   t.match(h.out(), /usage: ktls-sidecar doctor \[--json\]/);
+  t.match(h.out(), /^Exit codes:$/m, '--help documents the exit codes');
+  t.match(h.out(), /^ {2}0 {2}kTLS is usable/m);
+  t.match(h.out(), /^ {2}1 {2}kTLS is not usable here .*the sidecar still serves, in userspace TLS$/m);
+  t.match(h.out(), /^ {2}2 {2}usage error/m);
   const bad = capture();
   t.equal(await runDoctor(['--jsn'], bad.io), 2);
   t.match(bad.err(), /unknown argument "--jsn"/);
   t.equal(bad.out(), '');
+});
+
+// No NIC offload is the normal case (software kTLS does not need it): a row of information,
+// never an entry under "problems" (the human list or --json), however visible the NICs are.
+t.test('NIC TLS offload is information, not a problem', async (t) => {
+  const text = capture();
+  await runDoctor([], text.io);
+  t.match(text.out(), /^NIC TLS offload\s+.*\(info: software kTLS does not need it\)$/m);
+  const problems = text.out().split(/^problems:$/m)[1] ?? '';
+  t.notMatch(problems, /NIC|offload/, 'not listed under problems');
+  const json = capture();
+  await runDoctor(['--json'], json.io);
+  const doc = JSON.parse(json.out()) as { problems: Array<{ what: string }>; nicOffload: { visible: boolean; note: string } };
+  t.same(doc.problems.filter((p) => /NIC|offload/i.test(p.what)), [], `--json problems (nicOffload: ${doc.nicOffload.note})`);
 });
 
 t.test('run as a process without the addon: says native_unavailable and why', (t) => {

@@ -1,11 +1,11 @@
-// proxy/connection/external-memory.ts asks V8 for a scavenge every
+// proxy/upstream/external-memory.ts asks V8 for a scavenge every
 // MINOR_GC_EVERY relayed bytes (the bin exposes gc), and does nothing when
 // gc is not exposed. Here a spy stands in for the exposed gc.
 import t from 'tap';
 
 const calls: unknown[] = [];
 (globalThis as { gc?: unknown }).gc = (options: unknown) => calls.push(options);
-const { MINOR_GC_EVERY, relayed } = await import('../../proxy/connection/external-memory.js');
+const { MINOR_GC_EVERY, relayed } = await import('../../proxy/upstream/external-memory.js');
 
 t.test('one minor GC per MINOR_GC_EVERY bytes, summed over chunks of any size', (t) => {
   calls.length = 0;

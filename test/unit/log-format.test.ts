@@ -44,6 +44,35 @@ t.test('secret-looking fields are redacted at any of the first three levels', (t
   t.end();
 });
 
+t.test('deeper, differently cased, in arrays and errors: censored too; the caller\'s objects are untouched', (t) => {
+  const { raw, lines, logger } = captureLog('info');
+  const headers = { Authorization: 'Bearer secret-1', 'Set-Cookie': ['secret-2'], host: 'a.example' };
+  const err = Object.assign(new Error('handshake failed'), { code: 'EPROTO', key: Buffer.from('secret-3'), detail: { passphrase: 'secret-4' } });
+  logger.warn({ a: { b: { c: { token: 'secret-5' } } }, list: [{ Password: 'secret-6' }], res: { headers }, err }, 'careless');
+  t.notMatch(raw.join('\n'), /secret-\d|c2VjcmV0|115,101,99/, 'no secret in any form');
+  const l = lines[0] ?? {};
+  t.match(l, { res: { headers: { host: 'a.example', Authorization: '[Redacted]', 'Set-Cookie': '[Redacted]' } }, list: [{ Password: '[Redacted]' }] });
+  t.match(l['err'], { type: 'Error', message: 'handshake failed', code: 'EPROTO', key: '[Redacted]', detail: { passphrase: '[Redacted]' } });
+  t.equal(headers.Authorization, 'Bearer secret-1', 'copy on write: the caller keeps its values');
+  t.ok(Buffer.isBuffer(err.key));
+  t.end();
+});
+
+t.test('errors are logged under err with the standard serializer (type, message, stack, code)', (t) => {
+  const { lines, logger } = captureLog('info');
+  const e = Object.assign(new RangeError('port out of range'), { code: 'ERR_SOCKET_BAD_PORT' });
+  logger.error({ event: 'x', err: e }, 'failed');
+  logger.error(new TypeError('bare error'));
+  const first = lines[0]?.['err'] as Record<string, unknown>;
+  t.equal(first['type'], 'RangeError');
+  t.equal(first['message'], 'port out of range');
+  t.equal(first['code'], 'ERR_SOCKET_BAD_PORT');
+  t.match(String(first['stack']), /^RangeError: port out of range\n\s+at /);
+  t.match(lines[1]?.['err'], { type: 'TypeError', message: 'bare error' }, 'an Error as the only argument lands under err too');
+  t.equal(lines[0]?.['error'], undefined, 'nothing under error');
+  t.end();
+});
+
 t.test('the connection close line has every field', (t) => {
   const { lines, logger } = captureLog('info');
   logConnectionClose(logger, {
@@ -80,7 +109,7 @@ t.test('the connection close line has every field', (t) => {
   t.end();
 });
 
-t.test('a userspace close line without SNI/ALPN, with an error as code + message only', (t) => {
+t.test('a userspace close line without SNI/ALPN, with its error under err as type + code + message only', (t) => {
   const { lines, logger } = captureLog('info');
   const err = Object.assign(new Error('socket hang up'), { code: 'ECONNRESET', request: { headers: { authorization: 'x' } } });
   logConnectionClose(logger, {
@@ -101,7 +130,7 @@ t.test('a userspace close line without SNI/ALPN, with an error as code + message
   t.equal(l['alpn'], null);
   t.equal(l['direction'], 'none');
   t.equal(l['remote'], '::1');
-  t.same(l['error'], { code: 'ECONNRESET', message: 'socket hang up' });
+  t.same(l['err'], { type: 'Error', code: 'ECONNRESET', message: 'socket hang up' });
   t.end();
 });
 
@@ -132,6 +161,7 @@ t.test('the startup summary lists sources, listeners, certificates and kTLS sett
   t.equal(certs[0]?.servername, '*');
   t.ok((certs[0]?.days_left ?? -1) >= 4 && (certs[0]?.days_left ?? 99) <= 5);
   t.same((s['ktls'] as { ciphers: string[] }).ciphers, ['TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384:txrx']);
+  t.same(s['log'], { level: 'debug', connections: 'errors' }, 'which lines this sidecar writes');
   t.notMatch(raw.join('\n'), /PRIVATE KEY|BEGIN/);
   const warn = lines.find((l) => l['event'] === 'cert_expiry');
   t.equal(warn?.['level'], 'warn', 'a certificate expiring within 14 days is warned about');

@@ -1,6 +1,7 @@
 // The exposition: names, labels, default metrics with the prefix, and the
 // per-connection accounting (open/close/bytes) that operators rely on.
 import t from 'tap';
+import { AggregatorRegistry } from 'prom-client';
 import {
   createMetrics,
   normalizeLabels,
@@ -38,24 +39,56 @@ t.test('the documented names are in the exposition, with help text', async (t) =
     'ktls_sidecar_connections_active',
     'ktls_sidecar_ktls_enabled',
     'ktls_sidecar_build_info',
-    'ktls_sidecar_process_cpu_seconds_total',
-    'ktls_sidecar_nodejs_eventloop_lag_seconds',
+    'process_cpu_seconds_total',
+    'process_resident_memory_bytes',
+    'nodejs_eventloop_lag_p99_seconds',
   ]) {
     t.match(text, new RegExp(`^# HELP ${name} \\S`, 'm'), name);
   }
+  // prom-client's default metrics keep their standard names, so stock Node.js dashboards and alerts find them;
+  // every other family is the sidecar's own and has the prefix.
   const families = [...text.matchAll(/^# TYPE (\S+)/gm)].map((x) => x[1] ?? '');
-  t.ok(families.every((f) => f.startsWith('ktls_sidecar_')), 'every family has the prefix');
+  const standard = families.filter((f) => /^(process|nodejs)_/.test(f));
+  t.ok(standard.length >= 10, `${standard.length} default metrics under their standard names`);
+  t.same(families.filter((f) => !f.startsWith('ktls_sidecar_') && !standard.includes(f)), [], 'every other family has the prefix');
+  t.same(families.filter((f) => /^ktls_sidecar_(process|nodejs)_/.test(f)), ['ktls_sidecar_process_cpu_seconds_by_mode_total'], 'no default metric under our prefix');
+});
+
+t.test('with workers: N the default metrics fold into one pod: CPU and memory summed, event-loop lag the slowest', async (t) => {
+  const workers = await Promise.all([createMetrics(), createMetrics()].map((m) => m.registry.getMetricsAsJSON()));
+  // Each worker's own values, as they would come over IPC.
+  const put = (json: (typeof workers)[number], name: string, value: number): void => {
+    const metric = json.find((m) => m.name === name);
+    if (!metric) throw new Error(`${name} not registered`);
+    for (const v of metric.values) v.value = value;
+  };
+  workers.forEach((json, i) => {
+    put(json, 'process_cpu_seconds_total', i + 1);
+    put(json, 'process_resident_memory_bytes', (i + 1) * 1000);
+    put(json, 'nodejs_eventloop_lag_p99_seconds', i === 0 ? 0.5 : 0.01);
+    put(json, 'nodejs_eventloop_lag_min_seconds', i === 0 ? 0.002 : 0.001);
+  });
+  const text = await AggregatorRegistry.aggregate(workers).metrics();
+  t.equal(sample(text, 'process_cpu_seconds_total'), 3, 'CPU of the pod: summed');
+  t.equal(sample(text, 'process_resident_memory_bytes'), 3000, 'RSS of the pod: summed');
+  t.equal(sample(text, 'nodejs_eventloop_lag_p99_seconds'), 0.5, 'lag: the slowest worker, not the average');
+  t.equal(sample(text, 'nodejs_eventloop_lag_min_seconds'), 0.001, 'lag min: the smallest');
 });
 
 t.test('a connection counts as opened, active, then closed, once', async (t) => {
   const metrics = createMetrics({ defaultMetrics: false });
-  const conn = metrics.connectionOpened(kernel);
+  const counts = { bytesIn: 0, bytesOut: 0 };
+  const conn = metrics.connectionOpened(kernel, counts);
   let text = await metrics.registry.metrics();
   t.equal(sample(text, 'ktls_sidecar_connections_opened_total', { ktls: 'on', ktls_reason: 'enabled', direction: 'tx', protocol: 'h2' }), 1);
   t.equal(sample(text, 'ktls_sidecar_connections_active', { ktls: 'on' }), 1);
-  conn.bytes(100, 5000);
-  conn.bytes(1, 0);
-  conn.close('client_close');
+  counts.bytesIn = 100;
+  counts.bytesOut = 5000;
+  text = await metrics.registry.metrics(); // a scrape counts what moved so far
+  t.equal(sample(text, 'ktls_sidecar_bytes_received_total', { ktls: 'on' }), 100);
+  counts.bytesIn = 101;
+  conn.close('client_close'); // the close counts the rest, once
+  counts.bytesIn = 999;
   conn.close('error');
   text = await metrics.registry.metrics();
   t.equal(sample(text, 'ktls_sidecar_connections_active', { ktls: 'on' }), 0);

@@ -19,24 +19,24 @@ const conn: OpenedConnection = {
   tlsVersion: 'TLSv1.3',
   cipher: 'TLS_AES_128_GCM_SHA256',
   labels: { ktls: 'on', ktls_reason: 'enabled', tls_version: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', direction: 'txrx', protocol: 'h2' },
+  bytes: { bytesIn: 3, bytesOut: 4 },
 };
 
 t.test('fanOut: every part hears every event, in order; spans and kTLS events fan out too', (t) => {
   const heard: string[] = [];
   const part = (name: string): Partial<ConnectionObserver> => ({
     accepted: () => heard.push(`${name} accepted`),
-    opened: () => ({ bytes: (rx, tx) => heard.push(`${name} bytes ${rx}/${tx}`), closed: (end) => heard.push(`${name} closed ${end.reason}`) }),
+    opened: (c) => ({ closed: (end) => heard.push(`${name} closed ${end.reason} ${c.bytes.bytesIn}/${end.bytesOut}`) }),
     ktls: () => ({ keyUpdate: (d, r) => heard.push(`${name} keyUpdate ${d} ${r}`) }),
   });
   const o = fanOut(part('a'), {}, part('b'));
   o.accepted();
   const span = o.opened(conn);
-  span.bytes?.(1, 2);
-  span.closed?.({ reason: 'client_close', error: undefined, bytesIn: 1, bytesOut: 2, closeInfo: {} });
+  span.closed?.({ reason: 'client_close', error: undefined, bytesIn: 3, bytesOut: 4, closeInfo: {} });
   o.ktls(7).keyUpdate?.('rx', 'ok');
   o.ktls(7).installFailed?.({ errno: 'EINVAL', kind: 'unsupported', stage: 'install_tx' } as never);
   t.same(heard, [
-    'a accepted', 'b accepted', 'a bytes 1/2', 'b bytes 1/2', 'a closed client_close', 'b closed client_close', 'a keyUpdate rx ok', 'b keyUpdate rx ok',
+    'a accepted', 'b accepted', 'a closed client_close 3/4', 'b closed client_close 3/4', 'a keyUpdate rx ok', 'b keyUpdate rx ok',
   ]);
   t.end();
 });
@@ -44,7 +44,7 @@ t.test('fanOut: every part hears every event, in order; spans and kTLS events fa
 t.test('refusals: counted once by kind, one close line each (reason as the line says it)', async (t) => {
   const metrics = createMetrics({ defaultMetrics: false });
   const { lines, logger } = captureLog();
-  const o = fanOut(metricsObserver(metrics), closeLog(logger));
+  const o = fanOut(metricsObserver(metrics), closeLog(logger, () => 'all'));
   const who = { id: 1, remoteAddress: '127.0.0.1', remotePort: 1, acceptedAt: performance.now() };
   for (let i = 0; i < 4; i++) o.accepted();
   o.refused(who, { kind: 'rejected', reason: 'plain_http' });
@@ -62,9 +62,10 @@ t.test('refusals: counted once by kind, one close line each (reason as the line 
   t.equal(metricValue(m, 'ktls_sidecar_handshake_failures_total', { reason: 'no_shared_cipher' }), 1);
   t.equal(metricValue(m, 'ktls_sidecar_handshake_failures_total'), 1, 'a rejection is not also a handshake failure');
   t.equal(metricValue(m, 'ktls_sidecar_connections_closed_total', { reason: 'idle_timeout', ktls: 'on' }), 1);
+  t.equal(metricValue(m, 'ktls_sidecar_bytes_received_total', { ktls: 'on' }), 3, 'the bytes are read from the connection');
   const closed = lines.filter((l) => l['event'] === 'connection_closed');
   t.same(closed.map((l) => l['close_reason']), ['plain_http', 'handshake_no_shared_cipher', 'ktls_install_aborted', 'idle_timeout']);
-  t.same(closed[1]?.['error'], { message: 'no shared cipher' });
+  t.same(closed[1]?.['err'], { type: 'Error', message: 'no shared cipher' });
   t.same(closed[3]?.['ktls_info'], { record_layer: 'kernel' });
   t.equal(closed[3]?.['bytes_in'], 3);
   t.end();

@@ -43,19 +43,27 @@ t.test('CpuAccounting: cpuUsage deltas and the bytes of observed connections per
       totals.none += s.none;
     },
   });
-  const conn = (ktls: 'on' | 'off') => ({ labels: { ktls } }) as OpenedConnection;
-  const kernel = acc.opened(conn('on'));
-  const userspace = acc.opened(conn('off'));
+  const conn = (ktls: 'on' | 'off') => {
+    const bytes = { bytesIn: 0, bytesOut: 0 };
+    return { bytes, span: acc.opened({ labels: { ktls }, bytes } as unknown as OpenedConnection) };
+  };
+  const kernel = conn('on');
+  const userspace = conn('off');
   user += 300_000;
   system += 100_000; // 0.4 s
-  kernel.bytes?.(2 * MIB, 1 * MIB); // rx and tx both count
-  userspace.bytes?.(0, 1 * MIB);
+  kernel.bytes.bytesIn = 2 * MIB; // rx and tx both count
+  kernel.bytes.bytesOut = 1 * MIB;
+  userspace.bytes.bytesOut = 1 * MIB;
   const s1 = acc.sample();
   t.ok(Math.abs(s1.on - 0.3) < 1e-12 && Math.abs(s1.off - 0.1) < 1e-12 && s1.none === 0);
-  user += 200_000; // idle interval: the bytes were reset with the last one
+  user += 200_000; // idle interval: only what moved since the last sample counts
   const s2 = acc.sample();
   t.strictSame(s2, { on: 0, off: 0, none: 0.2 });
   t.ok(Math.abs(totals.on + totals.off + totals.none - 0.6) < 1e-12);
+  user += 100_000; // a connection that closed in the interval still gets its last bytes' share
+  userspace.bytes.bytesOut = 2 * MIB;
+  userspace.span.closed?.({ reason: 'client_close', error: undefined, bytesIn: 0, bytesOut: 2 * MIB, closeInfo: {} });
+  t.strictSame(acc.sample(), { on: 0, off: 0.1, none: 0 });
   t.end();
 });
 

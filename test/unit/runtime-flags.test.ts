@@ -2,7 +2,7 @@
 // starts must carry them. Why: socket-read Buffers (memory outside the JS
 // heap) were freed by full mark-compacts every ~70 ms instead of by
 // scavenges (measured on 1 MiB responses: 2.9 -> 1.5 CPU s/GiB); see
-// proxy/connection/external-memory.ts.
+// proxy/upstream/external-memory.ts.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';

@@ -23,8 +23,8 @@ t.test('the decision gives only reasons of the one list', (t) => {
 t.test('the metrics keep every value of the lists and fold anything else into other', async (t) => {
   const m = createMetrics({ defaultMetrics: false });
   const base = { ktls: 'off', tls_version: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', direction: 'none', protocol: 'http1' } as const;
-  for (const r of v.KTLS_REASONS) m.connectionOpened({ ...base, ktls_reason: r }).close('client_close');
-  for (const r of v.CLOSE_REASONS) m.connectionOpened({ ...base, ktls_reason: 'flag_off' }).close(r);
+  for (const r of v.KTLS_REASONS) m.connectionOpened({ ...base, ktls_reason: r }, { bytesIn: 0, bytesOut: 0 }).close('client_close');
+  for (const r of v.CLOSE_REASONS) m.connectionOpened({ ...base, ktls_reason: 'flag_off' }, { bytesIn: 0, bytesOut: 0 }).close(r);
   for (const r of v.REJECT_REASONS) m.connectionRejected(r);
   for (const r of v.HANDSHAKE_FAILURE_REASONS) m.handshakeFailed(r);
   for (const r of v.UPSTREAM_ERROR_REASONS) m.upstreamError(r);

@@ -41,7 +41,7 @@ t.test('the pod exposition: counts summed, facts and the flag not multiplied', a
   const labels = { ktls: 'off', ktls_reason: 'kernel_no_tls', tls_version: 'TLSv1.3', cipher: 'TLS_AES_128_GCM_SHA256', direction: 'none', protocol: 'http1' } as const;
   const workers = [createMetrics({ version: '9.9.9' }), createMetrics({ version: '9.9.9' })];
   workers.forEach((w, i) => {
-    for (let n = 0; n <= i; n++) w.connectionOpened(labels); // 1 and 2 open connections
+    for (let n = 0; n <= i; n++) w.connectionOpened(labels, { bytesIn: 0, bytesOut: 0 }); // 1 and 2 open connections
     w.setKernelAvailable(true);
     w.setKtlsEnabled(true);
     w.ktlsFlagChanged('admin');
@@ -66,5 +66,5 @@ t.test('the pod exposition: counts summed, facts and the flag not multiplied', a
   t.equal(metricValue(text, 'ktls_sidecar_cert_expiry_timestamp_seconds'), 1000, 'the earliest expiry: min');
   t.equal(metricValue(text, 'ktls_sidecar_workers', { state: 'running' }), 2);
   t.equal(metricValue(text, 'ktls_sidecar_worker_restarts_total', { reason: 'signal' }), 1);
-  t.equal(text.split('\n').filter((l) => l.startsWith('ktls_sidecar_process_start_time_seconds ')).length, 0, "prom-client omits a per-process start time");
+  t.equal(text.split('\n').filter((l) => l.startsWith('process_start_time_seconds ')).length, 0, "prom-client omits a per-process start time");
 });

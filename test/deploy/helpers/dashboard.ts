@@ -32,6 +32,14 @@ interface Panel {
   transformations?: unknown[];
 }
 
+/**
+ * prom-client's default metrics have standard names an app in the same pod may export too:
+ * keep the series of the targets that are a sidecar (they have ktls_sidecar_build_info).
+ */
+function sidecarOnly(expr: string): string {
+  return `(${expr} and on (job, instance) ${M}build_info{${SEL}})`;
+}
+
 function targets(...exprs: [expr: string, legend: string][]): Target[] {
   return exprs.map(([expr, legendFormat], i) => ({ expr, legendFormat, refId: String.fromCharCode(65 + i) }));
 }
@@ -105,7 +113,7 @@ export function buildDashboard(): Record<string, unknown> {
       type: 'stat',
       title: 'Pods where the kernel can do kTLS',
       description:
-        'ktls_kernel_available: TLS ULP and native addon usable; kernel_tls_available: the kernel took at least one cipher; ' +
+        'ktls_kernel_available: the kernel took at least one cipher at startup and the native addon is usable; ' +
         'native_available: the addon loaded; kernel_rekey_supported: TLS 1.3 KeyUpdate in the kernel (Linux >= 6.14).',
       targets: targets(
         [`sum(${M}ktls_kernel_available{${SEL}})`, 'kTLS usable'],
@@ -231,9 +239,9 @@ export function buildDashboard(): Record<string, unknown> {
       type: 'timeseries',
       title: 'Kernel TLS counters (/proc/net/tls_stat) per second',
       description:
-        'Per-second change of the /proc/net/tls_stat counters (TlsTxSw, TlsRxSw, TlsTxDevice, TlsDecryptError, TlsRxRekeyOk, ...). ' +
+        'Per-second change of the /proc/net/tls_stat counters (kernel_tls_stat_total: TlsTxSw, TlsRxSw, TlsTxDevice, TlsDecryptError, TlsRxRekeyOk, ...). ' +
         'The counters are per network namespace, so each pod reports its own (the sidecar and the app share one).',
-      targets: targets([`sum by (counter) (rate(${M}kernel_tls_stat{counter!~"TlsCurr.*", ${SEL}}[${RI}]))`, '{{counter}}']),
+      targets: targets([`sum by (stat) (rate(${M}kernel_tls_stat_total{${SEL}}[${RI}]))`, '{{stat}}']),
       fieldConfig: ts('ops'),
       options: legendTable,
     },
@@ -241,7 +249,8 @@ export function buildDashboard(): Record<string, unknown> {
       w: 5,
       type: 'timeseries',
       title: 'kTLS sockets open now (TlsCurr*)',
-      targets: targets([`sum by (counter) (${M}kernel_tls_stat{counter=~"TlsCurr.*", ${SEL}})`, '{{counter}}']),
+      description: 'kernel_tls_sockets: the TlsCurr* rows of /proc/net/tls_stat, kTLS sockets open in the pod now.',
+      targets: targets([`sum by (stat) (${M}kernel_tls_sockets{${SEL}})`, '{{stat}}']),
       fieldConfig: ts('short'),
     },
     {
@@ -352,10 +361,74 @@ export function buildDashboard(): Record<string, unknown> {
     },
   ]);
 
+  row('Sidecar process');
+  line(8, [
+    {
+      w: 6,
+      type: 'stat',
+      title: 'Certificate expiry',
+      description:
+        'Time left until each served certificate expires (cert_expiry_timestamp_seconds, the earliest over the pods; ' +
+        'servername "*" is tls.cert). Orange under 14 days, red under 3: the thresholds of the shipped alerts.',
+      targets: targets([`min by (servername, subject) (${M}cert_expiry_timestamp_seconds{${SEL}}) - time()`, '{{servername}} {{subject}}']),
+      fieldConfig: {
+        defaults: {
+          unit: 'dtdurations',
+          thresholds: {
+            mode: 'absolute',
+            steps: [
+              { color: 'red', value: null },
+              { color: 'orange', value: 3 * 86400 },
+              { color: 'green', value: 14 * 86400 },
+            ],
+          },
+        },
+        overrides: [],
+      },
+      options: { reduceOptions: { calcs: ['lastNotNull'] }, graphMode: 'none', colorMode: 'background' },
+    },
+    {
+      w: 6,
+      type: 'timeseries',
+      title: 'Event-loop delay p99 by pod',
+      description:
+        'nodejs_eventloop_lag_p99_seconds: how late the event loop ran timers since the previous scrape (with workers: N, ' +
+        'the slowest process). Every connection the process serves waits this long; the alert fires above 100 ms for 10 minutes.',
+      targets: targets([`max by (pod) ${sidecarOnly(`nodejs_eventloop_lag_p99_seconds{${SEL}}`)}`, '{{pod}}']),
+      fieldConfig: ts('s'),
+      options: legendTable,
+    },
+    {
+      w: 6,
+      type: 'timeseries',
+      title: 'CPU: total and by kTLS mode',
+      description:
+        'process_cpu_seconds_total of the sidecar (cores), and its split between kTLS (on), userspace-TLS (off) connections ' +
+        'and idle work (none) from process_cpu_seconds_by_mode_total (docs/ktls.md section 6; with workers: N the split ' +
+        'leaves out the primary).',
+      targets: targets(
+        [`sum ${sidecarOnly(`rate(process_cpu_seconds_total{${SEL}}[${RI}])`)}`, 'total'],
+        [`sum by (ktls) (rate(${M}process_cpu_seconds_by_mode_total{${SEL}}[${RI}]))`, 'ktls={{ktls}}'],
+      ),
+      fieldConfig: ts('short'),
+    },
+    {
+      w: 6,
+      type: 'timeseries',
+      title: 'Resident memory (RSS) by pod',
+      description:
+        'process_resident_memory_bytes of the sidecar (with workers: N, the sum over its processes); compare with the ' +
+        "container's memory limit.",
+      targets: targets([`sum by (pod) ${sidecarOnly(`process_resident_memory_bytes{${SEL}}`)}`, '{{pod}}']),
+      fieldConfig: ts('bytes'),
+      options: legendTable,
+    },
+  ]);
+
   return {
     title: 'ktls-sidecar',
     uid: 'ktls-sidecar',
-    description: 'Kernel TLS activation, errors, kernel counters, cost and latency of the ktls-sidecar.',
+    description: 'Kernel TLS activation, errors, kernel counters, cost and latency, certificates and the process of the ktls-sidecar.',
     tags: ['ktls', 'tls', 'sidecar'],
     editable: true,
     schemaVersion: 39,

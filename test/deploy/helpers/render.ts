@@ -8,7 +8,7 @@ import { DaemonSet, Deployment } from 'kubernetes-models/apps/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { Certificate } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
-import { PodMonitor, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
+import { PodMonitor, PrometheusRule, ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { CHART_DIR, helm } from './helm.js';
 
 /** One rendered manifest: plain data as helm printed it. */
@@ -37,6 +37,7 @@ const MODELS: Record<string, ModelClass> = {
   'cert-manager.io/v1/Certificate': Certificate,
   'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
   'monitoring.coreos.com/v1/PodMonitor': PodMonitor,
+  'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
 };
 
 /** Validate one manifest against its kubernetes-models schema; throws with the kind and name. */
@@ -67,6 +68,10 @@ export interface RenderOptions {
   setJson?: Record<string, unknown>;
   release?: string;
   namespace?: string;
+  /** `--kube-version` (default 1.30.0): the cluster version templates see in .Capabilities. */
+  kubeVersion?: string;
+  /** `--show-only`: one template of the chart (e.g. templates/dropin-patch.yaml). */
+  showOnly?: string;
   chartDir?: string;
 }
 
@@ -87,7 +92,8 @@ export async function render(o: RenderOptions = {}): Promise<Manifest[]> {
     '--namespace',
     o.namespace ?? 'prod',
     '--kube-version',
-    '1.30.0',
+    o.kubeVersion ?? '1.30.0',
+    ...(o.showOnly ? ['--show-only', o.showOnly] : []),
     ...helmArgs(o),
   ]);
   if (r.code !== 0) throw new Error(`helm template failed (${r.code}): ${r.stderr}`);

@@ -8,6 +8,9 @@
 // MINOR_GC_EVERY bytes relayed, a scavenge is asked for (~0.2 ms with the
 // 1 MiB young generation the bin starts with). The bin runs node with
 // --expose-gc for this (proxy/cli.ts, first line); without it this is a no-op.
+// Counted where relayed bytes meet the upstream side (an exchange's response
+// reads and request-body writes, the byte pipes of tcp mode and WebSocket
+// tunnels): every path passes there, whatever the client-side record layer.
 
 /** Relayed bytes between two scavenges we ask for (8 MiB: below the 1 MiB responses x 8 connections in flight). */
 export const MINOR_GC_EVERY = 8 * 1024 * 1024;
@@ -23,4 +26,9 @@ export function relayed(bytes: number): void {
   if (since < MINOR_GC_EVERY || !gc) return;
   since = 0;
   gc({ type: 'minor' });
+}
+
+/** Count every chunk `stream` emits (a side of a byte pipe: tcp mode, WebSocket tunnels). */
+export function countRelayed(stream: { on(event: 'data', listener: (chunk: Buffer) => void): unknown }): void {
+  stream.on('data', (chunk: Buffer) => relayed(chunk.length));
 }
