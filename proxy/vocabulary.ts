@@ -169,6 +169,8 @@ export const KTLS_STAGES = [
   'write',
   'send_control',
   'poll',
+  'splice_in',
+  'splice_out',
   'decrypt',
   'probe',
   'other',
