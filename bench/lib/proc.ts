@@ -59,7 +59,11 @@ export function treeCpu(root: number): TreeCpu {
 
 export type ThreadCpu = Map<string, { user: number; sys: number }>;
 
-/** CPU seconds by thread name over the tree (user, system), from /proc/<pid>/task/<tid>/stat. */
+/**
+ * CPU seconds by thread name over the tree (user, system), from /proc/<pid>/task/<tid>/stat. Names are
+ * prefixed `root/` for the tree's first process and `child/` for the others (nginx master vs worker, the
+ * sidecar's primary vs its workers), so a process that should idle shows on its own.
+ */
 export function threadCpuOf(root: number): ThreadCpu {
   const out: ThreadCpu = new Map();
   for (const pid of treeOf(root)) {
@@ -72,7 +76,8 @@ export function threadCpuOf(root: number): ThreadCpu {
       try {
         text = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
       } catch { continue; } // the thread exited
-      const name = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')).replace(/\d+$/, '#').replace(/\s+/g, '_');
+      const thread = text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')).replace(/\d+$/, '#').replace(/\s+/g, '_');
+      const name = `${pid === root ? 'root' : 'child'}/${thread}`;
       const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
       const e = out.get(name) ?? { user: 0, sys: 0 };
       e.user += Number(f[11]) / CLK_TCK;
