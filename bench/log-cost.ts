@@ -145,7 +145,7 @@ const readerCpu = /^\d+$/.test(cpus) ? String((Number(cpus) + 1) % os.cpus().len
 const readCmd = `${readerCpu ? `exec taskset -c ${readerCpu} ` : 'exec '}cat "$0" > /dev/null`;
 const reader = spawn('sh', ['-c', readCmd, fifo], { stdio: 'ignore' });
 const pipeFd = fs.openSync(fifo, 'w');
-const asyncDest = stdoutDestination(pipeFd) as DestinationStream & { flush(cb?: (err?: Error | null) => void): void };
+const asyncDest = stdoutDestination(pipeFd) as DestinationStream & NodeJS.EventEmitter & { flush(cb?: (err?: Error | null) => void): void; end(): void };
 await table(
   'Including the write to a pipe (cat > /dev/null)',
   {
@@ -155,6 +155,11 @@ await table(
   },
   () => new Promise<void>((r) => asyncDest.flush(() => r())),
 );
-fs.closeSync(pipeFd);
+// The asynchronous destination owns the fd from here: end() writes what is left and closes it. Closing the fd
+// under it instead lets its periodic flush write to a closed fd (EBADF, an unhandled 'error').
+await new Promise<void>((r) => {
+  asyncDest.once('close', () => r());
+  asyncDest.end();
+});
 reader.kill();
 fs.rmSync(dir, { recursive: true, force: true });
