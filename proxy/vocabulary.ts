@@ -119,6 +119,8 @@ export type UpstreamErrorReason = (typeof UPSTREAM_ERROR_REASONS)[number];
 /** Why an established connection ended. */
 export const CLOSE_REASONS = [
   'client_close',
+  /** The client reset the connection (ECONNRESET/EPIPE on the client side): how curl over HTTP/2 and browsers often end one. */
+  'client_reset',
   'upstream_close',
   'idle_timeout',
   'headers_timeout',
@@ -131,6 +133,12 @@ export const CLOSE_REASONS = [
   'other',
 ] as const;
 export type CloseReason = (typeof CLOSE_REASONS)[number];
+
+/**
+ * Ends of an open connection that are its normal life (docs/config.md, `log.connections`): not logged under
+ * `errors`, sampled under `sample:`. Every other reason, and any added later, is a failure.
+ */
+export const NORMAL_CLOSE_REASONS = ['client_close', 'client_reset', 'upstream_close', 'idle_timeout', 'shutdown', 'ktls_drain'] as const satisfies readonly CloseReason[];
 
 export const RESULTS = ['success', 'failure'] as const;
 export type Result = (typeof RESULTS)[number];

@@ -28,6 +28,13 @@ import type { RecordLayer } from './record-layer.js';
 import { plainHttpResponse, sniff } from './sniff.js';
 
 /** What the connection path needs of a front (proxy/fronts/). */
+
+/** A client's TCP reset as its socket reports it (read ECONNRESET, write EPIPE): the client's end, not our error. */
+function isPeerReset(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'ECONNRESET' || code === 'EPIPE';
+}
+
 export interface Front {
   handle(conn: Duplex, facts: ConnectionFacts): unknown;
   /** The connection's kTLS drain hook (HTTP/1.1: Connection: close; h2: GOAWAY; tcp/WebSocket: end our side). */
@@ -164,7 +171,7 @@ function openConnection(ctx: ConnectionContext, origin: ConnectionOrigin, { fact
   let error: unknown;
   conn.on('error', (err) => {
     error = err;
-    markClose(conn, 'error');
+    markClose(conn, isPeerReset(err) ? 'client_reset' : 'error');
   });
   conn.once('close', () => {
     span.closed?.({

@@ -5,17 +5,16 @@
 import { performance } from 'node:perf_hooks';
 import { type ConnectionLogPolicy, type LogConnections, parseLogConnections } from '../config/schema.js';
 import { type Logger, logConnectionClose } from '../log.js';
-import type { CloseReason, RejectReason } from '../vocabulary.js';
+import { type CloseReason, NORMAL_CLOSE_REASONS, type RejectReason } from '../vocabulary.js';
 import type { ConnectionObserver, ConnectionRefusal } from './events.js';
 
 /**
- * Ends of an open connection that are its normal life: not logged under
- * `errors`, sampled under `sample:` (docs/config.md, `log.connections`). Every
- * other end — headers_timeout, bad_request, upstream_error, key_update_limit,
- * error, other, and any reason added later — is a failure, and so is any end
- * that carries an error.
+ * The normal ends (proxy/vocabulary.ts). Every other end — headers_timeout,
+ * bad_request, upstream_error, key_update_limit, error, other, and any reason
+ * added later — is a failure, and so is any end that carries an error, except
+ * a client's reset (its error is the reset).
  */
-export const NORMAL_CLOSE_REASONS: ReadonlySet<CloseReason> = new Set<CloseReason>(['client_close', 'upstream_close', 'idle_timeout', 'shutdown', 'ktls_drain']);
+const NORMAL_CLOSES: ReadonlySet<CloseReason> = new Set<CloseReason>(NORMAL_CLOSE_REASONS);
 
 /**
  * Refusals that are not failures: a client that closed before sending a byte
@@ -29,7 +28,7 @@ export function refusalIsFailure(refusal: ConnectionRefusal): boolean {
 }
 
 export function closeIsFailure(reason: CloseReason, error: unknown): boolean {
-  return error !== undefined || !NORMAL_CLOSE_REASONS.has(reason);
+  return (error !== undefined && reason !== 'client_reset') || !NORMAL_CLOSES.has(reason);
 }
 
 /** Whether one connection gets its close line under `policy` (`random` draws the sample). */

@@ -64,7 +64,8 @@ t.test('log.connections default, SIGHUP to all, and the last line before exit', 
   await child.waitForLog((l) => l.event === 'config_reload' && l['result'] === 'success');
   t.equal(await curl(tls), 0);
   const normal = await child.waitForLog((l) => l.event === 'connection_closed' && l['protocol'] !== 'none');
-  t.equal(normal['close_reason'], 'client_close', 'after SIGHUP (all) the normal close is logged');
+  // curl over HTTP/2 often resets at exit instead of closing: both are a normal end.
+  t.match(normal['close_reason'], /^client_(close|reset)$/, 'after SIGHUP (all) the normal close is logged');
 
   proc.kill('SIGTERM');
   t.equal(await child.exited, 0);

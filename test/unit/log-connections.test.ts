@@ -71,6 +71,8 @@ function logged(setting: () => LogConnections): string[] {
     o.opened?.(conn).closed?.(end(r));
   }
   o.opened?.(conn).closed?.(end('upstream_close', Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' })));
+  // A client's reset carries its error, and is still the client's normal way out.
+  o.opened?.(conn).closed?.(end('client_reset', Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' })));
   return lines.filter((l) => l['event'] === 'connection_closed').map((l) => `${String(l['close_reason'])}${l['err'] ? '+err' : ''}`);
 }
 
@@ -82,7 +84,7 @@ t.test('errors: failed handshakes, refusals but probes, failure ends and any end
 });
 
 t.test('all: every connection; off: none', (t) => {
-  t.equal(logged(() => 'all').length, 3 + 11 + 1);
+  t.equal(logged(() => 'all').length, 3 + 11 + 2);
   t.same(logged(() => 'off'), []);
   t.end();
 });
