@@ -41,12 +41,51 @@ export interface RecvPlainResult {
   eof: boolean;
 }
 
-/** A read-readiness watcher on a dup() of a socket fd (see createPoller). */
+/** A read-readiness watcher on a socket fd, in the addon's private epoll set (see createPoller). */
 export interface Poller {
-  /** Start (or resume) calling onReadable whenever the socket is readable. Level-triggered: read until EAGAIN or stop(). */
+  /**
+   * Start (or resume) calling onReadable whenever the socket is readable. Level-triggered: read until EAGAIN or
+   * stop(). An onReadable that returns `true` (it did read until EAGAIN) is next called on a new event only
+   * (edge-triggered): 6.1 keeps a kTLS RX socket readable while only part of a record has arrived, and a
+   * level-triggered reader would be called again and again until the rest comes.
+   */
   start(): void;
   stop(): void;
-  /** Stops and releases the dup()ed fd. Must be called: the dup keeps the socket open. Idempotent. */
+  /** Stops and removes the fd from the addon's epoll set. Call it before the socket is closed. Idempotent. */
+  close(): void;
+}
+
+/** How a splice pump run ended (see SplicePump). */
+export type SpliceEnd = 'budget' | 'eof' | 'stopped' | 'error';
+
+export interface SpliceResult {
+  /** Bytes written to `to` during this run (start() .. onDone). */
+  bytes: number;
+  end: SpliceEnd;
+  /** With end 'error' only: the failed call; err.syscall is 'splice_in' (reading `from` into the pipe),
+   *  'splice_out' (pipe into `to`), 'epoll_ctl' or 'pipe2' ('epoll_wait' / 'uv_poll' if waiting itself failed). */
+  error: NativeSyscallError | null;
+}
+
+/**
+ * Moves bytes from one socket to another in the kernel: splice(2) `from` -> pipe -> `to`,
+ * non-blocking, driven by readiness in the addon's private epoll set. Costs its pipe (2 fds).
+ * JS must have flushed its own writes on `to` and stopped reading `from` before start(),
+ * and gets both sockets back after onDone.
+ */
+export interface SplicePump {
+  /** Move up to `budget` bytes (0 = until EOF of `from`) from `from` to `to` through the pump's pipe, in the
+   *  kernel. One run at a time (throws if a run is active or the pump is closed). onDone ends each run exactly
+   *  once, on the event loop, never synchronously inside start(). */
+  start(budget: number): void;
+  /** End the current run: no more reads from `from`; bytes already in the pipe are still written to `to`;
+   *  then onDone({ end: 'stopped' }). No-op without a run. (If EOF or the budget already ended the reads,
+   *  the run ends with that instead.) */
+  stop(): void;
+  /** Bytes written to `to` in the current (or last) run so far: metrics read it live during long runs. */
+  moved(): number;
+  /** Release pipe and registrations now; an active run ends WITHOUT a callback. Idempotent. Call before either
+   *  socket is closed. */
   close(): void;
 }
 
@@ -99,11 +138,21 @@ export interface KtlsNative {
   /** Plain recv(MSG_DONTWAIT) of at most buf.length bytes: only before TLS_RX is installed (partial leftover record). */
   recvPlain(fd: number, buf: Buffer): RecvPlainResult | null;
   /**
-   * Readiness of the socket for reading without libuv's own handle: uv_poll on a dup() of fd
-   * (libuv refuses a second watcher on the same fd; a dup is a separate registration).
+   * Readiness of the socket for reading without libuv's own handle: the fd itself in the addon's
+   * private epoll set (one epoll fd per process, watched by one uv_poll; libuv refuses a second
+   * watcher on the same fd, a separate epoll set does not). No extra fd per poller.
    * onReadable(err) runs on the event loop; err is set when polling itself failed.
+   * A bad fd throws NativeSyscallError syscall 'epoll_ctl'.
    */
-  createPoller(fd: number, onReadable: (err: NativeSyscallError | null) => void): Poller;
+  createPoller(fd: number, onReadable: (err: NativeSyscallError | null) => boolean | void): Poller;
+  /**
+   * A splice pump from `fromFd` to `toFd` (both sockets, O_NONBLOCK as libuv leaves them). Makes
+   * its pipe now (syscall 'pipe2', or an empty pooled one) and registers both fds ('epoll_ctl'):
+   * those failures throw. onDone runs once per run, on the event loop.
+   */
+  createSplicePump(fromFd: number, toFd: number, onDone: (r: SpliceResult) => void): SplicePump;
+  /** Empty pipes kept for reuse by splice pumps (at most 64; 2 fds each). */
+  splicePipesIdle(): number;
   readonly constants: KtlsNativeConstants;
 }
 
@@ -151,9 +200,8 @@ export class NativeSyscallError extends Error {
 }
 
 /** The raw addon exports (what the C++ registers). */
-interface AddonExports extends Omit<KtlsNative, 'createPoller'> {
+interface AddonExports extends KtlsNative {
   setErrorClass(cls: typeof NativeSyscallError): void;
-  createPoller(fd: number, onReadable: (err: NativeSyscallError | null) => void): Poller;
 }
 
 /** Package root: the nearest ancestor with native/binding.gyp (works from native/ and dist/native/). */
@@ -204,6 +252,9 @@ export function loadNative(path: string): LoadResult {
     const addon = requireAddon(path) as AddonExports;
     if (typeof addon.setErrorClass !== 'function' || typeof addon.setCryptoInfo !== 'function') {
       return { status: { available: false, reason: `${path} is not the ktls-sidecar addon`, path }, native: null };
+    }
+    if (typeof addon.createSplicePump !== 'function') {
+      return { status: { available: false, reason: `${path} is an older build of the addon (no splice pump; run \`node native/build.mjs\`)`, path }, native: null };
     }
     addon.setErrorClass(NativeSyscallError);
     return { status: { available: true, path }, native: addon };

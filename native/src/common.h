@@ -6,11 +6,17 @@
 
 namespace ktls {
 
+class Hub;
+
 // Per-environment state (napi_set_instance_data): the JS error class the loader
-// registered, so every failure is a real `NativeSyscallError` instance.
+// registered, so every failure is a real `NativeSyscallError` instance, and the
+// environment's epoll hub (hub.h), created on first use.
 struct AddonData {
+  ~AddonData();
   Napi::FunctionReference errorClass;
   Napi::FunctionReference pollerCtor;
+  Napi::FunctionReference pumpCtor;
+  Hub* hub = nullptr;
 };
 
 // Throws (as a pending JS exception) a NativeSyscallError for `err` from `syscall`.
@@ -21,6 +27,10 @@ void ThrowErrno(Napi::Env env, int err, const char* syscall, const char* detail 
 // returns false otherwise (a negative fd would otherwise become EBADF, hiding a caller bug).
 bool GetFd(const Napi::CallbackInfo& info, size_t index, int* fd);
 
+// The NativeSyscallError for `err` from `syscall`, as a value (for callbacks' arguments).
+Napi::Value ErrnoValue(Napi::Env env, int err, const char* syscall);
+
 Napi::Object InitPoller(Napi::Env env, Napi::Object exports, AddonData* data);
+Napi::Object InitSplice(Napi::Env env, Napi::Object exports, AddonData* data);
 
 }  // namespace ktls

@@ -493,7 +493,8 @@ Napi::Object InitImpl(Napi::Env env, Napi::Object exports) {
   exports.Set("recvPlain", Napi::Function::New(env, RecvPlain, "recvPlain"));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("constants", Constants(env));
-  return InitPoller(env, exports, data);
+  InitPoller(env, exports, data);
+  return InitSplice(env, exports, data);
 }
 
 }  // namespace
@@ -515,6 +516,12 @@ void ThrowErrno(Napi::Env env, int err, const char* syscall, const char* detail)
   e.Set("errno", Napi::Number::New(env, err));
   e.Set("syscall", Napi::String::New(env, syscall));
   e.ThrowAsJavaScriptException();
+}
+
+Napi::Value ErrnoValue(Napi::Env env, int err, const char* syscall) {
+  ThrowErrno(env, err, syscall);
+  // Take the error back out of the pending slot: the caller passes it on as a value.
+  return env.GetAndClearPendingException().Value();
 }
 
 bool GetFd(const Napi::CallbackInfo& info, size_t index, int* fd) {

@@ -1,30 +1,25 @@
 // Readiness of a socket for reading, outside libuv's own handle for it.
 //
-// libuv refuses (UV_EEXIST) a second uv_poll on an fd its loop already watches, and a
-// second epoll registration of the same fd number would clash with Node's. A dup() is a
-// different fd number for the same open file description: epoll keys on (fd, file), so
-// both registrations coexist. The dup keeps the socket alive, so close() must be called
-// (the record layer does so when the connection ends); a GC'd poller closes itself.
+// libuv refuses (UV_EEXIST) a second uv_poll on an fd its loop already watches. The poller
+// registers the socket's own fd in the environment's private epoll set instead (hub.h):
+// epoll keys on (fd, open file) per epoll set, so this registration and libuv's coexist,
+// and a poller costs no file descriptor. close() must be called before the socket is
+// closed (the record layer does so when the connection ends); a GC'd poller closes itself.
+//
+// Level-triggered by default. A callback that returns true says it read until EAGAIN; the
+// poller then waits edge-triggered until the next call (found in the lab: 6.1 keeps EPOLLIN
+// set while kTLS RX holds only part of a record, and a level-triggered waiter spins on it).
+// Events that happen while armed edge-triggered are never lost: a MOD re-polls the fd.
 #include <errno.h>
-#include <fcntl.h>
-#include <unistd.h>
-#include <uv.h>
+#include <sys/epoll.h>
 
 #include "common.h"
+#include "hub.h"
 
 namespace ktls {
 namespace {
 
-class Poller;
-
-// Lives until uv_close() has finished, which may be after the JS object is gone.
-struct PollState {
-  uv_poll_t handle;
-  int fd = -1;
-  Poller* owner = nullptr;
-};
-
-class Poller : public Napi::ObjectWrap<Poller> {
+class Poller : public Napi::ObjectWrap<Poller>, public HubClient {
  public:
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Poller",
@@ -40,47 +35,43 @@ class Poller : public Napi::ObjectWrap<Poller> {
       Napi::TypeError::New(env, "onReadable must be a function").ThrowAsJavaScriptException();
       return;
     }
-    uv_loop_t* loop = nullptr;
-    if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-      ThrowErrno(env, EINVAL, "napi_get_uv_event_loop");
+    int err = 0;
+    const char* syscall = "epoll_ctl";
+    Hub* hub = Hub::Get(env, &err, &syscall);
+    if (hub == nullptr) {
+      ThrowErrno(env, err, syscall);
       return;
     }
-    int dupfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dupfd < 0) {
-      ThrowErrno(env, errno, "dup");
+    // Registered (parked) now, so a bad fd fails here, synchronously.
+    watcher_ = hub->Add(fd, this, &err);
+    if (watcher_ == nullptr) {
+      ThrowErrno(env, err, "epoll_ctl");
       return;
     }
-    state_ = new PollState();
-    state_->fd = dupfd;
-    state_->owner = this;
-    int rc = uv_poll_init(loop, &state_->handle, dupfd);
-    if (rc != 0) {
-      close(dupfd);
-      delete state_;
-      state_ = nullptr;
-      ThrowErrno(env, -rc, "uv_poll_init");
-      return;
-    }
-    state_->handle.data = state_;
+    hub_ = hub;
     callback_ = Napi::Persistent(info[1].As<Napi::Function>());
     context_ = new Napi::AsyncContext(env, "ktls_sidecar.Poller");
   }
 
   ~Poller() override {
-    CloseHandle();
+    Release();
     delete context_;
   }
+
+  void OnEvents(uint32_t events) override { Deliver(0, nullptr); }
+  void OnHubError(int err, const char* syscall) override { Deliver(err, syscall); }
 
  private:
   Napi::Value Start(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (state_ == nullptr) {
-      ThrowErrno(env, EBADF, "uv_poll_start");
+    if (watcher_ == nullptr) {
+      ThrowErrno(env, EBADF, "epoll_ctl");
       return env.Undefined();
     }
-    int rc = uv_poll_start(&state_->handle, UV_READABLE | UV_DISCONNECT, OnPoll);
+    // Readable, or the peer shut down / reset (EPOLLERR and EPOLLHUP come with any mask).
+    int rc = hub_->Arm(watcher_, EPOLLIN | EPOLLRDHUP);
     if (rc != 0) {
-      ThrowErrno(env, -rc, "uv_poll_start");
+      ThrowErrno(env, rc, "epoll_ctl");
       return env.Undefined();
     }
     // While polling, the JS object must stay alive for the callback to reach it.
@@ -98,53 +89,49 @@ class Poller : public Napi::ObjectWrap<Poller> {
 
   Napi::Value Close(const Napi::CallbackInfo& info) {
     StopPolling();
-    CloseHandle();
+    Release();
     return info.Env().Undefined();
   }
 
   void StopPolling() {
-    if (state_ != nullptr) uv_poll_stop(&state_->handle);
+    if (watcher_ != nullptr) hub_->Arm(watcher_, 0);
     if (active_) {
       active_ = false;
       Unref();
     }
   }
 
-  void CloseHandle() {
-    if (state_ == nullptr) return;
-    state_->owner = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(&state_->handle), [](uv_handle_t* h) {
-      PollState* s = static_cast<PollState*>(h->data);
-      if (s->fd >= 0) close(s->fd);
-      delete s;
-    });
-    state_ = nullptr;
+  void Release() {
+    if (watcher_ == nullptr) return;
+    hub_->Remove(watcher_);
+    watcher_ = nullptr;
   }
 
-  static void OnPoll(uv_poll_t* handle, int status, int events) {
-    PollState* s = static_cast<PollState*>(handle->data);
-    if (s == nullptr || s->owner == nullptr) return;
-    s->owner->Deliver(status);
-  }
-
-  void Deliver(int status) {
+  void Deliver(int err, const char* syscall) {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
-    Napi::Value arg = env.Null();
-    if (status < 0) {
-      ThrowErrno(env, -status, "uv_poll");
-      // Take the error back out of the pending slot: it is the callback's argument.
-      arg = env.GetAndClearPendingException().Value();
+    if (!CanCallIntoJs(env)) {
+      // Env teardown: nobody can be told; stop waking up (a level-triggered fd would spin).
+      hub_->Arm(watcher_, 0);
+      return;
     }
-    callback_.MakeCallback(Value(), {arg}, *context_);
+    Napi::Value arg = err != 0 ? ErrnoValue(env, err, syscall) : env.Null();
+    Napi::Value ret = callback_.MakeCallback(Value(), {arg}, *context_);
     if (env.IsExceptionPending()) {
       // The JS callback threw: report it like any uncaught exception, never swallow it.
-      napi_value err = env.GetAndClearPendingException().Value();
-      napi_fatal_exception(env, err);
+      napi_value e = env.GetAndClearPendingException().Value();
+      napi_fatal_exception(env, e);
+      return;
     }
+    // Still armed (the callback neither stopped nor closed): `true` means "read until EAGAIN",
+    // so wait for the next edge; anything else keeps the level-triggered contract.
+    if (watcher_ == nullptr || !active_) return;
+    bool drained = !ret.IsEmpty() && ret.IsBoolean() && ret.As<Napi::Boolean>().Value();
+    hub_->Arm(watcher_, EPOLLIN | EPOLLRDHUP, drained ? Trigger::kEdge : Trigger::kLevel);
   }
 
-  PollState* state_ = nullptr;
+  Hub* hub_ = nullptr;
+  Watcher* watcher_ = nullptr;
   Napi::FunctionReference callback_;
   Napi::AsyncContext* context_ = nullptr;
   bool active_ = false;

@@ -79,21 +79,35 @@ function flushCount(cell: RequestCell): void {
   cell.n = 0;
 }
 
+interface Inc {
+  inc(n: number): void;
+}
+
 /** One open connection's byte counts and how much of them the byte counters already have. */
 interface PendingBytes {
-  readonly rx: { inc(n: number): void };
-  readonly tx: { inc(n: number): void };
+  readonly rx: Inc;
+  readonly tx: Inc;
+  /** The spliced counters' children, resolved on the first spliced byte (most connections never splice). */
+  readonly spliced: (dir: 'rx' | 'tx') => Inc;
+  srx: Inc | null;
+  stx: Inc | null;
   readonly counts: ByteCounts;
   in: number;
   out: number;
+  splicedIn: number;
+  splicedOut: number;
 }
 
 function flushPending(b: PendingBytes): void {
-  const { bytesIn, bytesOut } = b.counts;
+  const { bytesIn, bytesOut, splicedIn = 0, splicedOut = 0 } = b.counts;
   if (bytesIn > b.in) b.rx.inc(bytesIn - b.in);
   if (bytesOut > b.out) b.tx.inc(bytesOut - b.out);
   b.in = bytesIn;
   b.out = bytesOut;
+  if (splicedIn > b.splicedIn) (b.srx ??= b.spliced('rx')).inc(splicedIn - b.splicedIn);
+  if (splicedOut > b.splicedOut) (b.stx ??= b.spliced('tx')).inc(splicedOut - b.splicedOut);
+  b.splicedIn = splicedIn;
+  b.splicedOut = splicedOut;
 }
 
 export interface MetricsOptions {
@@ -172,20 +186,19 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
   const flushBytes = (): void => {
     for (const b of liveBytes) flushPending(b);
   };
-  const bytesReceived = new Counter({
-    name: `${p}bytes_received_total`,
-    help: 'Application (plaintext) bytes received from clients on opened connections.',
-    labelNames: CONNECTION_LABEL_NAMES,
-    registers,
-    collect: flushBytes,
-  });
-  const bytesSent = new Counter({
-    name: `${p}bytes_sent_total`,
-    help: 'Application (plaintext) bytes sent to clients on opened connections.',
-    labelNames: CONNECTION_LABEL_NAMES,
-    registers,
-    collect: flushBytes,
-  });
+  const byteCounter = (name: string, help: string) =>
+    new Counter({ name: p + name, help, labelNames: CONNECTION_LABEL_NAMES, registers, collect: flushBytes });
+  const bytesReceived = byteCounter('bytes_received_total', 'Application (plaintext) bytes received from clients on opened connections.');
+  const bytesSent = byteCounter('bytes_sent_total', 'Application (plaintext) bytes sent to clients on opened connections.');
+  // Their spliced share: bytes that never entered JS.
+  const bytesSplicedReceived = byteCounter(
+    'bytes_spliced_received_total',
+    'The part of bytes_received_total that a splice pump moved from the kernel TLS socket to the upstream: bytes that never entered JS.',
+  );
+  const bytesSplicedSent = byteCounter(
+    'bytes_spliced_sent_total',
+    'The part of bytes_sent_total that a splice pump moved from the upstream into the kernel TLS socket: bytes that never entered JS.',
+  );
   const handshakes = counter('handshakes_total', 'Completed TLS handshakes.', ['tls_version', 'cipher', 'protocol']);
   const handshakeDuration = histogram('handshake_duration_seconds', 'Time from accept to a completed TLS handshake.', HANDSHAKE_BUCKETS, ['tls_version']);
   const handshakeFailures = counter('handshake_failures_total', 'TLS handshakes that failed, by reason.', ['reason']);
@@ -263,7 +276,8 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
       opened.inc(l);
       const activeChild = active.labels(l);
       activeChild.inc();
-      const pending: PendingBytes = { rx: bytesReceived.labels(l), tx: bytesSent.labels(l), counts, in: 0, out: 0 };
+      const spliced = (dir: 'rx' | 'tx'): Inc => (dir === 'rx' ? bytesSplicedReceived : bytesSplicedSent).labels(l);
+      const pending: PendingBytes = { rx: bytesReceived.labels(l), tx: bytesSent.labels(l), spliced, srx: null, stx: null, counts, in: 0, out: 0, splicedIn: 0, splicedOut: 0 };
       liveBytes.add(pending);
       let done = false;
       return {

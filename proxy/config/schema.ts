@@ -189,6 +189,11 @@ export const schema = {
     },
     drainTimeout: { doc: 'When the flag turns off: grace period before kTLS connections asked to drain are closed.', format: 'duration', default: '30s' },
     keyUpdateRateLimit: { doc: 'Most peer KeyUpdates per minute on one kTLS connection; more close it.', format: 'count', default: 10 },
+    splice: {
+      doc: 'tcp mode: move bytes between the upstream socket and a kTLS connection with splice(2), in the kernel, wherever the kernel holds that direction (upstream to client with TX, client to upstream with RX): they never enter JS. false keeps them on JS pipes. Userspace-TLS connections never splice.',
+      format: 'strict-boolean',
+      default: true,
+    },
   },
   config: {
     watch: { doc: 'Watch the --config file and apply ktls.enabled live when it changes (other keys need SIGHUP or a restart).', format: 'strict-boolean', default: true },
@@ -268,6 +273,7 @@ export interface Config {
     readonly drainOnDisable: (typeof schema.ktls.drainOnDisable.format)[number];
     readonly drainTimeout: number;
     readonly keyUpdateRateLimit: number;
+    readonly splice: boolean;
   };
   readonly config: { readonly watch: boolean };
 }

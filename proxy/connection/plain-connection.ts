@@ -17,6 +17,7 @@
 import { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import type { ByteCounts } from '../observe/events.js';
+import { RecordLayerStream } from '../record-layer/stream.js';
 import type { CloseReason } from '../vocabulary.js';
 import type { ConnectionFacts } from './facts.js';
 
@@ -79,11 +80,20 @@ interface SocketLike {
   setKeepAlive?: (enable?: boolean, initialDelay?: number) => unknown;
 }
 
+/**
+ * The kTLS record layer under a front's plaintext stream, or null: what tcp
+ * mode lends directions of to the splice pump (proxy/fronts/tcp-splice.ts).
+ */
+export function recordLayerOf(conn: Duplex): RecordLayerStream | null {
+  return conn instanceof PlainConnection && conn.inner instanceof RecordLayerStream ? conn.inner : null;
+}
+
 export class PlainConnection extends Duplex implements ByteCounts {
-  /** Plaintext bytes received from the client. */
-  bytesIn = 0;
-  /** Plaintext bytes sent to the client. */
-  bytesOut = 0;
+  /** Plaintext bytes that went through this stream (JS), each way. */
+  private jsIn = 0;
+  private jsOut = 0;
+  /** The record layer, when it can splice: its pumps' bytes never pass through here. */
+  private readonly spliced: RecordLayerStream | null;
   readonly remoteAddress: string;
   readonly remotePort: number;
   readonly localAddress: string;
@@ -106,12 +116,13 @@ export class PlainConnection extends Duplex implements ByteCounts {
     // 64 KiB buffers: fewer backpressure round trips per 16 KiB TLS record.
     super({ allowHalfOpen: true, readableHighWaterMark: 64 * 1024, writableHighWaterMark: 64 * 1024 });
     this.inner = inner;
+    this.spliced = inner instanceof RecordLayerStream ? inner : null;
     this.remoteAddress = facts.remoteAddress;
     this.remotePort = facts.remotePort;
     this.localAddress = facts.localAddress;
     this.localPort = facts.localPort;
     inner.on('data', (chunk: Buffer) => {
-      this.bytesIn += chunk.length;
+      this.jsIn += chunk.length;
       this.touch();
       if (!this.push(chunk)) inner.pause();
     });
@@ -122,12 +133,30 @@ export class PlainConnection extends Duplex implements ByteCounts {
     });
   }
 
+  /** Plaintext bytes received from the client: through this stream, and spliced (live). */
+  get bytesIn(): number {
+    return this.jsIn + (this.spliced?.splicedIn ?? 0);
+  }
+
+  /** Plaintext bytes sent to the client (live). */
+  get bytesOut(): number {
+    return this.jsOut + (this.spliced?.splicedOut ?? 0);
+  }
+
+  get splicedIn(): number {
+    return this.spliced?.splicedIn ?? 0;
+  }
+
+  get splicedOut(): number {
+    return this.spliced?.splicedOut ?? 0;
+  }
+
   override _read(): void {
     this.inner.resume();
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
-    this.bytesOut += chunk.length;
+    this.jsOut += chunk.length;
     this.touch();
     if (this.inner.write(chunk)) cb();
     else this.inner.once('drain', () => cb());
@@ -143,7 +172,7 @@ export class PlainConnection extends Duplex implements ByteCounts {
       ok = this.inner.write(chunk);
     }
     this.inner.uncork();
-    this.bytesOut += n;
+    this.jsOut += n;
     this.touch();
     if (ok) cb();
     else this.inner.once('drain', () => cb());

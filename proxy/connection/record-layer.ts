@@ -83,7 +83,7 @@ export function engineUserspaceReason(
 }
 
 /** installKtls()'s input (a `userspace` decision keeps the keys in the JS record layer), plus: */
-export interface KernelLayerInput extends Pick<InstallInput, 'handoff' | 'decision' | 'native' | 'rekeySupported' | 'keyUpdateRateLimit'> {
+export interface KernelLayerInput extends Pick<InstallInput, 'handoff' | 'decision' | 'native' | 'rekeySupported' | 'keyUpdateRateLimit' | 'splice'> {
   facts: Pick<ConnectionFacts, 'tlsVersion' | 'cipher'>;
   /** The connection's kTLS events, each direction's install result (`offload`) included. */
   events: KtlsEvents;
@@ -174,6 +174,9 @@ function handedOffLayer(stream: RecordLayerStream, final: KtlsDecision, facts: K
         bytes_in_userspace: s.rxBytesUserspace,
         bytes_out_kernel: s.txBytesKernel,
         bytes_out_userspace: s.txBytesUserspace,
+        // The part of bytes_*_kernel a splice pump moved: it never entered JS.
+        bytes_in_spliced: s.rxBytesSpliced,
+        bytes_out_spliced: s.txBytesSpliced,
         records_in_kernel: s.rxRecordsKernel,
         records_in_userspace: s.rxRecordsUserspace,
         records_out_kernel: s.txRecordsKernel,

@@ -1,6 +1,8 @@
 // TCP mode: after the handshake, bytes go to upstream.address both ways.
 // Half-close is honoured (a client FIN/close_notify becomes an upstream FIN
 // and vice versa); an optional PROXY v2 header precedes the client's bytes.
+// On kTLS with `ktls.splice`, the directions the kernel holds are spliced
+// (tcp-splice.ts); everything else runs on JS pipes.
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { KtlsDrainTarget } from '../ktls/drain.js';
@@ -8,8 +10,9 @@ import type { ConnectionFacts } from '../connection/facts.js';
 import { markClose } from '../connection/plain-connection.js';
 import { countRelayed } from '../upstream/external-memory.js';
 import type { SidecarEvents } from '../observe/events.js';
-import type { ProxyProtocolMode } from '../vocabulary.js';
+import type { ProxyProtocolMode, UpstreamErrorReason } from '../vocabulary.js';
 import { buildProxyV2Header } from './proxy-protocol.js';
+import { TcpSplice } from './tcp-splice.js';
 import { upstreamReason } from './upstream-errors.js';
 
 export interface TcpFrontOptions {
@@ -31,6 +34,10 @@ export function splitHostPort(address: string): { host: string; port: number } {
 interface TcpState {
   upstream: net.Socket;
   connected: boolean;
+  /** The lends to the splice pump, when any direction is spliced. */
+  splice: TcpSplice | null;
+  /** An upstream failure was counted (a pump and libuv may both see one reset). */
+  failed: boolean;
 }
 
 /**
@@ -55,8 +62,15 @@ export class TcpFront {
     // Hold client bytes until the upstream is connected (and the PROXY header is out).
     conn.pause();
     const upstream = net.connect({ host, port, allowHalfOpen: true });
-    const state: TcpState = { upstream, connected: false };
+    const state: TcpState = { upstream, connected: false, splice: null, failed: false };
     (conn as TcpConn)[kState] = state;
+    const upstreamFailed = (reason: UpstreamErrorReason): void => {
+      if (!state.failed) this.opts.metrics.upstreamError(reason);
+      state.failed = true;
+      markClose(conn, 'upstream_error');
+      upstream.destroy();
+      conn.destroy();
+    };
     const connectTimer =
       this.opts.upstreamConnectMs > 0
         ? setTimeout(() => {
@@ -86,11 +100,18 @@ export class TcpFront {
       // pipe() with end:true forwards each side's end as the other's FIN,
       // while allowHalfOpen keeps the reverse direction open.
       conn.pipe(upstream);
+      countRelayed(conn);
+      // Spliced where the record layer can lend a direction (`ktls.splice`, kTLS, a pump in the addon).
+      state.splice = TcpSplice.of(conn, upstream, { idleMs: this.opts.idleMs, upstreamFailed });
+      if (state.splice) {
+        state.splice.start();
+        return;
+      }
       upstream.pipe(conn);
       countRelayed(upstream);
-      countRelayed(conn);
       if (this.opts.idleMs > 0) {
         upstream.setTimeout(this.opts.idleMs, () => {
+          markClose(conn, 'idle_timeout');
           upstream.destroy();
           conn.destroy();
         });
@@ -98,9 +119,7 @@ export class TcpFront {
     });
     upstream.on('error', (err: NodeJS.ErrnoException) => {
       if (connectTimer) clearTimeout(connectTimer);
-      this.opts.metrics.upstreamError(upstreamReason(err));
-      markClose(conn, 'upstream_error');
-      conn.destroy();
+      upstreamFailed(upstreamReason(err));
     });
     upstream.once('end', () => {
       // The upstream finished first (client may still be sending: half-close).
@@ -140,13 +159,18 @@ export class TcpFront {
           return;
         }
         const upstream = st.upstream;
-        // Stop forwarding first so nothing is written after our end.
-        upstream.unpipe(conn);
-        conn.unpipe(upstream);
-        if (!upstream.destroyed) upstream.end();
-        if (!conn.destroyed && conn.writable) conn.end();
-        // The client's remaining bytes have nowhere to go; keep reading so its FIN is seen.
-        conn.resume();
+        const wind = (): void => {
+          // Stop forwarding first so nothing is written after our end.
+          upstream.unpipe(conn);
+          conn.unpipe(upstream);
+          if (!upstream.destroyed) upstream.end();
+          if (!conn.destroyed && conn.writable) conn.end();
+          // The client's remaining bytes have nowhere to go; keep reading so its FIN is seen.
+          conn.resume();
+        };
+        // Spliced directions come back first, with what their pumps read delivered.
+        if (st.splice) st.splice.stop(wind);
+        else wind();
       },
       close: () => {
         markClose(conn, 'ktls_drain');

@@ -5,7 +5,8 @@ import type { KtlsStage } from '../vocabulary.js';
 
 /** What an errno means for a kTLS socket. */
 export type KtlsErrorKind =
-  /** EIO from a plain read: the next record is not application data (alert, handshake). Use recvmsg + cmsg. */
+  /** EIO from a plain read, EINVAL from a splice out of kTLS RX: the next record is not application data
+   *  (alert, handshake). Use recvmsg + cmsg (the record is still queued), then read on. */
   | 'control_record'
   /** EBADMSG: a record failed authentication (tampered, wrong key or sequence). The connection is dead. */
   | 'decrypt_error'
@@ -31,7 +32,10 @@ export interface KtlsErrorClass {
 }
 
 /** Reads: EIO here means a non-data record met a read without a cmsg buffer. */
-const READ_STAGES: ReadonlySet<string> = new Set(['recv', 'read', 'read_plain']);
+const READ_STAGES: ReadonlySet<string> = new Set(['recv', 'read', 'read_plain', 'splice_in']);
+/** Splice out of a socket: kTLS RX answers EINVAL to a non-data record and keeps it queued
+ *  (net/tls/tls_sw.c tls_sw_splice_read: "splice does not support reading control messages"). */
+const SPLICE_READ_STAGES: ReadonlySet<string> = new Set(['splice_in']);
 /** Installs: EINVAL here means the kernel refuses the version/cipher combination. */
 const INSTALL_STAGES: ReadonlySet<string> = new Set(['install_tx', 'install_rx', 'option', 'probe']);
 
@@ -65,12 +69,14 @@ function errnoOf(err: unknown): string {
  * Classifies a kTLS syscall failure. EIO only means "control record" on a read
  * (a read without a cmsg buffer meeting a non-data record once RX is in the
  * kernel); elsewhere it is 'other'. EINVAL (bad crypto info, unsupported
- * combination) is 'unsupported' at install/option time and 'other' elsewhere.
+ * combination) is 'unsupported' at install/option time, "control record" on a
+ * splice out of a kTLS RX socket (splice_in), and 'other' elsewhere.
  */
 export function classifyKtlsError(err: unknown, stage: KtlsStage): KtlsErrorClass {
   const errno = errnoOf(err);
   let kind: KtlsErrorKind = KIND_BY_ERRNO[errno] ?? 'other';
   if (errno === 'EIO' && READ_STAGES.has(stage)) kind = 'control_record';
   if (errno === 'EINVAL' && INSTALL_STAGES.has(stage)) kind = 'unsupported';
+  if (errno === 'EINVAL' && SPLICE_READ_STAGES.has(stage)) kind = 'control_record';
   return { errno, kind, stage };
 }

@@ -47,12 +47,20 @@ export interface ConnectionLabels {
 
 /**
  * A connection's application (plaintext) bytes so far: `bytesIn` from the
- * client, `bytesOut` to it. Live and monotonic; observers read it when they
- * need it (a scrape, a CPU tick, the close), so no chunk pays for them.
+ * client, `bytesOut` to it — every byte, spliced or not. Live and monotonic;
+ * observers read it when they need it (a scrape, a CPU tick, the close), so
+ * no chunk pays for them.
  */
 export interface ByteCounts {
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /**
+   * The part of bytesIn / bytesOut a splice pump moved between the upstream
+   * and the kernel's TLS (proxy/record-layer/splice.ts): bytes that never
+   * entered JS. Absent: none can be (a record layer that does not splice).
+   */
+  readonly splicedIn?: number;
+  readonly splicedOut?: number;
 }
 
 /** Per-connection handle: caches the labelled children, reads the connection's bytes, closes once. */

@@ -222,6 +222,17 @@ export class ControlRecords {
   }
 
   /**
+   * The same limit after a spliced TX run (splice.ts; the caller holds the TX
+   * slot): a run moves many records at once, so every run is checked.
+   */
+  afterSplice(): void {
+    if (this.host.version !== 'TLSv1.3' || this.txRotationQueued || this.txClosed) return;
+    this.writesSinceKeyCheck = 0;
+    if (this.host.tx.keyUsage() < this.txKeyRecordLimit) return;
+    this.sendKeyUpdate(false, 'key_usage_limit');
+  }
+
+  /**
    * Queue our KeyUpdate under the current TX key, then switch TX to the next
    * key. Where TX cannot be rekeyed (kernel without rekey), end the
    * connection gracefully with `reasonIfImpossible`.

@@ -50,7 +50,7 @@ export interface InstallEvents extends RecordLayerEvents {
 }
 
 /** The record layer's own settings (documented on RecordLayerStreamOptions; tests lower the key usage limit). */
-type LayerSettings = Pick<RecordLayerStreamOptions, 'rekeySupported' | 'keyUpdateRateLimit' | 'allowHalfOpen' | 'txKeyRecordLimit' | 'keyUsageCheckWrites'>;
+type LayerSettings = Pick<RecordLayerStreamOptions, 'rekeySupported' | 'keyUpdateRateLimit' | 'allowHalfOpen' | 'txKeyRecordLimit' | 'keyUsageCheckWrites' | 'splice'>;
 
 export interface InstallInput extends LayerSettings {
   handoff: HandoffResult;
@@ -200,11 +200,11 @@ function jsState(handoff: HandoffResult): { txJs: RecordProtection; rxJs: Record
 /** The stream over `tx` and `rx`, with the settings every record layer of this connection shares. */
 function newStream(input: LayerSettings & Pick<InstallInput, 'handoff' | 'events'>, tx: TxSide, rx: RxSide,
   initialEvents: RxEvent[], fd = -1, native: KtlsNative | null = null): RecordLayerStream {
-  const { handoff, events = {}, rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites } = input;
+  const { handoff, events = {}, rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites, splice } = input;
   const { raw, peerEnded, tx: { version, cipher } } = handoff;
   return new RecordLayerStream({
     raw, fd, native, version, cipher, tx, rx, initialEvents, peerEnded, events,
-    rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites,
+    rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites, splice,
   });
 }
 
@@ -265,29 +265,37 @@ function readRestOfRecord(native: KtlsNative, fd: number, reader: RecordReader, 
       finish(new PartialReadError({ errno: 'ETIMEDOUT', kind: 'other', stage: 'read_plain' },
         'timed out waiting for the rest of a partial record'));
     }, timeoutMs);
-    const tryRead = (): void => {
+    // True on EAGAIN (read until the socket was empty): the poller waits for a new event, see KernelRx.onReadable.
+    const tryRead = (): boolean => {
       while (!finished) {
         const need = reader.missingBytes();
-        if (need === 0) return finish();
+        if (need === 0) {
+          finish();
+          return false;
+        }
         const buf = Buffer.allocUnsafe(need);
         let r;
         try {
           r = native.recvPlain(fd, buf);
         } catch (err) {
-          return finish(new PartialReadError(classifyKtlsError(err, 'read_plain'), 'reading the partial record failed'));
+          finish(new PartialReadError(classifyKtlsError(err, 'read_plain'), 'reading the partial record failed'));
+          return false;
         }
-        if (r === null) return; // EAGAIN: wait for the poller
+        if (r === null) return true; // EAGAIN: wait for the poller
         if (r.eof || r.bytes === 0) {
-          return finish(new PartialReadError({ errno: 'EOF', kind: 'closed', stage: 'read_plain' },
+          finish(new PartialReadError({ errno: 'EOF', kind: 'closed', stage: 'read_plain' },
             'peer closed in the middle of a record'));
+          return false;
         }
         reader.push(buf.subarray(0, r.bytes));
       }
+      return false;
     };
     try {
       poller = native.createPoller(fd, (err) => {
-        if (err) finish(new PartialReadError(classifyKtlsError(err, 'read_plain'), 'polling failed'));
-        else tryRead();
+        if (!err) return tryRead();
+        finish(new PartialReadError(classifyKtlsError(err, 'read_plain'), 'polling failed'));
+        return false;
       });
     } catch (err) {
       finish(new PartialReadError(classifyKtlsError(err, 'read_plain'), 'poller creation failed'));

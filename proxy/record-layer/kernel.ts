@@ -116,6 +116,11 @@ export class KernelTx extends KernelDirection implements TxPath {
     this.canRekey = rekeySupported && keys !== null;
   }
 
+  /** Bytes a splice pump moved into the kernel's TX (splice.ts): protected here like written ones. */
+  countSpliced(bytes: number): void {
+    this.bytes += bytes;
+  }
+
   writeData(chunks: Buffer[], cb: Done): void {
     const raw = this.k.raw;
     for (const c of chunks) this.bytes += c.length;
@@ -234,35 +239,60 @@ export class KernelRx extends KernelDirection implements RxPath {
     this.buf?.fill(0);
   }
 
-  private onReadable(err: NativeSyscallError | null): void {
-    if (!this.sink.live()) return;
+  /**
+   * True when the socket was read until EAGAIN: the poller then waits for a
+   * new event (edge). Linux 6.1 keeps a kTLS RX socket readable while only part
+   * of a record has arrived; a level-triggered wait would call us in a loop
+   * until the rest comes (a slow or hostile client would keep a core busy).
+   */
+  private onReadable(err: NativeSyscallError | null): boolean {
+    if (!this.sink.live()) return false;
     if (err) {
       this.syscallFailed(err, 'poll');
-      return;
+      return false;
     }
-    const buf = this.buf!;
     for (let i = 0; i < RX_BATCH && this.sink.wanted(); i++) {
-      let r;
-      try {
-        r = this.k.native.recvRecord(this.k.fd, buf);
-      } catch (e) {
-        this.onRecvError(e);
-        return;
-      }
-      if (r === null) return; // EAGAIN: the poller calls again
-      if (r.eof) {
-        this.sink.peerFin();
-        return;
-      }
-      if (r.type === ContentType.APPLICATION_DATA) {
-        // The buffer is reused: hand the front its own copy.
-        if (r.bytes > 0) this.sink.event({ kind: 'data', data: Buffer.from(buf.subarray(0, r.bytes)) }, 'kernel', false);
-        continue;
-      }
-      for (const e of recordEvents(r.type, Buffer.from(buf.subarray(0, r.bytes)), this.parser)) {
-        if (!this.sink.event(e, 'kernel', false)) return;
-      }
+      const r = this.readOne();
+      if (r === 'again') return true;
+      if (r === 'ended') return false;
     }
+    return false;
+  }
+
+  /**
+   * Read one record and hand it on: data to the stream, anything else to the
+   * control state machine. Also how a splice pump that stopped before a
+   * non-data record (or read 0 bytes) gets that record read (splice.ts).
+   * 'again': nothing to read; 'ended': RX is over (EOF, close_notify, fatal,
+   * failure); 'data': application data was delivered; 'more': a record was
+   * handled and RX goes on.
+   */
+  readOne(): 'more' | 'ended' | 'again' | 'data' {
+    if (!this.sink.live() || !this.buf) return 'ended';
+    const buf = this.buf;
+    let r;
+    try {
+      r = this.k.native.recvRecord(this.k.fd, buf);
+    } catch (e) {
+      this.onRecvError(e);
+      return this.sink.live() ? 'again' : 'ended';
+    }
+    if (r === null) return 'again';
+    if (r.eof) {
+      this.sink.peerFin();
+      return 'ended';
+    }
+    if (r.type === ContentType.APPLICATION_DATA) {
+      // An empty record (legal in TLS) carries nothing.
+      if (r.bytes === 0) return 'more';
+      // The buffer is reused: hand the front its own copy.
+      this.sink.event({ kind: 'data', data: Buffer.from(buf.subarray(0, r.bytes)) }, 'kernel', false);
+      return 'data';
+    }
+    for (const e of recordEvents(r.type, Buffer.from(buf.subarray(0, r.bytes)), this.parser)) {
+      if (!this.sink.event(e, 'kernel', false)) return 'ended';
+    }
+    return this.sink.live() ? 'more' : 'ended';
   }
 
   private onRecvError(err: unknown): void {

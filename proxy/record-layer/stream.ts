@@ -4,8 +4,9 @@
 // (js-sides.ts); both in JS is the userspace record layer
 // (`record_layer: js`). This module is only the plumbing: TX operations in
 // order (data writes and control records leave in the order they were
-// queued), RX backpressure, end/destroy. What a control record means is
-// control.ts's business.
+// queued), RX backpressure, end/destroy, and lending a kernel direction to
+// a splice pump (splice.ts). What a control record means is control.ts's
+// business.
 
 import { Duplex } from 'node:stream';
 import type net from 'node:net';
@@ -19,6 +20,9 @@ import { JsRx, JsTx } from './js-sides.js';
 import { KernelRx, KernelTx } from './kernel.js';
 import type { KernelSocket } from './kernel.js';
 import type { Done, RecordLayerEvents, RxPath, RxSide, RxSink, TxPath, TxSide, Where } from './paths.js';
+import { splicePumpsOf } from './splice.js';
+import type { SpliceOutcome } from './splice.js';
+import { StreamSplices } from './splices.js';
 
 export interface RecordLayerStreamOptions extends ControlOptions {
   raw: net.Socket;
@@ -41,6 +45,8 @@ export interface RecordLayerStreamOptions extends ControlOptions {
   allowHalfOpen?: boolean;
   /** Longest wait for room in the socket buffer when sending a control record (default 5000 ms). */
   controlSendTimeoutMs?: number;
+  /** `ktls.splice`: a kernel direction may be lent to the addon's splice pump (default false). */
+  splice?: boolean;
 }
 
 /** Counters for the connection's close log line. */
@@ -57,6 +63,9 @@ export interface RecordLayerStats extends ControlCounters {
   rxRecordsKernel: number;
   txRecordsUserspace: number;
   txRecordsKernel: number;
+  /** The part of rxBytesKernel / txBytesKernel a splice pump moved: bytes that never entered JS. */
+  rxBytesSpliced: number;
+  txBytesSpliced: number;
 }
 
 export class RecordLayerStream extends Duplex {
@@ -74,6 +83,8 @@ export class RecordLayerStream extends Duplex {
   private readonly txWaiting: TxOp[] = [];
   private rxBytesKernel = 0;
   private rxBytesUserspace = 0;
+  /** Lending kernel directions to the splice pump: when `splice` is on and the addon has one. */
+  private readonly splices: StreamSplices | null = null;
 
   constructor(opts: RecordLayerStreamOptions) {
     super({ allowHalfOpen: opts.allowHalfOpen ?? false });
@@ -88,7 +99,8 @@ export class RecordLayerStream extends Duplex {
     }
     const sink: RxSink = {
       live: () => this.rxLive,
-      wanted: () => this.rxWanted && this.rxLive,
+      // Nothing is read while RX is lent to a pump.
+      wanted: () => this.rxWanted && this.rxLive && !this.rxLent,
       event: (ev, where, rekeyed) => this.control.onRxEvent(ev, where, rekeyed),
       peerFin: () => {
         if (!this.rxEnded) this.control.onPeerFin();
@@ -114,6 +126,27 @@ export class RecordLayerStream extends Duplex {
       endRaw: (cb) => this.raw.end(cb),
       destroy: (err) => this.destroy(err),
     }, opts);
+
+    const pumps = kernel && opts.splice ? splicePumpsOf(kernel.native) : null;
+    if (kernel && pumps) {
+      this.splices = new StreamSplices(kernel, pumps, {
+        runTx: (op) => this.runTx(op),
+        txClosed: () => this.control.txClosed || this.destroyed,
+        afterSplice: () => this.control.afterSplice(),
+        countTx: (n) => (this.tx as KernelTx).countSpliced(n),
+        rxLive: () => this.rxLive,
+        countRx: (n) => (this.rxBytesKernel += n),
+        readOne: () => (this.rx as KernelRx).readOne(),
+        pauseRx: () => this.rx.pause(),
+        resumeRx: () => {
+          if (this.rxWanted) this.rx.resume();
+        },
+        drainReadable: () => {
+          while (this.read() !== null);
+        },
+        writableLength: () => this.writableLength,
+      });
+    }
 
     // We decide when the raw socket's write side ends (after our close_notify),
     // not net.Socket's automatic end-on-EOF.
@@ -142,6 +175,8 @@ export class RecordLayerStream extends Duplex {
       rxRecordsKernel: rx.where === 'kernel' ? rx.records : 0,
       txRecordsUserspace: tx.where === 'js' ? tx.records : 0,
       txRecordsKernel: tx.where === 'kernel' ? tx.records : 0,
+      rxBytesSpliced: this.splicedIn,
+      txBytesSpliced: this.splicedOut,
       ...this.control.counters,
     };
   }
@@ -179,7 +214,7 @@ export class RecordLayerStream extends Duplex {
       return;
     }
     this.rxWanted = true;
-    if (this.rxLive) this.rx.resume();
+    if (this.rxLive && !this.rxLent) this.rx.resume();
   }
 
   private pushData(data: Buffer, where: 'kernel' | 'userspace'): void {
@@ -208,6 +243,8 @@ export class RecordLayerStream extends Duplex {
   private runTx(op: TxOp): void {
     if (this.txBusy) {
       this.txWaiting.push(op);
+      // A pump run holding the slot ends (flushed) so this goes out next.
+      this.splices?.yieldTx();
       return;
     }
     this.txBusy = true;
@@ -241,6 +278,7 @@ export class RecordLayerStream extends Duplex {
       done(err);
       if (!err) this.control.afterDataWrite();
       cb(err);
+      this.splices?.afterWrite();
     });
   }
 
@@ -267,9 +305,70 @@ export class RecordLayerStream extends Duplex {
     });
   }
 
+  // ------------------------------------------------------------- splice --
+
+  /** Plaintext bytes from the peer that a pump moved (live: the running run included). */
+  get splicedIn(): number {
+    return this.splices?.splicedIn ?? 0;
+  }
+
+  /** Plaintext bytes to the peer that a pump moved (live). */
+  get splicedOut(): number {
+    return this.splices?.splicedOut ?? 0;
+  }
+
+  private get rxLent(): boolean {
+    return this.splices?.rxLent ?? false;
+  }
+
+  /**
+   * Whether `dir` can be lent to a splice pump now: `splice` is on, the
+   * addon has a pump, the kernel holds the direction, it is still open and
+   * not lent already.
+   */
+  canSplice(dir: 'tx' | 'rx'): boolean {
+    if (!this.splices || this.destroyed) return false;
+    if (dir === 'tx') return this.tx.where === 'kernel' && !this.control.txClosed && !this.writableEnded && this.splices.canLend('tx');
+    return this.rx.where === 'kernel' && this.started && this.rxLive && this.splices.canLend('rx');
+  }
+
+  /**
+   * Lend TX: bytes read from `fromFd` go to the peer through the kernel's
+   * TX, in TX order (after every write the stream accepted so far). The
+   * owner writes nothing meanwhile; `onEnd` once TX is back (SpliceOutcome).
+   */
+  spliceTx(fromFd: number, onEnd: (o: SpliceOutcome) => void): void {
+    if (!this.canSplice('tx')) throw new SidecarError(ErrorCodes.KTLS_CONTROL, 'TX cannot be lent to a splice pump now');
+    this.splices!.lendTx(fromFd, onEnd);
+  }
+
+  /**
+   * Lend RX: what the peer sends goes to `toFd` through the pump. The stream
+   * stops reading at once; `flush` must first deliver to `toFd` whatever the
+   * stream already gave its reader (the stream pushes its own buffer out
+   * before calling it) and call back once that is written. Control records
+   * are read and handled here between runs. `onEnd` once RX is back or over.
+   */
+  spliceRx(toFd: number, flush: (cb: () => void) => void, onEnd: (o: SpliceOutcome) => void): void {
+    if (!this.canSplice('rx')) throw new SidecarError(ErrorCodes.KTLS_CONTROL, 'RX cannot be lent to a splice pump now');
+    this.splices!.lendRx(toFd, flush, onEnd);
+  }
+
+  /** Take the lent directions back: each run ends with what it read delivered, then its onEnd('stopped'). */
+  stopSplices(): void {
+    this.splices?.stop();
+  }
+
+  /** Release every pump now, without callbacks (a socket is about to close). */
+  closeSplices(): void {
+    this.splices?.close();
+  }
+
   // ----------------------------------------------------------- teardown --
 
   override _destroy(err: Error | null, cb: Done): void {
+    // Pumps first: they splice by fd number, and the raw socket goes below.
+    this.closeSplices();
     this.refreshRecordCounts();
     this.rxEnded = true;
     this.control.txClosed = true;

@@ -50,3 +50,20 @@ t.test('Node system errors classify by their code too; anything else is UNKNOWN/
   t.same(classifyKtlsError(null, 'ulp'), { errno: 'UNKNOWN', kind: 'other', stage: 'ulp' });
   t.end();
 });
+
+t.test('splice stages: a control record stops a splice out of kTLS RX; the rest by the errno table', (t) => {
+  // Lab-verified (7.x, 6.1): kTLS RX answers EINVAL to a splice that meets a non-data record and
+  // keeps it queued for recvmsg (test/kernel/shim-splice.test.ts).
+  t.same(classifyKtlsError(err(22, 'splice_in'), 'splice_in'), { errno: 'EINVAL', kind: 'control_record', stage: 'splice_in' });
+  t.equal(classifyKtlsError(err(5, 'splice_in'), 'splice_in').kind, 'control_record', 'EIO, as a plain read would say');
+  t.equal(classifyKtlsError(err(127, 'splice_in'), 'splice_in').kind, 'rekey_pending', 'EKEYEXPIRED after a KeyUpdate');
+  t.equal(classifyKtlsError(err(74, 'splice_in'), 'splice_in').kind, 'decrypt_error');
+  t.equal(classifyKtlsError(err(104, 'splice_in'), 'splice_in').kind, 'closed');
+  // Writing into `to`: EINVAL is no control record there.
+  t.equal(classifyKtlsError(err(22, 'splice_out'), 'splice_out').kind, 'other');
+  t.equal(classifyKtlsError(err(5, 'splice_out'), 'splice_out').kind, 'other');
+  t.equal(classifyKtlsError(err(32, 'splice_out'), 'splice_out').kind, 'closed');
+  t.equal(classifyKtlsError(err(104, 'splice_out'), 'splice_out').kind, 'closed');
+  t.equal(classifyKtlsError(err(11, 'splice_out'), 'splice_out').kind, 'would_block');
+  t.end();
+});

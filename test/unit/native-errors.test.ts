@@ -63,7 +63,8 @@ t.test('every syscall on a bad fd throws NativeSyscallError EBADF naming the sys
     ['recvmsg', () => n.recvRecord(BAD_FD, buf)],
     ['sendmsg', () => n.sendRecord(BAD_FD, 23, buf)],
     ['recv', () => n.recvPlain(BAD_FD, buf)],
-    ['dup', () => n.createPoller(BAD_FD, () => undefined)],
+    ['epoll_ctl', () => n.createPoller(BAD_FD, () => undefined)],
+    ['epoll_ctl', () => n.createSplicePump(BAD_FD, BAD_FD, () => undefined)],
   ];
   for (const [syscall, fn] of cases) {
     const e = caught(fn);

@@ -102,7 +102,7 @@ sidecar.extraConfig is merged last.
 {{- $_ := set $tls "clientCA" (printf "%s/%s" (include "ktls-sidecar.clientCADir" .) $v.sidecar.mtls.caKey) -}}
 {{- $_ := set $tls "requestCert" $v.sidecar.mtls.requestCert -}}
 {{- end -}}
-{{- $ktls := dict "enabled" $v.ktls.enabled "direction" $v.ktls.direction "sampleRate" ($v.ktls.sampleRate | float64) "forceTls13Rx" $v.ktls.forceTls13Rx "drainOnDisable" $v.ktls.drainOnDisable "drainTimeout" $v.ktls.drainTimeout "keyUpdateRateLimit" $v.ktls.keyUpdateRateLimit -}}
+{{- $ktls := dict "enabled" $v.ktls.enabled "direction" $v.ktls.direction "sampleRate" ($v.ktls.sampleRate | float64) "forceTls13Rx" $v.ktls.forceTls13Rx "drainOnDisable" $v.ktls.drainOnDisable "drainTimeout" $v.ktls.drainTimeout "keyUpdateRateLimit" $v.ktls.keyUpdateRateLimit "splice" $v.ktls.splice -}}
 {{- with $v.ktls.ciphers }}{{ $_ := set $ktls "ciphers" . }}{{ end -}}
 {{- $cfg := dict
   "listen" (dict "host" $v.sidecar.bindAddress "port" (int $v.sidecar.ports.https))

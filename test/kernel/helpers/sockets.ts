@@ -1,8 +1,9 @@
 // Loopback TCP pairs and small waits for the kernel tests of the native shim.
 import net from 'node:net';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
-import type { KtlsNative, RecvRecordResult } from '../../../native/index.js';
+import type { KtlsNative, RecvRecordResult, SplicePump, SpliceResult } from '../../../native/index.js';
 import { native, socketFd } from '../../../native/index.js';
 import type { Teardown } from '../../helpers/teardown.js';
 import { type KnownKeys, cryptoInfo, splitRecords } from './records.js';
@@ -141,4 +142,60 @@ export function tlsCounter(name: string): number {
   if (!existsSync('/proc/net/tls_stat')) return -1;
   const m = new RegExp(`^${name}\\s+(\\d+)`, 'm').exec(readFileSync('/proc/net/tls_stat', 'utf8'));
   return m?.[1] ? Number(m[1]) : -1;
+}
+
+/** A splice pump whose runs can be awaited (each start() resolves the next `done()`). */
+export interface AwaitablePump {
+  pump: SplicePump;
+  /** The next onDone; call before start(). */
+  done: () => Promise<SpliceResult>;
+  /** Every onDone so far (to catch a second call for one run). */
+  results: SpliceResult[];
+}
+
+/** createSplicePump(from, to) closed at teardown, with awaitable runs. */
+export function awaitablePump(t: Teardown, n: KtlsNative, from: number, to: number): AwaitablePump {
+  const results: SpliceResult[] = [];
+  let waiter: ((r: SpliceResult) => void) | null = null;
+  const pump = n.createSplicePump(from, to, (r) => {
+    results.push(r);
+    const w = waiter;
+    waiter = null;
+    w?.(r);
+  });
+  t.teardown(() => pump.close());
+  return {
+    pump,
+    results,
+    done: () =>
+      new Promise((resolve) => {
+        waiter = resolve;
+      }),
+  };
+}
+
+/** sha256 and byte count of everything Node reads from `sock` (resumes it). */
+export function hashReader(sock: net.Socket): { bytes(): number; until(n: number): Promise<void>; digest(): string } {
+  const h = createHash('sha256');
+  let n = 0;
+  let waiter: { n: number; resolve: () => void } | null = null;
+  sock.on('data', (d: Buffer) => {
+    h.update(d);
+    n += d.length;
+    if (waiter && n >= waiter.n) {
+      const w = waiter;
+      waiter = null;
+      w.resolve();
+    }
+  });
+  sock.resume();
+  return {
+    bytes: () => n,
+    until: (want) =>
+      new Promise<void>((resolve) => {
+        if (n >= want) resolve();
+        else waiter = { n: want, resolve };
+      }),
+    digest: () => h.digest('hex'),
+  };
 }
