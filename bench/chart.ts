@@ -15,6 +15,7 @@ const data = JSON.parse(readFileSync(input, 'utf8')) as BenchJson;
 /** A fixed colour per system, so that two charts read alike. */
 const COLOURS: Record<string, string> = {
   nginx: '#4c78a8', 'nginx-ktls': '#72b7b2', node: '#9d755d', sidecar: '#e45756', 'sidecar-w2': '#f58518', 'sidecar-tx': '#54a24b', 'sidecar-txrx': '#b279a2',
+  l4: '#bab0ac', 'sidecar-tcp': '#ff9da6', 'sidecar-tcp-tx': '#88d27a', 'sidecar-tcp-txrx': '#d6a5c9',
 };
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 const fmt = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));

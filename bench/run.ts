@@ -35,17 +35,17 @@
 //                             lines mark each measured window for bench/cpuprofile-top.ts --log.
 // Flags: --kernel (lab mode: kTLS peers, no apt), --tools (install the tools, then exit: bench:kernel runs it
 // on the host first, since the guest sees the host's root and has no network).
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { treeCpu, threadCpuOf, threadCpuDelta, tlsStat } from './lib/proc.js';
-import { cellOf, table, targets, WORKLOADS, type BenchJson, type Cell, type Sample, type Workload } from './lib/report.js';
+import { cellOf, kernelTargets, table, targets, WORKLOADS, type BenchJson, type Cell, type Sample, type Workload } from './lib/report.js';
 import {
-  HOST_DEFAULT, KERNEL_DEFAULT, SYSTEM_IDS, openDirForNginx, sidecarConnections, startSystem, stopSystem, verify,
+  HOST_DEFAULT, KERNEL_DEFAULT, SYSTEM_IDS, openDirForNginx, schemeOf, sidecarConnections, startSystem, stopSystem, verify,
   type Context, type System, type SystemId,
 } from './lib/systems.js';
-import { cpuPlan, ensureTools, makeCert, startOrigin, stopChild, versionOf } from './lib/tools.js';
+import { NGINX_STREAM_MODULE, cpuPlan, ensureTools, makeCert, startOrigin, stopChild, versionOf } from './lib/tools.js';
 import { errorCount, errorText, runWrk, writeWrkScript } from './lib/wrk.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -55,6 +55,15 @@ const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const duration = Number(process.env.BENCH_DURATION ?? 5);
 const warmup = Number(process.env.BENCH_WARMUP ?? 2);
 const CONNECTIONS = 8;
+/**
+ * wrk connections for one system: CONNECTIONS per sidecar worker. `workers: 2` is compared per worker with one
+ * worker at the same load per worker (each event loop sees 8 connections, as the one-worker row's does): the
+ * scaling a pod with a core per worker gets. Both workers still share the proxy's one core here (the other runs
+ * wrk), so the row includes their preemption; it never includes less work per request than one worker does.
+ */
+function connectionsOf(id: SystemId): number {
+  return id === 'sidecar-w2' ? 2 * CONNECTIONS : CONNECTIONS;
+}
 const wrkTimeout = kernel ? 120 : 10; // the lab's CPU is emulated: a 16 MiB response takes seconds there
 
 function list<T extends string>(knob: string, all: readonly T[], dflt: readonly T[]): T[] {
@@ -80,7 +89,7 @@ async function measure(sys: System, w: Workload, round: number, ctx: Context, sc
   const threads0 = cpuDetail ? threadCpuOf(pid) : null;
   const cpu0 = treeCpu(pid);
   const t0 = process.hrtime.bigint();
-  const r = await runWrk({ url: `https://127.0.0.1:${sys.port}${w.path}`, seconds: duration, connections: CONNECTIONS, timeoutS: wrkTimeout, core: ctx.plan.client, script });
+  const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds: duration, connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: ctx.plan.client, script });
   const t1 = process.hrtime.bigint();
   const cpu1 = treeCpu(pid);
   const user = cpu1.user - cpu0.user;
@@ -121,11 +130,15 @@ async function measure(sys: System, w: Workload, round: number, ctx: Context, sc
 }
 
 async function main(): Promise<void> {
-  const missing = ensureTools(!kernel, kernel ? ['nginx'] : []);
+  const missing = ensureTools(!kernel, kernel ? ['nginx', 'nginx-stream'] : ['nginx-stream']);
   if (args.has('--tools')) return;
   const systemsWanted = systemIds.filter((id) => {
-    if (id.startsWith('nginx') && missing.has('nginx')) {
+    if ((id.startsWith('nginx') || id === 'l4') && missing.has('nginx')) {
       console.log(`bench: ${id} skipped: nginx is not installed here${kernel ? ' (the guest sees the host root: install it on the host)' : ''}`);
+      return false;
+    }
+    if (id === 'l4' && !existsSync(NGINX_STREAM_MODULE)) {
+      console.log(`bench: l4 skipped: no ${NGINX_STREAM_MODULE} (apt: libnginx-mod-stream; \`npm run bench -- --tools\` installs it)`);
       return false;
     }
     return true;
@@ -142,7 +155,7 @@ async function main(): Promise<void> {
   const script = writeWrkScript(work);
   const kver = versionOf(['uname', '-r']);
   const header = `ktls-sidecar bench (${kernel ? 'lab, emulated CPU: ratios are indicative' : 'host'}): kernel ${kver}, ${plan.note}; ` +
-    `${rounds} rounds x ${duration} s (warm-up ${warmup} s), ${versionOf(['wrk', '-v']).replace(/ Copyright.*/, '')} -t1 -c${CONNECTIONS}, node ${process.version}, sidecar ${path.relative(root, sidecarCli) || sidecarCli}` +
+    `${rounds} rounds x ${duration} s (warm-up ${warmup} s), ${versionOf(['wrk', '-v']).replace(/ Copyright.*/, '')} -t1 -c${CONNECTIONS}${systemIds.includes('sidecar-w2') ? ` (-c${2 * CONNECTIONS} for sidecar-w2: ${CONNECTIONS} per worker)` : ''}, node ${process.version}, sidecar ${path.relative(root, sidecarCli) || sidecarCli}` +
     `${sidecarNodeArgs.length ? ` (node ${sidecarNodeArgs.join(' ')})` : ''}`;
   console.log(header);
   // The results block of docs/benchmark.md, written next to bench.json: the header, one table per workload, targets.
@@ -176,7 +189,7 @@ async function main(): Promise<void> {
     for (const w of workloads) {
       for (const sys of live) {
         if (warmup <= 0) break;
-        const r = await runWrk({ url: `https://127.0.0.1:${sys.port}${w.path}`, seconds: warmup, connections: CONNECTIONS, timeoutS: wrkTimeout, core: plan.client, script });
+        const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds: warmup, connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: plan.client, script });
         if (errorCount(r)) console.log(`bench: warm-up ${sys.id} ${w.id}: wrk errors ${errorText(r)}`);
       }
       for (let round = 0; round < rounds; round++) {
@@ -189,7 +202,7 @@ async function main(): Promise<void> {
         }
       }
       cells.push(...live.map((s) => cellOf(samples, w.id, s.id)));
-      const block = `**${w.name}**: ${rounds} rounds x ${duration} s, wrk -c${CONNECTIONS}; medians [min..max]; ratios of medians\n\n${table(w, cells.filter((c) => c.workload === w.id), notAvailable)}`;
+      const block = `**${w.name}**: ${rounds} rounds x ${duration} s, wrk -c${CONNECTIONS}${live.some((s) => s.id === 'sidecar-w2') ? ` (sidecar-w2: -c${2 * CONNECTIONS})` : ''}; medians [min..max]; ratios of medians\n\n${table(w, cells.filter((c) => c.workload === w.id), notAvailable)}`;
       console.log(`\n${block}`);
       md.push(block);
       writeFileSync(jsonFile, JSON.stringify(json(), null, 1)); // after every workload: a partial run still leaves its data
@@ -201,9 +214,9 @@ async function main(): Promise<void> {
     rmSync(work, { recursive: true, force: true });
   }
   writeFileSync(jsonFile, JSON.stringify(json(), null, 1));
-  const met = targets(cells);
-  if (met.length) {
-    const block = `issue 10 targets (medians of this run):\n\n\`\`\`\n${met.join('\n')}\n\`\`\``;
+  for (const [issue, met] of [['issue 10', targets(cells)], ['issue 11 (kernel data path)', kernelTargets(cells)]] as const) {
+    if (!met.length) continue;
+    const block = `${issue} targets (medians of this run):\n\n\`\`\`\n${met.join('\n')}\n\`\`\``;
     console.log(`\n${block}`);
     md.push(block);
   }

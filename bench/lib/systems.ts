@@ -5,12 +5,18 @@ import http from 'node:http';
 import https from 'node:https';
 import path from 'node:path';
 import type { TLSSocket } from 'node:tls';
-import { freePort, pinned, running, startChild, stopChild, versionOf, waitListening, type Child, type CpuPlan } from './tools.js';
+import { NGINX_STREAM_MODULE, freePort, pinned, running, startChild, stopChild, versionOf, waitListening, type Child, type CpuPlan } from './tools.js';
 
-export const SYSTEM_IDS = ['nginx', 'nginx-ktls', 'node', 'sidecar', 'sidecar-w2', 'sidecar-tx', 'sidecar-txrx'] as const;
+export const SYSTEM_IDS = [
+  'l4', 'nginx', 'nginx-ktls', 'node', 'sidecar', 'sidecar-w2', 'sidecar-tx', 'sidecar-txrx', 'sidecar-tcp', 'sidecar-tcp-tx', 'sidecar-tcp-txrx',
+] as const;
 export type SystemId = (typeof SYSTEM_IDS)[number];
 export const HOST_DEFAULT: SystemId[] = ['nginx', 'node', 'sidecar'];
-export const KERNEL_DEFAULT: SystemId[] = ['nginx', 'nginx-ktls', 'node', 'sidecar', 'sidecar-tx', 'sidecar-txrx'];
+export const KERNEL_DEFAULT: SystemId[] = ['l4', 'nginx', 'nginx-ktls', 'node', 'sidecar', 'sidecar-tx', 'sidecar-txrx', 'sidecar-tcp', 'sidecar-tcp-txrx'];
+/** The L4 floor speaks plain HTTP (no TLS at all); every other system is measured over TLS. */
+export function schemeOf(id: SystemId): 'http' | 'https' {
+  return id === 'l4' ? 'http' : 'https';
+}
 /** The one TLS 1.3 suite every peer is configured with (the kernel has it, AES-NI makes it cheap). */
 export const SUITE = 'TLS_AES_128_GCM_SHA256';
 
@@ -36,6 +42,32 @@ export interface System {
   adminPort: number;
   /** Negotiated protocol and suite, from the correctness check. */
   tls: string;
+}
+
+/**
+ * The floor: nginx's stream module relaying TCP to the origin, no TLS and no HTTP. What moving the bytes through
+ * one userspace relay costs; kTLS rows above it pay for the cipher (and the sidecar's for HTTP).
+ */
+function l4Conf(ctx: Context, port: number): string {
+  const d = ctx.dir;
+  const asRoot = process.getuid?.() === 0;
+  return `# l4: nginx stream relay, plain TCP, one worker
+load_module ${NGINX_STREAM_MODULE};
+daemon off;
+master_process on;
+worker_processes 1;
+${asRoot ? 'user www-data;\n' : ''}pid ${d}/l4.pid;
+error_log stderr warn;
+events { worker_connections 4096; }
+stream {
+  upstream origin { server 127.0.0.1:${ctx.originPort}; }
+  server {
+    listen 127.0.0.1:${port};
+    proxy_pass origin;
+    proxy_buffer_size 64k;
+  }
+}
+`;
 }
 
 function nginxConf(id: SystemId, ctx: Context, port: number): string {
@@ -86,12 +118,14 @@ ${id === 'nginx-ktls' ? '    ssl_conf_command Options KTLS;\n' : ''}    keepaliv
 }
 
 function sidecarConfig(id: SystemId, ctx: Context, port: number, adminPort: number): string {
-  const direction = id === 'sidecar-txrx' ? 'txrx' : 'tx';
-  const ktlsOn = id === 'sidecar-tx' || id === 'sidecar-txrx';
+  const direction = id.endsWith('-txrx') ? 'txrx' : 'tx';
+  const ktlsOn = id.endsWith('-tx') || id.endsWith('-txrx');
+  const tcp = id.startsWith('sidecar-tcp');
   return [
     'listen:', '  host: 127.0.0.1', `  port: ${port}`,
     'admin:', '  host: 127.0.0.1', `  port: ${adminPort}`,
-    'upstream:', `  url: http://127.0.0.1:${ctx.originPort}`,
+    `mode: ${tcp ? 'tcp' : 'http'}`,
+    'upstream:', tcp ? `  address: 127.0.0.1:${ctx.originPort}` : `  url: http://127.0.0.1:${ctx.originPort}`,
     'tls:', `  cert: ${ctx.tls.cert}`, `  key: ${ctx.tls.key}`, '  minVersion: TLSv1.3', `  ciphersuites: ${SUITE}`,
     'log:', '  level: warn',
     'ktls:', `  enabled: ${ktlsOn}`, `  direction: ${direction}`, '  sampleRate: 1',
@@ -109,6 +143,10 @@ export function describe(id: SystemId, ctx: Context): string {
     case 'sidecar-w2': return 'the sidecar with workers: 2';
     case 'sidecar-tx': return 'the sidecar with ktls.enabled true, direction tx';
     case 'sidecar-txrx': return 'the sidecar with ktls.enabled true, direction txrx';
+    case 'sidecar-tcp': return 'the sidecar in tcp mode (TLS terminated, bytes relayed to the origin, no HTTP layer), ktls.enabled false';
+    case 'sidecar-tcp-tx': return 'the sidecar in tcp mode, ktls.enabled true, direction tx (ktls.splice default: true)';
+    case 'sidecar-tcp-txrx': return 'the sidecar in tcp mode, ktls.enabled true, direction txrx (ktls.splice default: true)';
+    case 'l4': return `the floor: ${versionOf(['nginx', '-v'])} stream module, a plain TCP relay (no TLS, no HTTP), 1 worker`;
   }
 }
 
@@ -127,7 +165,7 @@ async function waitReady(sys: System, ms: number): Promise<void> {
         });
         if (status === 200) return;
       } else {
-        await fetchOnce(sys.port, '/1k');
+        await fetchOnce(sys.port, '/1k', schemeOf(sys.id));
         return;
       }
     } catch { /* not listening yet */ }
@@ -150,9 +188,9 @@ export function shebangFlags(cli: string): string[] {
 export async function startSystem(id: SystemId, ctx: Context): Promise<System> {
   const port = await freePort();
   const sys: System = { id, description: describe(id, ctx), available: false, reason: '', child: null, port, adminPort: 0, tls: '' };
-  if (id === 'nginx' || id === 'nginx-ktls') {
+  if (id === 'nginx' || id === 'nginx-ktls' || id === 'l4') {
     const conf = path.join(ctx.dir, `${id}.conf`);
-    writeFileSync(conf, nginxConf(id, ctx, port));
+    writeFileSync(conf, id === 'l4' ? l4Conf(ctx, port) : nginxConf(id, ctx, port));
     sys.child = startChild(pinned(ctx.plan.proxy, ['nginx', '-p', ctx.dir, '-c', conf, '-e', 'stderr']));
   } else if (id === 'node') {
     sys.child = startChild(pinned(ctx.plan.proxy, [process.execPath, path.join(ctx.root, 'bench/peers/plain-node.mjs'), String(port), `http://127.0.0.1:${ctx.originPort}`, ctx.tls.cert, ctx.tls.key]));
@@ -178,12 +216,13 @@ export async function stopSystem(sys: System, graceMs: number): Promise<void> {
   if (sys.child) await stopChild(sys.child, graceMs);
 }
 
-/** One GET over a fresh TLS connection: status, body bytes, negotiated protocol and suite. */
-export function fetchOnce(port: number, urlPath: string): Promise<{ status: number; bytes: number; tls: string }> {
+/** One GET over a fresh connection (TLS unless `scheme` is http): status, body bytes, negotiated protocol and suite. */
+export function fetchOnce(port: number, urlPath: string, scheme: 'http' | 'https' = 'https'): Promise<{ status: number; bytes: number; tls: string }> {
   return new Promise((resolve, reject) => {
-    const req = https.get({ host: '127.0.0.1', port, path: urlPath, rejectUnauthorized: false, agent: false }, (res) => {
+    const get = scheme === 'https' ? https.get : http.get;
+    const req = get({ host: '127.0.0.1', port, path: urlPath, rejectUnauthorized: false, agent: false }, (res) => {
       const sock = res.socket as TLSSocket;
-      const tls = `${sock.getProtocol()} ${sock.getCipher()?.standardName ?? '?'}`;
+      const tls = scheme === 'https' ? `${sock.getProtocol()} ${sock.getCipher()?.standardName ?? '?'}` : 'no TLS';
       let bytes = 0;
       res.on('data', (d: Buffer) => { bytes += d.length; });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, bytes, tls }));
@@ -197,11 +236,11 @@ export function fetchOnce(port: number, urlPath: string): Promise<{ status: numb
 /** Fails loudly unless the system answers 200 with the right byte count on every path, over the one suite. */
 export async function verify(sys: System, paths: { path: string; bytes: number }[]): Promise<void> {
   for (const p of paths) {
-    const r = await fetchOnce(sys.port, p.path);
+    const r = await fetchOnce(sys.port, p.path, schemeOf(sys.id));
     if (r.status !== 200 || r.bytes !== p.bytes) {
       throw new Error(`${sys.id}: GET ${p.path} gave status ${r.status} and ${r.bytes} bytes, expected 200 and ${p.bytes}`);
     }
-    if (!r.tls.includes(SUITE) || !r.tls.startsWith('TLSv1.3')) throw new Error(`${sys.id}: negotiated ${r.tls}, expected TLSv1.3 ${SUITE}`);
+    if (schemeOf(sys.id) === 'https' && (!r.tls.includes(SUITE) || !r.tls.startsWith('TLSv1.3'))) throw new Error(`${sys.id}: negotiated ${r.tls}, expected TLSv1.3 ${SUITE}`);
     sys.tls = r.tls;
   }
 }

@@ -1,14 +1,22 @@
 // What the bench needs around the proxies: the tools (installed from apt when missing and running as root), the
 // CPU plan (which core runs what), the certificate, the origin, and child processes with their output kept.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 
-/** Command -> Debian package. */
-const TOOLS: Record<string, string> = { nginx: 'nginx', wrk: 'wrk', cc: 'gcc', taskset: 'util-linux', openssl: 'openssl' };
+/** Command (or a file the bench loads: nginx's stream module for the L4 floor) -> Debian package. */
+const TOOLS: Record<string, string> = {
+  nginx: 'nginx', 'nginx-stream': 'libnginx-mod-stream', wrk: 'wrk', cc: 'gcc', taskset: 'util-linux', openssl: 'openssl',
+};
+/** The nginx stream module (the L4 floor's relay). */
+export const NGINX_STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+const FILES: Record<string, string> = { 'nginx-stream': NGINX_STREAM_MODULE };
 
 export function has(cmd: string): boolean {
+  const file = FILES[cmd];
+  if (file) return existsSync(file);
   return spawnSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' }).status === 0;
 }
 
