@@ -69,7 +69,9 @@ export interface SpliceResult {
 
 /**
  * Moves bytes from one socket to another in the kernel: splice(2) `from` -> pipe -> `to`,
- * non-blocking, driven by readiness in the addon's private epoll set. Costs its pipe (2 fds).
+ * non-blocking, driven by readiness in the addon's private epoll set. Holds a pipe (2 fds) only
+ * while bytes are in flight (taken from the environment's pool, given back empty): an idle pump,
+ * even one whose run waits for bytes, costs no fd.
  * JS must have flushed its own writes on `to` and stopped reading `from` before start(),
  * and gets both sockets back after onDone.
  */
@@ -146,9 +148,10 @@ export interface KtlsNative {
    */
   createPoller(fd: number, onReadable: (err: NativeSyscallError | null) => boolean | void): Poller;
   /**
-   * A splice pump from `fromFd` to `toFd` (both sockets, O_NONBLOCK as libuv leaves them). Makes
-   * its pipe now (syscall 'pipe2', or an empty pooled one) and registers both fds ('epoll_ctl'):
-   * those failures throw. onDone runs once per run, on the event loop.
+   * A splice pump from `fromFd` to `toFd` (both sockets, O_NONBLOCK as libuv leaves them).
+   * Registers both fds now ('epoll_ctl': a failure throws); takes a pipe only when a run reads
+   * (a failure there ends the run 'error', syscall 'pipe2'). onDone runs once per run, on the
+   * event loop.
    */
   createSplicePump(fromFd: number, toFd: number, onDone: (r: SpliceResult) => void): SplicePump;
   /** Empty pipes kept for reuse by splice pumps (at most 64; 2 fds each). */

@@ -51,6 +51,7 @@ export function buildGeneration(config: Config, upstreamUrl: string, deps: Gener
           timeouts: config.timeouts,
           upstream: config.upstream,
           limits: config.limits,
+          spliceMinBody: config.ktls.spliceMinBody,
           metrics: deps.events,
         })
       : new TcpFront({

@@ -20,6 +20,13 @@
 // socket while the pipe is full would spin. So backpressure is: `to` answers EAGAIN, the
 // pipe stays non-empty, nothing reads `from` until EPOLLOUT lets the pipe drain.
 //
+// The pipe (2 fds) is held only while bytes are in flight: taken from the environment's pool
+// (hub.h) before a read into it, given back when the pump goes to wait on `from` with the
+// pipe empty, and at the end of a run. An idle pump, even one with a run waiting for bytes
+// (tcp mode keeps a run open per direction for the connection's life), costs no fd: an idle
+// spliced connection holds its two sockets and nothing else. A pipe with bytes stays with
+// its pump until they are flushed (or lost with `to`: then it is closed, never pooled).
+//
 // Never copies through userspace: if splice cannot do it, the run ends with the error.
 #include <errno.h>
 #include <fcntl.h>
@@ -98,12 +105,6 @@ class SplicePump : public Napi::ObjectWrap<SplicePump> {
       ThrowErrno(env, err, "epoll_ctl");
       return;
     }
-    if ((err = hub_->TakePipe(pipe_)) != 0) {
-      pipe_[0] = pipe_[1] = -1;
-      Release();
-      ThrowErrno(env, err, "pipe2");
-      return;
-    }
     callback_ = Napi::Persistent(info[2].As<Napi::Function>());
     context_ = new Napi::AsyncContext(env, "ktls_sidecar.SplicePump");
   }
@@ -140,6 +141,14 @@ class SplicePump : public Napi::ObjectWrap<SplicePump> {
         // `to` is full: fall through and fill the pipe while `from` has bytes.
       }
       if (!reading_ || readNow >= kStepBytes || reads >= kStepReads) break;
+      if (pipe_[0] < 0) {
+        int err = hub_->TakePipe(pipe_);
+        if (err != 0) {
+          pipe_[0] = pipe_[1] = -1;
+          Finish(End::kError, err, "pipe2");  // nothing was read: nothing is lost
+          return;
+        }
+      }
       reads++;
       size_t want = kStepBytes - readNow;
       if (hasBudget_ && budgetLeft_ < want) want = static_cast<size_t>(budgetLeft_);
@@ -165,8 +174,11 @@ class SplicePump : public Napi::ObjectWrap<SplicePump> {
       EndReading(End::kError);
     }
     // Stopped at the cap with `from` maybe still readable: an edge-triggered wait would not
-    // come back for it, so come back on the next loop iteration.
-    if (reading_ && (readNow >= kStepBytes || reads >= kStepReads)) hub_->Defer(inW_);
+    // come back for it, so come back on the next loop iteration (the pipe is kept for it).
+    bool capped = reading_ && (readNow >= kStepBytes || reads >= kStepReads);
+    if (capped) hub_->Defer(inW_);
+    // Empty and about to wait for `from` (or to end): the pipe goes back to the pool.
+    if (inPipe_ == 0 && !capped) ReturnPipe();
     if (!reading_ && inPipe_ == 0) {
       if (end_ == End::kError)
         Finish(End::kError, readErr_, "splice_in");
@@ -263,6 +275,7 @@ class SplicePump : public Napi::ObjectWrap<SplicePump> {
     reading_ = false;
     hub_->Arm(inW_, 0);
     hub_->Arm(outW_, 0);
+    ReturnPipe();  // a pipe that still holds bytes (`to` failed) is closed, not pooled
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     if (!CanCallIntoJs(env)) return;  // env teardown: the run just ends, nobody to tell
@@ -284,17 +297,23 @@ class SplicePump : public Napi::ObjectWrap<SplicePump> {
     }
   }
 
+  // Hub::GivePipe pools the pipe only if FIONREAD says it is empty; otherwise it is closed.
+  void ReturnPipe() {
+    if (pipe_[0] < 0) return;
+    hub_->GivePipe(pipe_);
+    inPipe_ = 0;
+  }
+
   // Pipe and registrations go now; an active run ends without a callback. Idempotent.
   void Release() {
     running_ = false;
     reading_ = false;
     if (hub_ != nullptr) {
+      ReturnPipe();  // before the watchers: the hub may delete itself once the last one is gone
       if (inW_ != nullptr) hub_->Remove(inW_);
       if (outW_ != nullptr) hub_->Remove(outW_);
       inW_ = outW_ = nullptr;
-      // Hub::GivePipe pools the pipe only if it is empty; otherwise it is closed.
-      if (pipe_[0] >= 0) hub_->GivePipe(pipe_);
-      hub_ = nullptr;  // the hub may delete itself once its last watcher is gone
+      hub_ = nullptr;
     }
     if (active_) {
       active_ = false;

@@ -190,9 +190,14 @@ export const schema = {
     drainTimeout: { doc: 'When the flag turns off: grace period before kTLS connections asked to drain are closed.', format: 'duration', default: '30s' },
     keyUpdateRateLimit: { doc: 'Most peer KeyUpdates per minute on one kTLS connection; more close it.', format: 'count', default: 10 },
     splice: {
-      doc: 'tcp mode: move bytes between the upstream socket and a kTLS connection with splice(2), in the kernel, wherever the kernel holds that direction (upstream to client with TX, client to upstream with RX): they never enter JS. false keeps them on JS pipes. Userspace-TLS connections never splice.',
+      doc: 'tcp mode: move bytes between the upstream socket and a kTLS connection with splice(2), in the kernel, wherever the kernel holds that direction (upstream to client with TX, client to upstream with RX): they never enter JS; http mode: the same for large response bodies (ktls.spliceMinBody). false keeps them on JS pipes. Userspace-TLS connections never splice.',
       format: 'strict-boolean',
       default: true,
+    },
+    spliceMinBody: {
+      doc: 'http mode, with ktls.splice: an HTTP/1.1 response body with a Content-Length of at least this many bytes moves from the upstream socket into the client\'s kTLS TX with splice(2), never through JS (plain http:// upstreams; HTTP/2, chunked and smaller bodies stay in JS; ktls.splice: false keeps every body in JS).',
+      format: 'size',
+      default: 65536,
     },
   },
   config: {
@@ -274,6 +279,7 @@ export interface Config {
     readonly drainTimeout: number;
     readonly keyUpdateRateLimit: number;
     readonly splice: boolean;
+    readonly spliceMinBody: number;
   };
   readonly config: { readonly watch: boolean };
 }

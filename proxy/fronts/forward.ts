@@ -31,6 +31,8 @@ import type { UpstreamErrorReason } from '../vocabulary.js';
 import { type AnyReq, type AnyRes, cutResponse, endGracefully, isH2, sendError } from './answers.js';
 import { requestProblem, upstreamRequestFields } from './headers.js';
 import { type BodyLimits, bodyPending, needsChunked, watchRequestBody } from './request-body.js';
+import { BodySplice, bodySpliceWanted, clientCanLend } from './http-splice.js';
+import { TcpSplice } from './tcp-splice.js';
 import { UPSTREAM_ANSWERS, upstreamReason } from './upstream-errors.js';
 
 export interface ForwarderOptions extends BodyLimits {
@@ -42,6 +44,10 @@ export interface ForwarderOptions extends BodyLimits {
   maxSockets: number;
   /** upstream.maxPending: requests queued for a socket beyond maxSockets; more get 503. */
   maxPending: number;
+  /** ktls.spliceMinBody: HTTP/1.1 Content-Length bodies from this size on go through the splice pump where the client's TX can be lent (0 or absent: never). */
+  spliceMinBody?: number;
+  /** timeouts.idle (a spliced body re-arms the connection's timer while it moves; 0 or absent: none). */
+  idleMs?: number;
   metrics: FrontMetrics;
 }
 
@@ -123,6 +129,28 @@ class Relay extends Exchange {
     }
   }
 
+  protected override wantsSplice(head: ResponseHead): boolean {
+    if (this.aborted || isH2(this.res)) return false;
+    const facts = { minBody: this.fwd.spliceMinBody, h2: false, method: this.req.method ?? 'GET', head };
+    return bodySpliceWanted(facts) && clientCanLend(this.req.socket) !== null;
+  }
+
+  protected override spliceBody(rest: Buffer, left: number, socket: Socket): boolean {
+    const conn = this.req.socket;
+    const stream = clientCanLend(conn);
+    if (!stream || isH2(this.res)) return false;
+    new BodySplice(conn, stream, socket, left, this.fwd.idleMs, {
+      returned: (n) => this.bodySpliced({ left: n }),
+      upstreamFailed: (err) => this.bodySpliced({ err }),
+      clientFailed: (err) => {
+        this.aborted = true;
+        this.abort();
+        conn.destroy(err);
+      },
+    }).start(this.res, rest);
+    return true;
+  }
+
   protected onBody(chunk: Buffer): void {
     if (this.aborted) return;
     // The two response types' write() overloads don't unify; both take a Buffer.
@@ -183,9 +211,13 @@ export class Forwarder {
   /** Set by the drain: responses then carry `Connection: close`. */
   draining = false;
   readonly metrics: FrontMetrics;
+  readonly spliceMinBody: number;
+  readonly idleMs: number;
 
   constructor(private readonly opts: ForwarderOptions) {
     this.metrics = opts.metrics;
+    this.spliceMinBody = opts.spliceMinBody ?? 0;
+    this.idleMs = opts.idleMs ?? 0;
     this.slots = new UpstreamSlots(opts.maxSockets, opts.maxPending, opts.upstreamConnectMs);
     this.pool = new UpstreamPool(parseTarget(opts.upstreamUrl), { connectMs: opts.upstreamConnectMs, responseMs: opts.upstreamResponseMs });
   }
@@ -266,6 +298,18 @@ export class Forwarder {
         else socket.end('HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\nContent-Length: 27\r\nConnection: close\r\n\r\nupstream is not reachable.\n');
       },
       done: () => endGracefully(socket),
+      // kTLS TX lendable: upstream → client through the pump (and client → upstream with RX in the kernel).
+      splice: (upstream) =>
+        TcpSplice.of(socket, upstream, {
+          idleMs: 0,
+          upstreamFailed: (reason) => {
+            if (failed) return;
+            failed = true;
+            this.metrics.upstreamError(reason);
+            upstream.destroy();
+            socket.destroy();
+          },
+        }),
     });
     const upgrade = `Connection: Upgrade\r\nUpgrade: ${req.headers.upgrade ?? 'websocket'}\r\n`;
     const target = this.pool.target;

@@ -67,6 +67,8 @@ export interface HttpFrontOptions {
   upstream: { maxSockets: number; maxPending: number };
   /** limits.maxConcurrentStreams (HTTP/2) and limits.minRequestBodyRate (bytes/s, 0 = none). */
   limits: { maxConcurrentStreams: number; minRequestBodyRate: number };
+  /** ktls.spliceMinBody: HTTP/1.1 response bodies from this Content-Length on are spliced where kTLS TX can be lent (0 or absent: never). */
+  spliceMinBody?: number;
   metrics: FrontMetrics;
 }
 
@@ -86,6 +88,8 @@ export class HttpFront {
       minRequestBodyRate: opts.limits.minRequestBodyRate,
       maxSockets: opts.upstream.maxSockets,
       maxPending: opts.upstream.maxPending,
+      spliceMinBody: opts.spliceMinBody,
+      idleMs: opts.timeouts.idle,
       metrics: opts.metrics,
     });
     this.server = http.createServer({

@@ -8,10 +8,13 @@
 // completed and the record cannot overtake data.
 //
 // RX: libuv never reads the fd again (the engine stopped it). A native poller
-// on a dup of the fd wakes us; recvmsg + TLS_GET_RECORD_TYPE reads one record
-// type at a time into a reusable buffer. Never a plain read(): a control
-// record on a plain read is EIO. Alerts and post-handshake messages become the
-// same events the JS reader produces, for the control state machine.
+// (the addon's epoll set, no extra fd) wakes us; recvmsg + TLS_GET_RECORD_TYPE
+// reads one record type at a time into ONE buffer shared by every connection
+// of this thread (rxScratch): each record is copied out before anything else
+// runs, so an idle connection holds no receive buffer (it held 64 KiB of its
+// own before). Never a plain read(): a control record on a plain read is EIO.
+// Alerts and post-handshake messages become the same events the JS reader
+// produces, for the control state machine.
 //
 // TLS 1.3 KeyUpdate (Documentation/networking/tls.rst, "TLS 1.3 Key Updates";
 // Linux >= 6.14): after delivering a KeyUpdate record the kernel pauses RX —
@@ -34,6 +37,18 @@ import { rawWrite } from './paths.js';
 import type { Done, RecordLayerEvents, RxPath, RxSink, TxPath } from './paths.js';
 
 const RX_BUFFER_SIZE = 64 * 1024;
+let scratch: Buffer | null = null;
+
+/**
+ * The receive buffer every KernelRx of this thread reads into (module state:
+ * each worker thread has its own). Safe to share: reads are synchronous, and
+ * readOne() copies a record out, and zeroes what it used, before it hands
+ * anything on, so no callback ever sees or reuses it mid-record.
+ */
+function rxScratch(): Buffer {
+  scratch ??= Buffer.alloc(RX_BUFFER_SIZE);
+  return scratch;
+}
 /** Records read per poller wakeup before yielding (the poll is level-triggered, so nothing is lost). */
 const RX_BATCH = 32;
 
@@ -181,7 +196,7 @@ export class KernelTx extends KernelDirection implements TxPath {
 export class KernelRx extends KernelDirection implements RxPath {
   private readonly parser: PostHandshakeParser;
   private poller: Poller | null = null;
-  private buf: Buffer | null = null;
+  private started = false;
 
   constructor(
     k: KernelSocket,
@@ -200,7 +215,7 @@ export class KernelRx extends KernelDirection implements RxPath {
       this.sink.peerFin();
       return;
     }
-    this.buf = Buffer.allocUnsafe(RX_BUFFER_SIZE);
+    this.started = true;
     try {
       this.poller = this.k.native.createPoller(this.k.fd, (err) => this.onReadable(err));
     } catch (err) {
@@ -236,7 +251,6 @@ export class KernelRx extends KernelDirection implements RxPath {
       this.poller = null;
     }
     this.keys?.wipe();
-    this.buf?.fill(0);
   }
 
   /**
@@ -268,8 +282,8 @@ export class KernelRx extends KernelDirection implements RxPath {
    * handled and RX goes on.
    */
   readOne(): 'more' | 'ended' | 'again' | 'data' {
-    if (!this.sink.live() || !this.buf) return 'ended';
-    const buf = this.buf;
+    if (!this.sink.live() || !this.started) return 'ended';
+    const buf = rxScratch();
     let r;
     try {
       r = this.k.native.recvRecord(this.k.fd, buf);
@@ -282,14 +296,16 @@ export class KernelRx extends KernelDirection implements RxPath {
       this.sink.peerFin();
       return 'ended';
     }
+    // The buffer is shared: the record's own copy first, and no plaintext left behind in it.
+    const record = Buffer.from(buf.subarray(0, r.bytes));
+    buf.fill(0, 0, r.bytes);
     if (r.type === ContentType.APPLICATION_DATA) {
       // An empty record (legal in TLS) carries nothing.
       if (r.bytes === 0) return 'more';
-      // The buffer is reused: hand the front its own copy.
-      this.sink.event({ kind: 'data', data: Buffer.from(buf.subarray(0, r.bytes)) }, 'kernel', false);
+      this.sink.event({ kind: 'data', data: record }, 'kernel', false);
       return 'data';
     }
-    for (const e of recordEvents(r.type, Buffer.from(buf.subarray(0, r.bytes)), this.parser)) {
+    for (const e of recordEvents(r.type, record, this.parser)) {
       if (!this.sink.event(e, 'kernel', false)) return 'ended';
     }
     return this.sink.live() ? 'more' : 'ended';

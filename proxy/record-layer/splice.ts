@@ -60,6 +60,12 @@ export type SpliceSide =
 export type SpliceOutcome =
   /** TX: the other socket's EOF after its last byte went out. RX: the peer ended (FIN or close_notify) and the stream ended its readable side. */
   | { readonly end: 'eof' }
+  /**
+   * TX lent for a byte count (spliceTx's `limit`): exactly that many bytes went
+   * out, and not one byte past them was read from the other socket (what
+   * follows there is the owner's: the next response on a keep-alive socket).
+   */
+  | { readonly end: 'done' }
   /** stop(), or the connection stopped sending (TX closed); everything read was delivered. */
   | { readonly end: 'stopped' }
   | { readonly end: 'failed'; readonly side: SpliceSide; readonly error: KtlsErrorClass; readonly cause: unknown };
@@ -103,6 +109,15 @@ function failure(r: SpliceResult, sideOf: (syscall: string) => SpliceSide, stage
   return { end: 'failed', side, error: classifyKtlsError(err, stageOf(side)), cause: err };
 }
 
+/**
+ * The other socket ended `left` bytes before a lend's limit: a failure of the
+ * other side (an upstream that cut its response short), not an errno.
+ */
+function shortOf(left: number): SpliceOutcome {
+  const cause = Object.assign(new Error(`the other socket ended ${left} bytes before the lend's limit`), { code: 'ECONNRESET' });
+  return { end: 'failed', side: 'other', error: { errno: 'UNKNOWN', kind: 'closed', stage: 'splice_in' }, cause };
+}
+
 /** Counts a failure on the kTLS socket or in the pump (the owner counts the other socket's). */
 function countFailure(events: RecordLayerEvents, o: SpliceOutcome): void {
   if (o.end !== 'failed' || o.side === 'other') return;
@@ -117,13 +132,20 @@ export class TxLend {
   private release: Done | null = null;
   private stopping = false;
   private finished = false;
+  /** Bytes still to move when lent for a byte count (null: until EOF). */
+  private left: number | null;
 
   constructor(
     private readonly host: TxLendHost,
     private readonly make: SplicePumpFactory,
     private readonly fromFd: number,
     private readonly onEnd: (o: SpliceOutcome) => void,
-  ) {}
+    /** Move exactly this many bytes, then end `done` (undefined: until the other socket's EOF). */
+    limit?: number,
+  ) {
+    if (limit !== undefined && !(Number.isSafeInteger(limit) && limit > 0)) throw new RangeError(`TX lend limit must be a positive safe integer, got ${limit}`);
+    this.left = limit ?? null;
+  }
 
   /** Queue the first run behind every TX operation already queued. */
   begin(): void {
@@ -168,7 +190,9 @@ export class TxLend {
     try {
       this.pump ??= this.make(this.fromFd, this.host.fd, (r) => this.onRun(r));
       this.release = done;
-      this.pump.start(TX_RUN_BUDGET);
+      // The pump's budget counts bytes read from `from` and is never overrun:
+      // with a limit, no byte past it leaves the other socket's queue.
+      this.pump.start(this.left === null ? TX_RUN_BUDGET : Math.min(TX_RUN_BUDGET, this.left));
     } catch (err) {
       this.release = null;
       const o: SpliceOutcome = { end: 'failed', side: 'pump', error: classifyKtlsError(err, 'splice_out'), cause: err };
@@ -181,6 +205,12 @@ export class TxLend {
     if (this.finished || !done) return;
     this.release = null;
     this.host.spliced(r.bytes);
+    if (this.left !== null && r.end !== 'error') {
+      // A run that did not fail wrote every byte it read (the pipe is flushed first).
+      this.left -= r.bytes;
+      if (this.left <= 0) return this.finish(done, { end: 'done' });
+      if (r.end === 'eof') return this.finish(done, shortOf(this.left));
+    }
     if (r.end === 'budget' || (r.end === 'stopped' && !this.stopping)) {
       // Still holding the slot: the key usage check may queue our KeyUpdate,
       // then the next run goes behind it and everything else queued meanwhile.

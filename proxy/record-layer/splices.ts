@@ -60,7 +60,7 @@ export class StreamSplices {
     return dir === 'tx' ? !this.txLend?.active : !this.rxLend?.active;
   }
 
-  lendTx(fromFd: number, onEnd: (o: SpliceOutcome) => void): void {
+  lendTx(fromFd: number, onEnd: (o: SpliceOutcome) => void, limit?: number): void {
     const { host } = this;
     const lend: TxLend = new TxLend(
       {
@@ -80,6 +80,7 @@ export class StreamSplices {
         if (this.txLend === lend) this.txLend = null;
         onEnd(o);
       },
+      limit,
     );
     this.txLend = lend;
     this.guardRaw();

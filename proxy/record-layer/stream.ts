@@ -336,10 +336,12 @@ export class RecordLayerStream extends Duplex {
    * Lend TX: bytes read from `fromFd` go to the peer through the kernel's
    * TX, in TX order (after every write the stream accepted so far). The
    * owner writes nothing meanwhile; `onEnd` once TX is back (SpliceOutcome).
+   * `limit`: exactly that many bytes (then `done`; the other socket's EOF
+   * before them is its failure), else until that EOF.
    */
-  spliceTx(fromFd: number, onEnd: (o: SpliceOutcome) => void): void {
+  spliceTx(fromFd: number, onEnd: (o: SpliceOutcome) => void, limit?: number): void {
     if (!this.canSplice('tx')) throw new SidecarError(ErrorCodes.KTLS_CONTROL, 'TX cannot be lent to a splice pump now');
-    this.splices!.lendTx(fromFd, onEnd);
+    this.splices!.lendTx(fromFd, onEnd, limit);
   }
 
   /**

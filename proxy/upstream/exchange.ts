@@ -48,6 +48,8 @@ export abstract class Exchange implements SocketUser, BodySink {
   private onBodyEnd: (() => void) | undefined;
   private onBodyClose: (() => void) | undefined;
   private finished = false;
+  /** The rest of a Content-Length body is with the subclass's splice (spliceBody): JS reads nothing meanwhile. */
+  private splicing = false;
 
   protected constructor(private readonly pool: UpstreamPool) {}
 
@@ -66,6 +68,37 @@ export abstract class Exchange implements SocketUser, BodySink {
    */
   protected onSwitch(_head: ResponseHead, socket: net.Socket, _rest: Buffer): void {
     socket.destroy();
+  }
+
+  /** Would the subclass take this Content-Length body out of JS (asked once the request went out, before reads stop)? */
+  protected wantsSplice(_head: ResponseHead): boolean {
+    return false;
+  }
+
+  /**
+   * Take the body out of JS: send `rest` (body bytes already read, maybe
+   * none), then move exactly `left` more from `socket` (its reads stopped),
+   * and call bodySpliced() once, unless the exchange ended first. False: not
+   * now, the body stays in JS.
+   */
+  protected spliceBody(_rest: Buffer, _left: number, _socket: net.Socket): boolean {
+    return false;
+  }
+
+  /**
+   * The spliced body came back: `left` bytes still on the socket (0: all went
+   * out; more: a splice stopped early, JS reads the rest), or `err` (the
+   * upstream failed mid-body).
+   */
+  protected bodySpliced(r: { left: number } | { err: NodeJS.ErrnoException }): void {
+    const s = this.upstream;
+    if (this.finished || !this.splicing || !s) return;
+    this.splicing = false;
+    if ('err' in r) return this.fail(r.err, undefined);
+    this.left = r.left;
+    // finish() gives the socket back to the pool, whose release reads it again.
+    if (this.left === 0) return this.responseComplete();
+    s.resumeReading();
   }
 
   /** The request asks for a protocol switch: a 101 is expected, and the socket is never reused. */
@@ -183,8 +216,32 @@ export abstract class Exchange implements SocketUser, BodySink {
       from = this.parseHeads(data);
       if (from < 0 || this.finished) return;
       buf = data;
+      if (this.trySplice(buf, from)) return;
     }
     this.readBody(buf, from);
+  }
+
+  /** Hand the rest of the body to spliceBody() if the subclass wants it and the socket allows (true: handled). */
+  private trySplice(buf: Buffer, from: number): boolean {
+    const s = this.upstream;
+    const head = this.response;
+    if (!s || !head || head.framing !== 'length' || this.decoder || this.left <= buf.length - from || !this.requestDone || !this.wantsSplice(head)) return false;
+    const early = s.stopReading();
+    if (!early) return false;
+    this.responseBytes += early.length;
+    const rest = early.length === 0 ? buf.subarray(from) : Buffer.concat([buf.subarray(from), early]);
+    const left = this.left - rest.length;
+    if (left > 0) {
+      this.splicing = true;
+      this.left = left;
+      if (this.spliceBody(rest, left, s.socket)) return true;
+      this.splicing = false;
+      this.left += rest.length;
+    }
+    // All of it was read already, or not now: JS goes on (the bytes Node had read first).
+    s.resumeReading();
+    this.readBody(rest, 0);
+    return true;
   }
 
   /** Parse response heads from `data` (skipping 1xx); the offset of the body, or -1 (need more, or failed). */

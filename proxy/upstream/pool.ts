@@ -9,6 +9,8 @@
 // How many sockets may be busy is the slots' business (slots.ts).
 import net from 'node:net';
 import tls from 'node:tls';
+import { socketFd } from '../../native/index.js';
+import { canControlReading, resumeReading, stopReading } from '../handshake/read-control.js';
 
 /** Idle sockets are closed after this long (node's server keep-alive timeout is 5 s). */
 export const IDLE_MS = 4000;
@@ -117,6 +119,23 @@ export class UpstreamSocket {
     }
   }
 
+  /**
+   * Stop libuv reading this socket, for a splice pump to read its fd from the
+   * next byte on: the bytes Node had read and not yet delivered, in order; or
+   * null when its bytes cannot leave JS as they are (a TLS upstream: the fd
+   * carries ciphertext) or this Node cannot stop the reads.
+   */
+  stopReading(): Buffer | null {
+    const socket = this.socket;
+    if (socket instanceof tls.TLSSocket || socketFd(socket) === null || !canControlReading(socket)) return null;
+    return stopReading(socket);
+  }
+
+  /** JS reads the socket again (after stopReading; also resumes a socket a relay paused). */
+  resumeReading(): void {
+    resumeReading(this.socket);
+  }
+
   /** Dropped: nobody uses it again. */
   destroy(): void {
     this.user = undefined;
@@ -194,8 +213,9 @@ export class UpstreamPool {
 
   release(s: UpstreamSocket): void {
     if (s.closed) return;
-    // A relay that pushed back may have left it paused.
-    if (s.socket.isPaused()) s.socket.resume();
+    // A relay that pushed back may have left it paused, a splice stopped its reads:
+    // idle, it must read (an upstream's close is seen only by reading).
+    s.resumeReading();
     s.idle();
     this.idleSockets.push(s);
   }

@@ -18,6 +18,14 @@ export interface TunnelOwner {
   failed(failure: ExchangeFailure, headSent: boolean): void;
   /** A relayed non-101 response is complete: end the client's connection. */
   done(): void;
+  /**
+   * After the switch: the byte stream through the splice pump where the
+   * client's record layer can lend TX (the owner's TcpSplice), or null for
+   * JS pipes. It is started once the 101 head and the bytes before it are
+   * written; client → upstream stays piped (it carries what JS decrypts and
+   * the client's end), and the owner counts and closes on its failures.
+   */
+  splice?(upstream: net.Socket): { start(): void } | null;
 }
 
 function fields(flat: readonly string[]): string {
@@ -56,8 +64,18 @@ export class Tunnel extends Exchange {
       upstream.destroy();
       return;
     }
-    client.write(`HTTP/1.1 101 ${head.reason || 'Switching Protocols'}\r\n${fields(head.headers)}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n`, 'latin1');
-    if (rest.length > 0) client.write(rest);
+    const splice = this.owner.splice?.(upstream) ?? null;
+    // Spliced: nothing more is read in JS; what Node already read goes to the client before the pump's first byte.
+    if (splice) upstream.pause();
+    // The pump starts once JS's bytes were handed to the record layer, which queues the lend behind them.
+    const written = (): void => {
+      if (splice && !client.destroyed && !upstream.destroyed) splice.start();
+    };
+    const head101 = `HTTP/1.1 101 ${head.reason || 'Switching Protocols'}\r\n${fields(head.headers)}Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n`;
+    if (rest.length > 0) {
+      client.write(head101, 'latin1');
+      client.write(rest, written);
+    } else client.write(head101, 'latin1', written);
     if (this.clientHead.length > 0) upstream.write(this.clientHead);
     let failed = false;
     upstream.on('error', (err: NodeJS.ErrnoException) => {
@@ -68,11 +86,13 @@ export class Tunnel extends Exchange {
     });
     client.on('error', () => upstream.destroy());
     upstream.once('close', () => client.end());
-    client.once('close', () => upstream.end());
-    upstream.pipe(client);
+    // A spliced upstream is not read by JS: its end would never be seen after ours.
+    client.once('close', () => (splice ? upstream.destroy() : upstream.end()));
     client.pipe(upstream);
-    countRelayed(upstream);
     countRelayed(client);
+    if (splice) return;
+    upstream.pipe(client);
+    countRelayed(upstream);
   }
 
   protected onHead(head: ResponseHead): void {

@@ -1,19 +1,18 @@
 // The native splice pump on this host (plain loopback TCP, no kTLS needed): bytes move
 // socket -> pipe -> socket in the kernel, exact (sha256) for every size, with and without a
 // budget; backpressure waits instead of spinning; stop/close/RST end as documented; a pump
-// costs its pipe (2 fds) and nothing else, and leaks nothing.
+// holds a pipe (2 fds) only while bytes are in flight (an idle one, even with a run waiting
+// for bytes, costs no fd), and leaks nothing.
 import t from 'tap';
 import type { Test } from 'tap';
 import net from 'node:net';
 import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-import { NativeSyscallError, native } from '../../native/index.js';
+import { NativeSyscallError, defaultAddonPath, native } from '../../native/index.js';
 import type { SplicePump, SpliceResult } from '../../native/index.js';
 import { classifyKtlsError } from '../../proxy/ktls/errno.js';
 
-const repo = fileURLToPath(new URL('../..', import.meta.url));
 
 /** One loopback connection: `near` is never read by Node (the pump's side), `far` is Node's. */
 interface Link {
@@ -305,10 +304,11 @@ t.test('close() mid-run: no callback, the pipe and registrations are released', 
   const base = ownFds();
   b.far.pause();
   const { p, results } = pump(a.fd, b.fd);
-  t.equal(ownFds(), base + 2, 'an open pump costs its pipe, 2 fds');
+  t.equal(ownFds(), base, 'an open pump costs no fd');
   p.start(0);
   a.far.write(randomBytes(8 * 1024 * 1024));
   await stalled(p);
+  t.equal(ownFds(), base + 2, 'a run with bytes in flight holds one pipe, 2 fds');
   p.close();
   await sleep(100);
   t.equal(results.length, 0, 'no onDone after close()');
@@ -415,7 +415,7 @@ t.test('an exception in onDone reaches uncaughtException, not a crash', async (t
   t.match(await seen, { message: 'boom from onDone' });
 });
 
-t.test('fds: a pump costs 2 (its pipe), 1 000 pumps opened and closed leak none, the pool is bounded', async (t) => {
+t.test('fds: an idle pump costs none, 1 000 pumps opened and closed leak none, the pool is bounded', async (t) => {
   const a = await link(t);
   const b = await link(t);
   const n = native();
@@ -423,18 +423,84 @@ t.test('fds: a pump costs 2 (its pipe), 1 000 pumps opened and closed leak none,
   const base = ownFds();
   const open: SplicePump[] = [];
   for (let i = 0; i < 10; i++) open.push(n.createSplicePump(a.fd, b.fd, () => undefined));
-  t.equal(ownFds(), base + 20, '10 open pumps: 20 fds, their pipes, nothing else');
+  t.equal(ownFds(), base, '10 open pumps: no fd');
+  for (const p of open) p.start(0);
+  await sleep(50); // their first steps ran: `from` is empty, each waits for it
+  t.equal(ownFds(), base, '10 pumps with a run waiting for bytes: no fd');
   for (const p of open) p.close();
-  t.equal(ownFds(), base, 'closed: back to baseline (empty pipes pooled or closed)');
+  t.equal(ownFds(), base, 'closed: still none');
   for (let i = 0; i < 1000; i++) n.createSplicePump(a.fd, b.fd, () => undefined).close();
   t.equal(ownFds(), base, '1 000 sequential pumps: no leak');
+  // 100 pumps that all hold bytes at once (`to` is not read: each keeps its pipe), then all
+  // drain: 100 empty pipes come back, the pool keeps 64, the rest are closed.
+  b.far.pause();
   const many: SplicePump[] = [];
-  for (let i = 0; i < 200; i++) many.push(n.createSplicePump(a.fd, b.fd, () => undefined));
-  for (const p of many) p.close();
-  t.equal(ownFds(), base, '200 concurrent pumps closed: no leak');
+  for (let i = 0; i < 100; i++) many.push(n.createSplicePump(a.fd, b.fd, () => undefined));
+  for (const p of many) p.start(0);
+  a.far.write(randomBytes(32 * 1024 * 1024));
+  await sleep(300);
+  while (many.some((p) => p.moved() === 0) && a.far.writableLength > 0) await sleep(100);
+  const holding = ownFds() - base;
+  t.ok(holding >= 2 * 50 && holding <= 200, `pumps stalled with bytes hold their pipes (${holding / 2} pipes)`);
+  const drain = collector(b.far);
+  b.far.resume();
+  await drain.until(32 * 1024 * 1024); // (order across 100 pumps is not the point here)
+  await sleep(100);
+  t.equal(ownFds(), base, 'every byte arrived, every pipe back once empty: no run holds one');
   t.equal(n.splicePipesIdle(), 64, 'at most 64 empty pipes kept');
   t.ok(readdirSync('/proc/self/fd').length <= base + 128 + 1, 'the pool costs at most 128 fds');
+  for (const p of many) p.close();
+  t.equal(ownFds(), base, 'closed: no leak');
 });
+
+t.test('an idle spliced pair (a pump each way, runs open) holds its two sockets only; bytes stay exact', async (t) => {
+  const a = await link(t);
+  const b = await link(t);
+  const n = native();
+  n.createSplicePump(a.fd, b.fd, () => undefined).close();
+  const base = ownFds(); // the sockets of both links, the hub
+  const gotB = collector(b.far);
+  const gotA = collector(a.far);
+  const ab = pump(a.fd, b.fd);
+  const ba = pump(b.fd, a.fd);
+  t.teardown(() => {
+    ab.p.close();
+    ba.p.close();
+  });
+  const d1 = ab.done();
+  const d2 = ba.done();
+  ab.p.start(0);
+  ba.p.start(0);
+  const hUp = createHash('sha256');
+  const hDown = createHash('sha256');
+  let up = 0;
+  let down = 0;
+  for (const size of [1, 100_000, 3 * 1024 * 1024 + 1]) {
+    const u = randomBytes(size);
+    const d = randomBytes(size + 7);
+    hUp.update(u);
+    hDown.update(d);
+    up += u.length;
+    down += d.length;
+    a.far.write(u);
+    b.far.write(d);
+    await gotB.until(up);
+    await gotA.until(down);
+    await sleep(50);
+    t.equal(ownFds(), base, `idle after ${size} B each way: no pipe held (runs still open)`);
+    t.ok(n.splicePipesIdle() <= 64, 'the pool within its bound');
+  }
+  t.same(results(ab.results, ba.results), [0, 0], 'both runs still open');
+  a.far.end();
+  b.far.end();
+  t.match(await d1, { bytes: up, end: 'eof' });
+  t.match(await d2, { bytes: down, end: 'eof' });
+  t.equal(gotB.digest(), hUp.digest('hex'), 'a -> b exact');
+  t.equal(gotA.digest(), hDown.digest('hex'), 'b -> a exact');
+  t.equal(ownFds(), base, 'ended: nothing held');
+});
+
+const results = (...lists: SpliceResult[][]): number[] => lists.map((l) => l.length);
 
 t.test('a pump in use moves bytes through a reused (pooled) pipe without leftovers', async (t) => {
   const n = native();
@@ -460,7 +526,7 @@ t.test('a pump in use moves bytes through a reused (pooled) pipe without leftove
 t.test('an idle pump or parked poller does not keep the process alive; an armed one does', (t) => {
   const script = (arm: boolean): string => `
     const net = require('node:net');
-    const n = require(${JSON.stringify(`${repo}native/build/Release/ktls_native.node`)});
+    const n = require(${JSON.stringify(defaultAddonPath())});
     const server = net.createServer({ pauseOnConnect: true });
     server.listen(0, '127.0.0.1', () => {
       const c = net.connect(server.address().port, '127.0.0.1');
@@ -483,13 +549,13 @@ t.test('an idle pump or parked poller does not keep the process alive; an armed 
   t.end();
 });
 
-t.test('worker threads: an env torn down with an armed pump and poller exits cleanly', (t) => {
+t.test('worker threads: an env torn down with an armed pump and poller exits cleanly, every pipe freed', (t) => {
   // The hub's handles must be closed before the worker's environment (and the addon loaded in
   // it) goes away, and no callback may run into a dying environment: both crashed before.
   const script = `
     const { Worker } = require('node:worker_threads');
     const code = (arm) => \`
-      const n = require(${JSON.stringify(`${repo}native/build/Release/ktls_native.node`)});
+      const n = require(${JSON.stringify(defaultAddonPath())});
       const net = require('node:net');
       const server = net.createServer({ pauseOnConnect: true }).listen(0, '127.0.0.1', () => {
         const port = server.address().port;
@@ -510,18 +576,21 @@ t.test('worker threads: an env torn down with an armed pump and poller exits cle
         const c1 = net.connect(port, '127.0.0.1', () => { c2 = net.connect(port, '127.0.0.1'); c2.resume(); });
         let c2;
       });\`;
+    const fs = require('node:fs');
+    const pipes = () => fs.readdirSync('/proc/self/fd').filter((f) => { try { return fs.readlinkSync('/proc/self/fd/' + f).startsWith('pipe:'); } catch { return false; } }).length;
+    const before = pipes();
     let left = 0;
     for (const arm of [false, true, true, false, true]) {
       left++;
       new Worker(code(arm), { eval: true }).on('exit', (c) => {
         if (c !== 0) console.log('worker exit ' + c);
-        if (--left === 0) console.log('all workers done');
+        if (--left === 0) setTimeout(() => console.log('all workers done, pipes left ' + (pipes() - before)), 50);
       });
     }`;
   const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 30_000 });
   t.equal(r.signal, null, 'no crash');
   t.equal(r.status, 0, r.stderr);
-  t.equal(r.stdout.trim(), 'all workers done');
+  t.equal(r.stdout.trim(), 'all workers done, pipes left 0', 'every pump pipe and pooled pipe closed with its env');
   t.end();
 });
 

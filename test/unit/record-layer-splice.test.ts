@@ -70,7 +70,7 @@ function txQueue(): { runTx: (op: TxOp) => void; log: string[]; busy: () => bool
   return { runTx, log, busy: () => busy, onQueued: (fn) => (queued = fn) };
 }
 
-function txSetup(t: Test) {
+function txSetup(t: Test, limit?: number) {
   const q = txQueue();
   const pumps: ScriptedPump[] = [];
   const errors: KtlsErrorClass[] = [];
@@ -90,7 +90,7 @@ function txSetup(t: Test) {
     const p = new ScriptedPump(from, to, onDone);
     pumps.push(p);
     return p;
-  }, 5, (o) => ends.push(o));
+  }, 5, (o) => ends.push(o), limit);
   q.onQueued(() => lend.yieldSlot());
   t.teardown(() => lend.close());
   return { q, lend, pumps, errors, ends, spliced: () => spliced, checks: () => checks, closeTx: () => (closed = true) };
@@ -346,5 +346,71 @@ t.test('RX lend: stop() gives RX back to the stream; failures by side', (t) => {
   bad.flushed();
   bad.pumps[0]!.end(0, 'error', new NativeSyscallError(74, 'splice_in'));
   t.same(bad.errors, [{ errno: 'EBADMSG', kind: 'decrypt_error', stage: 'splice_in' }]);
+  t.end();
+});
+
+t.test('TX lend with a limit: runs of min(budget, left), ends done after exactly the limit', (t) => {
+  const limit = 2 * TX_RUN_BUDGET + 5;
+  const s = txSetup(t, limit);
+  s.lend.begin();
+  const p = s.pumps[0]!;
+  t.same(p.starts, [TX_RUN_BUDGET], 'a full run first');
+  p.end(TX_RUN_BUDGET, 'budget');
+  t.equal(s.checks(), 1, 'key usage checked between runs');
+  p.end(TX_RUN_BUDGET, 'budget');
+  t.same(p.starts, [TX_RUN_BUDGET, TX_RUN_BUDGET, 5], 'the last run asks for exactly what is left: nothing past the limit is read');
+  t.same(s.ends, [], 'not over before the limit');
+  p.end(5, 'budget');
+  t.same(s.ends, [{ end: 'done' }], 'done at the limit');
+  t.equal(s.spliced(), limit, 'every byte counted');
+  t.ok(p.closed, 'pump closed');
+  t.notOk(s.q.busy(), 'slot released');
+
+  const small = txSetup(t, 10);
+  small.lend.begin();
+  t.same(small.pumps[0]!.starts, [10], 'a limit under the run budget is the run');
+  // The pump reports EOF when it met the FIN right at the budget: the limit decides.
+  small.pumps[0]!.end(10, 'eof');
+  t.same(small.ends, [{ end: 'done' }], 'the limit reached is done, whatever ended the run');
+  t.end();
+});
+
+t.test('TX lend with a limit: a yield mid-way resumes with what is left; EOF before the limit is the other side failing', (t) => {
+  const s = txSetup(t, 1000);
+  s.lend.begin();
+  const p = s.pumps[0]!;
+  s.q.runTx((d) => {
+    s.q.log.push('key_update');
+    d();
+  });
+  p.end(300, 'stopped');
+  t.same(s.q.log, ['key_update'], 'the queued operation went out between runs');
+  t.same(p.starts, [1000, 700], 'the next run asks for the rest only');
+  p.end(200, 'eof');
+  const o = s.ends[0];
+  t.equal(o?.end, 'failed', 'EOF 500 bytes short: failed');
+  if (o?.end === 'failed') {
+    t.equal(o.side, 'other', 'the other socket cut it');
+    t.equal(o.error.kind, 'closed');
+    t.match(String(o.cause), /500 bytes before/);
+  }
+  t.same(s.errors, [], 'the other side is its owner\'s to count');
+  t.equal(s.spliced(), 500, 'what went out is counted');
+
+  const stopped = txSetup(t, 100);
+  stopped.lend.begin();
+  stopped.lend.stop();
+  stopped.pumps[0]!.end(40, 'stopped');
+  t.same(stopped.ends, [{ end: 'stopped' }], 'stop() before the limit: stopped');
+
+  const failed = txSetup(t, 100);
+  failed.lend.begin();
+  failed.pumps[0]!.end(60, 'error', new NativeSyscallError(104, 'splice_out'));
+  t.ok(failed.ends[0]?.end === 'failed' && failed.ends[0].side === 'peer', 'a write error is the client\'s, limit or not');
+  t.end();
+});
+
+t.test('TX lend: a limit must be a positive safe integer', (t) => {
+  for (const bad of [0, -1, 1.5, Number.NaN, 2 ** 60]) t.throws(() => txSetup(t, bad), RangeError, `limit ${bad}`);
   t.end();
 });
