@@ -30,6 +30,7 @@ import { Sidecar } from './server.js';
 import { runPrimary, workerCount } from './workers/primary.js';
 import { attachToPrimary, podFlagAtStart, workerId } from './workers/worker.js';
 import { type CertPair, generateSelfSigned, summarizeCert } from './tls/certs.js';
+import { native, nativeStatus } from '../native/index.js';
 
 const USAGE = `Usage:
   ktls-sidecar [serve] [--config FILE] [--<key> VALUE ...]   run the TLS-terminating sidecar
@@ -103,7 +104,7 @@ async function serveProcess(config: LoadedConfig): Promise<number> {
   const worker = workerId();
   const baseLogger = createLogger({ level: config.log.level });
   const logger = worker === undefined ? baseLogger : baseLogger.child({ worker });
-  const metrics = createMetrics({ version });
+  const metrics = createMetrics({ version, splicePipesIdle: () => (nativeStatus().available ? native().splicePipesIdle() : 0) });
   // From here on, one connection's failure (an error nobody caught) is logged
   // and counted instead of ending the process (serve only: doctor and tests
   // importing main() keep Node's default).

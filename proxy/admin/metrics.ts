@@ -117,6 +117,8 @@ export interface MetricsOptions {
   readonly defaultMetrics?: boolean;
   /** Version for ktls_sidecar_build_info. */
   readonly version?: string;
+  /** Empty pipes the splice pumps keep for reuse, read at each scrape (the native addon's count; 0 without it). */
+  readonly splicePipesIdle?: () => number;
 }
 
 /**
@@ -199,6 +201,17 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     'bytes_spliced_sent_total',
     'The part of bytes_sent_total that a splice pump moved from the upstream into the kernel TLS socket: bytes that never entered JS.',
   );
+  // Pooled pipes hold 2 fds each and stay after their connections end: process_open_fds minus twice this is what
+  // open connections and pumps in flight hold (a leak shows there, a pool that grew after a burst does not).
+  const splicePipesIdle = options.splicePipesIdle;
+  new Gauge({
+    name: `${p}splice_pipes_idle`,
+    help: 'Empty pipes the splice pumps keep for reuse (2 fds each, at most 64 per process).',
+    registers,
+    collect(this: Gauge) {
+      this.set(splicePipesIdle?.() ?? 0);
+    },
+  });
   const handshakes = counter('handshakes_total', 'Completed TLS handshakes.', ['tls_version', 'cipher', 'protocol']);
   const handshakeDuration = histogram('handshake_duration_seconds', 'Time from accept to a completed TLS handshake.', HANDSHAKE_BUCKETS, ['tls_version']);
   const handshakeFailures = counter('handshake_failures_total', 'TLS handshakes that failed, by reason.', ['reason']);

@@ -394,7 +394,25 @@ export async function bigBody(t: Test, probe: KernelProbe, origin: Origin, mode:
 
 const TLS13: tls.ConnectionOptions = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ciphers: 'TLS_AES_128_GCM_SHA256' };
 
-export const fds = (sc: LabSidecar): number => readdirSync(`/proc/${sc.proc.pid}/fd`).length;
+/**
+ * The sidecar's open fds less the empty pipes its splice pool keeps (2 fds
+ * each, ktls_sidecar_splice_pipes_idle): what its connections and the pumps in
+ * flight hold. The pool grows to the highest number of bodies in flight at once
+ * and keeps those pipes, so a raw fd count after a test with more concurrency
+ * than the warm-up reads +2 without a leak; a pipe a pump never gave back is
+ * not in the pool and still counts. Call it with no traffic in flight.
+ */
+export async function heldFds(sc: LabSidecar): Promise<number> {
+  const idle = await sc.metric('ktls_sidecar_splice_pipes_idle');
+  return readdirSync(`/proc/${sc.proc.pid}/fd`).length - 2 * idle;
+}
+
+/** Whether heldFds(sc) comes back to `baseline` within `ms`; `detail` for the assertion message. */
+export async function fdsBack(sc: LabSidecar, baseline: number, ms = 10_000): Promise<{ ok: boolean; detail: string }> {
+  let now = Number.NaN;
+  const ok = await until(async () => (now = await heldFds(sc)) <= baseline, ms);
+  return { ok, detail: `fds held back to baseline (${now} <= ${baseline}; pooled pipes not counted)` };
+}
 
 export async function until(pred: () => boolean | Promise<boolean>, ms = 15_000): Promise<boolean> {
   const end = Date.now() + ms;

@@ -13,13 +13,14 @@
 import t, { type Test } from 'tap';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
 import { probeKernel } from '../../proxy/ktls/probe.js';
 import { type ParsedProxyV2, parseProxyV2Header } from '../helpers/proxy-v2.js';
 import { patternBytes, sha256 } from '../helpers/upstream.js';
-import { type LabSidecar, closeField, labPki, labSkip, startLabSidecar } from './helpers/sidecar-lab.js';
+import { closeField, labPki, labSkip, startLabSidecar } from './helpers/sidecar-lab.js';
+import { fdsBack, heldFds } from './sidecar-http-splice-lab.js';
 
 const MIB = 1024 * 1024;
 const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3', ciphers: 'TLS_AES_128_GCM_SHA256' } as const;
@@ -141,8 +142,6 @@ async function until(cond: () => boolean | Promise<boolean>, ms = 30_000): Promi
   return false;
 }
 
-const fds = (sc: LabSidecar): number => readdirSync(`/proc/${sc.proc.pid}/fd`).length;
-
 /** A prefix of the upstream's pattern, byte-exact. */
 function isPrefix(got: Buffer, n: number): boolean {
   return got.length <= n && got.equals(patternBytes(got.length, 7));
@@ -215,14 +214,15 @@ t.test('tcp splice under faults', { skip: labSkip }, async (t) => {
     t.ok(Number(closeField(line!, 'bytes_in_spliced')) > 0, 'RX was spliced around them');
   });
 
-  // Warm up the pipes the addon pools, at the concurrency below: the fd baseline then holds them.
+  // Warm up (pooled pipes are not counted: heldFds).
   await Promise.all([bystander(sc.tlsPort, v), bystander(sc.tlsPort, v)]);
   await until(async () => (await metric('connections_active', { protocol: 'tcp' })) === 0);
-  const baseline = fds(sc);
+  const baseline = await heldFds(sc);
 
   const afterCut = async (t: Test): Promise<void> => {
     t.ok(await until(async () => (await metric('connections_active', { protocol: 'tcp' })) === 0), 'every connection closed');
-    t.ok(await until(() => fds(sc) <= baseline, 10_000), `fds back to baseline (${fds(sc)} <= ${baseline})`);
+    const back = await fdsBack(sc, baseline);
+    t.ok(back.ok, back.detail);
     t.equal(sc.proc.exitCode, null, 'the sidecar lives');
   };
 

@@ -1,6 +1,7 @@
 // The spliced share of the byte counters (ktls_sidecar_bytes_spliced_*_total):
 // read from a connection's ByteCounts at scrape and close like the totals,
-// a subset of them, and no series at all for a connection that never spliced.
+// a subset of them, and no series at all for a connection that never spliced;
+// and the splice pipe pool gauge (ktls_sidecar_splice_pipes_idle).
 import t from 'tap';
 import { createMetrics } from '../../proxy/admin/metrics.js';
 import type { ConnectionLabels } from '../../proxy/observe/events.js';
@@ -48,4 +49,14 @@ t.test('a connection without spliced counts (userspace TLS) adds no spliced seri
   const text = await m.registry.metrics();
   t.equal(metricValue(text, 'ktls_sidecar_bytes_sent_total'), 7);
   t.notMatch(text, /^ktls_sidecar_bytes_spliced_/m);
+});
+
+t.test('splice_pipes_idle: the pool size, read at each scrape; 0 without the addon', async (t) => {
+  let idle = 3;
+  const m = createMetrics({ defaultMetrics: false, splicePipesIdle: () => idle });
+  t.equal(metricValue(await m.registry.metrics(), 'ktls_sidecar_splice_pipes_idle'), 3);
+  idle = 0;
+  t.equal(metricValue(await m.registry.metrics(), 'ktls_sidecar_splice_pipes_idle'), 0, 'the pool emptied: the next scrape says so');
+  const bare = createMetrics({ defaultMetrics: false });
+  t.equal(metricValue(await bare.registry.metrics(), 'ktls_sidecar_splice_pipes_idle'), 0, 'no reader: 0');
 });
