@@ -55,6 +55,18 @@ export interface Poller {
   close(): void;
 }
 
+/** AEAD open under one key (see createAeadOpener). */
+export interface NativeAeadOpener {
+  /**
+   * Verify and decrypt `sealed` (ciphertext || 16-byte tag) with a 12-byte nonce and additional data into `out`
+   * (at least the ciphertext's length): the plaintext length, or -1 when it does not authenticate (then `out`
+   * holds no plaintext). Throws after wipe().
+   */
+  open(nonce: Buffer, aad: Buffer, sealed: Buffer, out: Buffer): number;
+  /** Free the context (OpenSSL cleanses the key schedule). Idempotent. */
+  wipe(): void;
+}
+
 /** How a splice pump run ended (see SplicePump). */
 export type SpliceEnd = 'budget' | 'eof' | 'stopped' | 'error';
 
@@ -156,6 +168,12 @@ export interface KtlsNative {
   createSplicePump(fromFd: number, toFd: number, onDone: (r: SpliceResult) => void): SplicePump;
   /** Empty pipes kept for reuse by splice pumps (at most 64; 2 fds each). */
   splicePipesIdle(): number;
+  /**
+   * One key's AEAD opener (OpenSSL context kept across records; the key is copied into it, `key` is not kept).
+   * 'aes-128-gcm' | 'aes-256-gcm' | 'chacha20-poly1305'; anything else, or a key of the wrong length, throws a
+   * TypeError.
+   */
+  createAeadOpener(algorithm: string, key: Buffer): NativeAeadOpener;
   readonly constants: KtlsNativeConstants;
 }
 
@@ -256,8 +274,8 @@ export function loadNative(path: string): LoadResult {
     if (typeof addon.setErrorClass !== 'function' || typeof addon.setCryptoInfo !== 'function') {
       return { status: { available: false, reason: `${path} is not the ktls-sidecar addon`, path }, native: null };
     }
-    if (typeof addon.createSplicePump !== 'function') {
-      return { status: { available: false, reason: `${path} is an older build of the addon (no splice pump; run \`node native/build.mjs\`)`, path }, native: null };
+    if (typeof addon.createSplicePump !== 'function' || typeof addon.createAeadOpener !== 'function') {
+      return { status: { available: false, reason: `${path} is an older build of the addon (no splice pump or AEAD opener; run \`node native/build.mjs\`)`, path }, native: null };
     }
     addon.setErrorClass(NativeSyscallError);
     return { status: { available: true, path }, native: addon };

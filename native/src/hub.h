@@ -99,6 +99,8 @@ class Hub {
   void GivePipe(int fds[2]);
   size_t IdlePipes() const { return pipes_.size() / 2; }
   static constexpr size_t kMaxIdlePipes = 64;
+  // Capacity asked for each new pipe (F_SETPIPE_SZ, best effort).
+  static constexpr size_t kPipeBytes = 256 * 1024;
 
   // AddonData is going away (env teardown): forget it.
   void Detach() { data_ = nullptr; }

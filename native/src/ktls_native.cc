@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common.h"
 
@@ -494,6 +495,7 @@ Napi::Object InitImpl(Napi::Env env, Napi::Object exports) {
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("constants", Constants(env));
   InitPoller(env, exports, data);
+  InitAead(env, exports, data);
   return InitSplice(env, exports, data);
 }
 
@@ -534,6 +536,12 @@ bool GetFd(const Napi::CallbackInfo& info, size_t index, int* fd) {
   }
   Napi::TypeError::New(info.Env(), "fd must be a non-negative integer").ThrowAsJavaScriptException();
   return false;
+}
+
+Napi::Value Construct(const Napi::FunctionReference& ctor, const Napi::CallbackInfo& info) {
+  std::vector<napi_value> args;
+  for (size_t i = 0; i < info.Length(); i++) args.push_back(info[i]);
+  return ctor.New(args);
 }
 
 }  // namespace ktls

@@ -138,10 +138,7 @@ class Poller : public Napi::ObjectWrap<Poller>, public HubClient {
 };
 
 Napi::Value CreatePoller(const Napi::CallbackInfo& info) {
-  AddonData* data = info.Env().GetInstanceData<AddonData>();
-  std::vector<napi_value> args;
-  for (size_t i = 0; i < info.Length(); i++) args.push_back(info[i]);
-  return data->pollerCtor.New(args);
+  return Construct(info.Env().GetInstanceData<AddonData>()->pollerCtor, info);
 }
 
 }  // namespace

@@ -348,10 +348,7 @@ void Side::OnHubError(int err, const char* syscall) { pump->HubFailed(err, sysca
 void Side::OnDeferred() { pump->Step(); }
 
 Napi::Value CreateSplicePump(const Napi::CallbackInfo& info) {
-  AddonData* data = info.Env().GetInstanceData<AddonData>();
-  std::vector<napi_value> args;
-  for (size_t i = 0; i < info.Length(); i++) args.push_back(info[i]);
-  return data->pumpCtor.New(args);
+  return Construct(info.Env().GetInstanceData<AddonData>()->pumpCtor, info);
 }
 
 // Empty pipes the environment keeps for reuse (fd accounting in tests and diagnostics).

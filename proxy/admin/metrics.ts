@@ -201,8 +201,7 @@ export function createMetrics(options: MetricsOptions = {}): SidecarMetrics {
     'bytes_spliced_sent_total',
     'The part of bytes_sent_total that a splice pump moved from the upstream into the kernel TLS socket: bytes that never entered JS.',
   );
-  // Pooled pipes hold 2 fds each and stay after their connections end: process_open_fds minus twice this is what
-  // open connections and pumps in flight hold (a leak shows there, a pool that grew after a burst does not).
+  // Pooled pipes (2 fds each) outlive their connections: process_open_fds − 2 × this is what connections hold.
   const splicePipesIdle = options.splicePipesIdle;
   new Gauge({
     name: `${p}splice_pipes_idle`,

@@ -1,8 +1,12 @@
 // AEAD primitives for TLS records: seal/open with a 16-byte tag, and the
 // nonce constructions of RFC 8446 5.3 / RFC 7905 (iv XOR seq) and RFC 5288
 // (salt || explicit nonce). Record formats live in record-protection.ts.
+// aeadOpener() keeps one key's context for every record under it (the
+// native addon's, where it is loaded): createDecipheriv per record costs
+// more than the rest of a small request.
 
 import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { type NativeAeadOpener, native, nativeStatus } from '../../native/index.js';
 import type { AeadParams } from './suites.js';
 
 export const AEAD_TAG_LENGTH = 16;
@@ -60,4 +64,44 @@ export function aeadOpen(alg: Algorithm, key: Buffer, nonce: Buffer, aad: Buffer
   } catch {
     return null;
   }
+}
+
+/** One key's AEAD open, for every record under that key. */
+export interface AeadOpener {
+  /** Verify and decrypt ciphertext || tag; null when authentication fails (never throws for bad input). */
+  open(nonce: Buffer, aad: Buffer, sealed: Buffer): Buffer | null;
+  /** Drop the key material it holds; unusable afterwards. */
+  wipe(): void;
+}
+
+/**
+ * An opener for `key` (which the caller keeps and wipes): the addon's
+ * OpenSSL context where the addon is loaded and the algorithm is GCM or
+ * ChaCha20-Poly1305, else aeadOpen() per record (CCM; no addon).
+ */
+export function aeadOpener(alg: Algorithm, key: Buffer): AeadOpener {
+  let ctx: NativeAeadOpener | null = null;
+  if (alg !== 'aes-128-ccm' && nativeStatus().available) {
+    try {
+      ctx = native().createAeadOpener(alg, key);
+    } catch {
+      // OpenSSL refused the context (never seen): the per-record path below still opens.
+    }
+  }
+  if (ctx) {
+    const opener = ctx;
+    return {
+      open(nonce, aad, sealed) {
+        if (sealed.length < AEAD_TAG_LENGTH) return null;
+        const out = Buffer.allocUnsafe(sealed.length - AEAD_TAG_LENGTH);
+        const n = opener.open(nonce, aad, sealed, out);
+        return n < 0 ? null : out.subarray(0, n);
+      },
+      wipe: () => opener.wipe(),
+    };
+  }
+  return {
+    open: (nonce, aad, sealed) => aeadOpen(alg, key, nonce, aad, sealed),
+    wipe() {},
+  };
 }

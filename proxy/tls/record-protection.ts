@@ -5,7 +5,7 @@
 // works with this class also validates the CryptoInfo it came from.
 
 import type { CryptoInfo, KernelCipher, TlsVersion } from '../../native/crypto-info.js';
-import { AEAD_TAG_LENGTH, aeadOpen, aeadSeal, seqBytes, xorNonce } from './aead.js';
+import { AEAD_TAG_LENGTH, type AeadOpener, aeadOpener, aeadSeal, seqBytes, xorNonce } from './aead.js';
 import { ContentType } from './control.js';
 import { tls13NextTrafficSecret, tls13TrafficKeys } from './hkdf.js';
 import type { AeadParams } from './suites.js';
@@ -25,6 +25,8 @@ export interface OpenedRecord {
 
 export class RecordProtection {
   private readonly params: AeadParams;
+  /** The current key's opener, made at the first open (a TX-only direction never needs one). */
+  private opener: AeadOpener | null = null;
 
   private constructor(
     readonly version: TlsVersion,
@@ -159,7 +161,7 @@ export class RecordProtection {
 
   private open13(header: Buffer, payload: Buffer): OpenedRecord | null {
     if (header[0] !== ContentType.APPLICATION_DATA) return null;
-    const pt = aeadOpen(this.params.algorithm, this.key, xorNonce(this.iv, this.seq), header, payload);
+    const pt = this.openerOf().open(xorNonce(this.iv, this.seq), header, payload);
     if (!pt) return null;
     let i = pt.length - 1;
     while (i >= 0 && pt[i] === 0) i--; // strip padding
@@ -181,9 +183,13 @@ export class RecordProtection {
     }
     const body = payload.subarray(explicitLen);
     const aad = Buffer.concat([seqBytes(this.seq), recordHeader(type, body.length - AEAD_TAG_LENGTH)]);
-    const pt = aeadOpen(this.params.algorithm, this.key, nonce, aad, body);
+    const pt = this.openerOf().open(nonce, aad, body);
     if (!pt) return null;
     return explicitNonce === undefined ? { type, data: pt } : { type, data: pt, explicitNonce };
+  }
+
+  private openerOf(): AeadOpener {
+    return (this.opener ??= aeadOpener(this.params.algorithm, this.key));
   }
 
   /** TLS 1.3 KeyUpdate: move to application_traffic_secret_N+1, sequence 0. */
@@ -201,6 +207,8 @@ export class RecordProtection {
 
   /** Zero key, IV and secret. The object is unusable afterwards. */
   wipe(): void {
+    this.opener?.wipe();
+    this.opener = null;
     this.key.fill(0);
     this.iv.fill(0);
     this.secret?.fill(0);

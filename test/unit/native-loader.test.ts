@@ -72,6 +72,17 @@ t.test('a file that is not a loadable addon gives available:false, not a throw',
   t.end();
 });
 
+t.test('an older build of the addon (no AEAD opener) is refused with the remedy, not half used', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ktls-native-'));
+  // A module with the older addon's surface: the syscalls and the splice pump, no createAeadOpener.
+  const older = join(dir, 'older.cjs');
+  writeFileSync(older, 'const f = () => {}; module.exports = { setErrorClass: f, setCryptoInfo: f, createSplicePump: f };\n');
+  const r = loadNative(older);
+  t.equal(r.native, null);
+  t.match(r.status, { available: false, reason: /older build of the addon .*node native\/build\.mjs/ });
+  t.end();
+});
+
 t.test('native() throws ERR_KTLS_SIDECAR_NATIVE_UNAVAILABLE with the reason when the addon is missing', (t) => {
   const r = runNode(
     `
