@@ -27,12 +27,14 @@
 #define IN_CAP 16384
 #define BIG (16 * 1024 * 1024)
 
-struct route { const char *path; size_t body; char *small; size_t small_len; char head[160]; size_t head_len; };
+// head_close: the same head saying `Connection: close`, for a request that asked for it (the client then knows
+// to reconnect, not to wait on a connection the origin is about to close); its body is sent from the memfd.
+struct route { const char *path; size_t body; char *small; size_t small_len; char head[160]; size_t head_len; char head_close[160]; size_t head_close_len; };
 static struct route routes[] = {
-	{ "/1k", 1024, 0, 0, "", 0 },
-	{ "/64k", 64 * 1024, 0, 0, "", 0 },
-	{ "/1m", 1024 * 1024, 0, 0, "", 0 },
-	{ "/16m", BIG, 0, 0, "", 0 },
+	{ "/1k", 1024, 0, 0, "", 0, "", 0 },
+	{ "/64k", 64 * 1024, 0, 0, "", 0, "", 0 },
+	{ "/1m", 1024 * 1024, 0, 0, "", 0, "", 0 },
+	{ "/16m", BIG, 0, 0, "", 0, "", 0 },
 };
 #define NROUTES (sizeof routes / sizeof routes[0])
 static const char not_found[] = "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n";
@@ -95,6 +97,7 @@ static int parse(struct conn *c) {
 		struct route *r = NULL;
 		for (size_t i = 0; i < NROUTES; i++) if (strlen(routes[i].path) == plen && !memcmp(routes[i].path, sp1 + 1, plen)) r = &routes[i];
 		if (!r) { c->out = not_found; c->out_len = sizeof not_found - 1; }
+		else if (c->close_after) { c->out = r->head_close; c->out_len = r->head_close_len; c->file_end = (off_t)r->body; }
 		else if (r->small) { c->out = r->small; c->out_len = r->small_len; }
 		else { c->out = r->head; c->out_len = r->head_len; c->file_end = (off_t)r->body; }
 	}
@@ -152,6 +155,7 @@ int main(int argc, char **argv) {
 	for (size_t i = 0; i < NROUTES; i++) {
 		struct route *r = &routes[i];
 		r->head_len = (size_t)snprintf(r->head, sizeof r->head, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\n\r\n", r->body);
+		r->head_close_len = (size_t)snprintf(r->head_close, sizeof r->head_close, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", r->body);
 		if (r->body <= 64 * 1024) {
 			r->small_len = r->head_len + r->body;
 			r->small = malloc(r->small_len);

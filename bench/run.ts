@@ -21,7 +21,8 @@
 //   BENCH_ROUNDS=3            rounds per workload (each round runs every system once)
 //   BENCH_DURATION=5          seconds of load per sample
 //   BENCH_WARMUP=2            seconds of load per system and workload before the rounds (not measured)
-//   BENCH_WORKLOADS=1k,64k,1m,16m   only these workloads
+//   BENCH_WORKLOADS=1k,64k,1m,16m,conn   only these workloads (conn: 1 KiB with `Connection: close`, a new TLS
+//                             connection per request; the others open wrk's connections once per sample)
 //   BENCH_SYSTEMS=nginx,node,sidecar   only these systems, in this order; also: sidecar-w2 (config `workers: 2`),
 //                             nginx-ktls, sidecar-tx, sidecar-txrx (kTLS: lab). A sidecar that does not start
 //                             is reported "not available: <what it said>"; any other peer failing stops the run.
@@ -98,7 +99,7 @@ async function measure(sys: System, w: Workload, round: number, ctx: Context, sc
   const threads0 = cpuDetail ? threadCpuOf(pid) : null;
   const cpu0 = treeCpu(pid);
   const t0 = process.hrtime.bigint();
-  const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds: durationOf(w), connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: ctx.plan.client, script });
+  const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds: durationOf(w), connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: ctx.plan.client, script, closeEach: w.newConnections });
   const t1 = process.hrtime.bigint();
   const cpu1 = treeCpu(pid);
   const user = cpu1.user - cpu0.user;
@@ -198,7 +199,7 @@ async function main(): Promise<void> {
     for (const w of workloads) {
       for (const sys of live) {
         if (warmup <= 0) break;
-        const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds: warmup, connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: plan.client, script });
+        const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds: warmup, connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: plan.client, script, closeEach: w.newConnections });
         if (errorCount(r)) console.log(`bench: warm-up ${sys.id} ${w.id}: wrk errors ${errorText(r)}`);
       }
       for (let round = 0; round < rounds; round++) {

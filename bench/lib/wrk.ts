@@ -31,10 +31,20 @@ export function writeWrkScript(dir: string): string {
   return file;
 }
 
-export interface WrkOptions { url: string; seconds: number; connections: number; timeoutS: number; core: string | null; script: string }
+export interface WrkOptions {
+  url: string;
+  seconds: number;
+  connections: number;
+  timeoutS: number;
+  core: string | null;
+  script: string;
+  /** `Connection: close` on every request: wrk opens a new connection for each. */
+  closeEach?: boolean;
+}
 
 export function runWrk(o: WrkOptions): Promise<WrkResult> {
-  const argv = pinned(o.core, ['wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, `--timeout`, `${o.timeoutS}s`, '-s', o.script, o.url]);
+  const close = o.closeEach ? ['-H', 'Connection: close'] : [];
+  const argv = pinned(o.core, ['wrk', '-t1', `-c${o.connections}`, `-d${o.seconds}s`, `--timeout`, `${o.timeoutS}s`, ...close, '-s', o.script, o.url]);
   return new Promise((resolve, reject) => {
     execFile(argv[0]!, argv.slice(1), { encoding: 'utf8', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       const m = /BENCH-WRK (.*)/.exec(stdout);

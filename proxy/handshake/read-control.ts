@@ -57,6 +57,11 @@ export function stopReading(socket: net.Socket): Buffer {
   return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
 }
 
+/** True while stopReading() holds the socket: libuv does not read its fd, so someone else may. */
+export function readsStopped(socket: net.Socket): boolean {
+  return stopped.has(socket);
+}
+
 /**
  * Undo stopReading(): start reading from the fd again and resume the
  * stream. Attach the 'data' listener first. A no-op restart for sockets

@@ -3,12 +3,23 @@
 // both directions when the decision keeps the keys in userspace or the
 // install failed before any key reached the kernel (the connection survives
 // in userspace).
+//
+// RX in `tx` mode reads the ciphertext from the fd itself, like KernelRx: the
+// addon's poller and a plain recv into the thread's shared buffer, while
+// libuv's reads stay stopped from the hand-off on. Through libuv each
+// request's bytes also went through the raw socket's Readable (a Buffer, a
+// 'data' event, a nextTick) before our reader saw them. Without the addon
+// (both directions in JS), or when libuv's reads were never stopped, the raw
+// socket's own reads are used.
 
 import type net from 'node:net';
+import type { Poller } from '../../native/index.js';
 import { resumeReading } from '../handshake/read-control.js';
 import type { RecordReader } from '../tls/records.js';
 import { RecordWriter } from '../tls/records.js';
 import type { RecordProtection } from '../tls/record-protection.js';
+import { RX_BATCH, rxScratch } from './kernel.js';
+import type { KernelSocket } from './kernel.js';
 import { rawWrite } from './paths.js';
 import type { Done, RxPath, RxSink, TxPath } from './paths.js';
 
@@ -53,8 +64,15 @@ export class JsRx implements RxPath {
   readonly where = 'js';
   /** The peer's FIN arrived; the EOF follows once the reader is drained. */
   private finSeen = false;
+  private poller: Poller | null = null;
 
-  constructor(private readonly raw: net.Socket, private readonly reader: RecordReader, private readonly sink: RxSink) {}
+  constructor(
+    private readonly raw: net.Socket,
+    private readonly reader: RecordReader,
+    private readonly sink: RxSink,
+    /** Read the fd through the addon (libuv's reads are stopped); null: the raw socket's own reads. */
+    private readonly direct: KernelSocket | null = null,
+  ) {}
 
   get records(): number {
     return this.reader.records;
@@ -67,6 +85,7 @@ export class JsRx implements RxPath {
       this.onFin();
       return;
     }
+    if (this.direct && this.startPolling(this.direct)) return;
     this.raw.on('data', (chunk: Buffer) => {
       this.reader.push(chunk);
       this.pump();
@@ -79,16 +98,19 @@ export class JsRx implements RxPath {
   }
 
   pause(): void {
-    this.raw.pause();
+    if (this.poller) this.poller.stop();
+    else this.raw.pause();
   }
 
   resume(): void {
     this.pump();
-    if (this.sink.wanted()) this.raw.resume();
+    if (!this.sink.wanted()) return;
+    if (!this.poller) this.raw.resume();
+    else if (!this.finSeen) this.poller.start();
   }
 
   stop(): void {
-    this.raw.pause();
+    this.pause();
   }
 
   /** The reader already moved to the next key when it parsed the KeyUpdate. */
@@ -97,7 +119,51 @@ export class JsRx implements RxPath {
   }
 
   close(): void {
+    if (this.poller) {
+      this.poller.close();
+      this.poller = null;
+    }
     this.reader.rx.wipe();
+  }
+
+  /** False when the addon could not watch the fd: the raw socket's reads take over. */
+  private startPolling(k: KernelSocket): boolean {
+    try {
+      this.poller = k.native.createPoller(k.fd, (err) => this.onReadable(k, err));
+    } catch {
+      return false;
+    }
+    if (this.sink.wanted()) this.poller.start();
+    return true;
+  }
+
+  /** True when the fd was read until EAGAIN (the poller then waits for the next edge, as for KernelRx). */
+  private onReadable(k: KernelSocket, err: Error | null): boolean {
+    if (!this.sink.live()) return false;
+    if (err) {
+      this.sink.destroy(err);
+      return false;
+    }
+    const buf = rxScratch();
+    for (let i = 0; i < RX_BATCH && this.sink.wanted(); i++) {
+      let r;
+      try {
+        r = k.native.recvPlain(k.fd, buf);
+      } catch (e) {
+        // What libuv's read would have reported (ECONNRESET, ETIMEDOUT...): the connection is over.
+        this.sink.destroy(e as Error);
+        return false;
+      }
+      if (r === null) return true;
+      if (r.eof) {
+        this.onFin();
+        return false;
+      }
+      // Ciphertext, copied out of the shared buffer before anything else runs.
+      this.reader.push(Buffer.from(buf.subarray(0, r.bytes)));
+      this.pump();
+    }
+    return false;
   }
 
   /**
@@ -108,6 +174,8 @@ export class JsRx implements RxPath {
    */
   private onFin(): void {
     this.finSeen = true;
+    // Nothing follows a FIN; a level-triggered poller would report the EOF again and again.
+    this.poller?.stop();
     this.pump();
   }
 

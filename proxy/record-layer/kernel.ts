@@ -40,17 +40,20 @@ const RX_BUFFER_SIZE = 64 * 1024;
 let scratch: Buffer | null = null;
 
 /**
- * The receive buffer every KernelRx of this thread reads into (module state:
- * each worker thread has its own). Safe to share: reads are synchronous, and
- * readOne() copies a record out, and zeroes what it used, before it hands
- * anything on, so no callback ever sees or reuses it mid-record.
+ * The receive buffer every KernelRx (and every JsRx reading the fd itself)
+ * of this thread reads into (module state: each worker thread has its own).
+ * Safe to share: reads are synchronous, and a reader copies what it read out
+ * (KernelRx also zeroes the plaintext it used) before it hands anything on,
+ * so no callback ever sees or reuses it mid-record.
  */
-function rxScratch(): Buffer {
+export function rxScratch(): Buffer {
   scratch ??= Buffer.alloc(RX_BUFFER_SIZE);
   return scratch;
 }
-/** Records read per poller wakeup before yielding (the poll is level-triggered, so nothing is lost). */
-const RX_BATCH = 32;
+/** Reads per poller wakeup before yielding (the poll is level-triggered, so nothing is lost). */
+export const RX_BATCH = 32;
+/** Chunks of one TX write up to this many bytes in all are copied into one buffer (writeData). */
+const COALESCE_MAX_BYTES = 16 * 1024;
 
 /** The raw socket of a connection with a direction in the kernel. */
 export interface KernelSocket {
@@ -138,8 +141,13 @@ export class KernelTx extends KernelDirection implements TxPath {
 
   writeData(chunks: Buffer[], cb: Done): void {
     const raw = this.k.raw;
-    for (const c of chunks) this.bytes += c.length;
+    let total = 0;
+    for (const c of chunks) total += c.length;
+    this.bytes += total;
     if (chunks.length === 1) return rawWrite(raw, chunks[0]!, cb);
+    // A small response's head and body as one buffer: one write without net.Socket's cork and writev
+    // bookkeeping, the same single sendmsg (one record) as the writev; larger chunks are not copied.
+    if (total <= COALESCE_MAX_BYTES) return rawWrite(raw, Buffer.concat(chunks, total), cb);
     raw.cork();
     for (let i = 0; i < chunks.length - 1; i++) raw.write(chunks[i]!);
     rawWrite(raw, chunks[chunks.length - 1]!, cb);

@@ -13,6 +13,7 @@ import type net from 'node:net';
 import type { KtlsNative } from '../../native/index.js';
 import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
+import { readsStopped } from '../handshake/read-control.js';
 import type { RxEvent } from '../tls/records.js';
 import { ControlRecords } from './control.js';
 import type { ControlCounters, ControlOptions, TxOp } from './control.js';
@@ -112,7 +113,8 @@ export class RecordLayerStream extends Duplex {
       : new JsTx(opts.raw, opts.tx.protection);
     this.rx = opts.rx.side === 'kernel'
       ? new KernelRx(kernel!, opts.rx.keys, opts.rekeySupported, opts.version === 'TLSv1.3', sink)
-      : new JsRx(opts.raw, opts.rx.reader, sink);
+      // With TX in the kernel, libuv's reads were stopped at the hand-off: read the fd through the addon.
+      : new JsRx(opts.raw, opts.rx.reader, sink, kernel && readsStopped(opts.raw) ? kernel : null);
     this.control = new ControlRecords({
       version: opts.version,
       tx: this.tx,
