@@ -155,10 +155,11 @@ export interface KtlsNative {
    * Readiness of the socket for reading without libuv's own handle: the fd itself in the addon's
    * private epoll set (one epoll fd per process, watched by one uv_poll; libuv refuses a second
    * watcher on the same fd, a separate epoll set does not). No extra fd per poller.
-   * onReadable(err) runs on the event loop; err is set when polling itself failed.
+   * onReadable(err, hangup) runs on the event loop; err is set when polling itself failed; hangup is true when
+   * the event also reported EPOLLRDHUP/EPOLLHUP/EPOLLERR (undefined from an addon built before it was passed).
    * A bad fd throws NativeSyscallError syscall 'epoll_ctl'.
    */
-  createPoller(fd: number, onReadable: (err: NativeSyscallError | null) => boolean | void): Poller;
+  createPoller(fd: number, onReadable: (err: NativeSyscallError | null, hangup?: boolean) => boolean | void): Poller;
   /**
    * A splice pump from `fromFd` to `toFd` (both sockets, O_NONBLOCK as libuv leaves them).
    * Registers both fds now ('epoll_ctl': a failure throws); takes a pipe only when a run reads

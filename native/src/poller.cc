@@ -10,6 +10,9 @@
 // poller then waits edge-triggered until the next call (found in the lab: 6.1 keeps EPOLLIN
 // set while kTLS RX holds only part of a record, and a level-triggered waiter spins on it).
 // Events that happen while armed edge-triggered are never lost: a MOD re-polls the fd.
+// The callback's second argument says whether the event reported a hang-up or error (EPOLLRDHUP,
+// EPOLLHUP, EPOLLERR) too: without one, a plain TCP reader whose recv came back short has read
+// all there was, and whatever comes next is a new event (a FIN that was already there is not).
 #include <errno.h>
 #include <sys/epoll.h>
 
@@ -58,8 +61,8 @@ class Poller : public Napi::ObjectWrap<Poller>, public HubClient {
     delete context_;
   }
 
-  void OnEvents(uint32_t events) override { Deliver(0, nullptr); }
-  void OnHubError(int err, const char* syscall) override { Deliver(err, syscall); }
+  void OnEvents(uint32_t events) override { Deliver(0, nullptr, (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0); }
+  void OnHubError(int err, const char* syscall) override { Deliver(err, syscall, false); }
 
  private:
   Napi::Value Start(const Napi::CallbackInfo& info) {
@@ -107,7 +110,7 @@ class Poller : public Napi::ObjectWrap<Poller>, public HubClient {
     watcher_ = nullptr;
   }
 
-  void Deliver(int err, const char* syscall) {
+  void Deliver(int err, const char* syscall, bool hangup) {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     if (!CanCallIntoJs(env)) {
@@ -116,7 +119,7 @@ class Poller : public Napi::ObjectWrap<Poller>, public HubClient {
       return;
     }
     Napi::Value arg = err != 0 ? ErrnoValue(env, err, syscall) : env.Null();
-    Napi::Value ret = callback_.MakeCallback(Value(), {arg}, *context_);
+    Napi::Value ret = callback_.MakeCallback(Value(), {arg, Napi::Boolean::New(env, hangup)}, *context_);
     if (env.IsExceptionPending()) {
       // The JS callback threw: report it like any uncaught exception, never swallow it.
       napi_value e = env.GetAndClearPendingException().Value();

@@ -129,7 +129,7 @@ export class JsRx implements RxPath {
   /** False when the addon could not watch the fd: the raw socket's reads take over. */
   private startPolling(k: KernelSocket): boolean {
     try {
-      this.poller = k.native.createPoller(k.fd, (err) => this.onReadable(k, err));
+      this.poller = k.native.createPoller(k.fd, (err, hangup) => this.onReadable(k, err, hangup === false));
     } catch {
       return false;
     }
@@ -137,8 +137,15 @@ export class JsRx implements RxPath {
     return true;
   }
 
-  /** True when the fd was read until EAGAIN (the poller then waits for the next edge, as for KernelRx). */
-  private onReadable(k: KernelSocket, err: Error | null): boolean {
+  /**
+   * True when the fd was read dry (the poller then waits for the next edge, as
+   * for KernelRx). `dataOnly`: the event reported no hang-up or error. Then a
+   * short read already says so: TCP's recv hands over all it holds, and what
+   * arrives later (data, FIN, RST) wakes the poller again. That saves, once per
+   * small request, the recv that would only say EAGAIN. A FIN already pending
+   * when the event was reported would never wake it again: then read on.
+   */
+  private onReadable(k: KernelSocket, err: Error | null, dataOnly: boolean): boolean {
     if (!this.sink.live()) return false;
     if (err) {
       this.sink.destroy(err);
@@ -162,6 +169,7 @@ export class JsRx implements RxPath {
       // Ciphertext, copied out of the shared buffer before anything else runs.
       this.reader.push(Buffer.from(buf.subarray(0, r.bytes)));
       this.pump();
+      if (dataOnly && r.bytes < buf.length) return true;
     }
     return false;
   }

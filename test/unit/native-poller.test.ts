@@ -180,3 +180,33 @@ t.test('a callback that returns true (read until EAGAIN) is called again only on
   t.ok(levelCalls > 5, 'start() again: still readable, called again');
   q.stop();
 });
+
+t.test('the second argument says whether the event reported a hang-up (FIN, RST) beside the data', async (t) => {
+  const l = await link(t);
+  const seen: Array<boolean | undefined> = [];
+  let wake: () => void = () => undefined;
+  const buf = Buffer.alloc(64);
+  const p = native().createPoller(l.fd, (_err, hangup) => {
+    seen.push(hangup);
+    // Read what is there (at most one recv), then wait for a new event.
+    native().recvPlain(l.fd, buf);
+    wake();
+    return true;
+  });
+  t.teardown(() => p.close());
+  const next = (): Promise<void> => new Promise((r) => { wake = r; });
+  p.start();
+  let call = next();
+  l.far.write('data only');
+  await call;
+  t.equal(seen.at(-1), false, 'data alone: no hang-up');
+  // Data and FIN both queued before the poller looks: the event carries the hang-up, so a reader knows
+  // that a short read did not see everything (the FIN would never wake it again).
+  p.stop();
+  l.far.end('last words');
+  await sleep(100);
+  call = next();
+  p.start();
+  await call;
+  t.equal(seen.at(-1), true, 'data + FIN already queued: hang-up reported');
+});
