@@ -21,6 +21,15 @@
 //   BENCH_ROUNDS=3            rounds per workload (each round runs every system once)
 //   BENCH_DURATION=5          seconds of load per sample
 //   BENCH_WARMUP=2            seconds of load per system and workload before the rounds (not measured)
+//   BENCH_WARMUP_ROUNDS=0     rounds run as the measured ones are (settle included) but not measured, first
+//                             (lab default 2); like BENCH_SETTLE, only for the systems in JS (node, sidecar*)
+//   BENCH_SETTLE=0            seconds of load right before each sample (not measured; lab default 20)
+//                             The lab defaults of these two: under the emulated CPU, V8 had not finished optimising
+//                             a sidecar in its first samples (its compiler threads took 15-37 % of the sidecar's
+//                             CPU, and a system's 1 KiB samples spread by 40-50 %; from the fourth interleaved round
+//                             on, 1-7 %, and one process's samples agreed within 1-6 %). A block of warm-up does
+//                             not do it: a sidecar idle while the others warm up loses optimised code (deopts at
+//                             idle GCs; docs/benchmark.md).
 //   BENCH_WORKLOADS=1k,64k,1m,16m,conn   only these workloads (conn: 1 KiB with `Connection: close`, a new TLS
 //                             connection per request; the others open wrk's connections once per sample)
 //   BENCH_SYSTEMS=nginx,node,sidecar   only these systems, in this order; also: sidecar-w2 (config `workers: 2`),
@@ -64,6 +73,8 @@ function durationOf(w: Workload): number {
   return duration * (w.id === '16m' ? 6 : w.id === '1m' ? 2 : 1);
 }
 const warmup = Number(process.env.BENCH_WARMUP ?? 2);
+const warmupRounds = Number(process.env.BENCH_WARMUP_ROUNDS ?? (kernel ? 2 : 0));
+const settle = Number(process.env.BENCH_SETTLE ?? (kernel ? 20 : 0));
 const CONNECTIONS = 8;
 /**
  * wrk connections for one system: CONNECTIONS per sidecar worker. `workers: 2` is compared per worker with one
@@ -89,6 +100,8 @@ const systemIds = list<SystemId>('BENCH_SYSTEMS', SYSTEM_IDS, kernel ? KERNEL_DE
 const sidecarCli = path.resolve(process.env.BENCH_SIDECAR_CLI ?? path.join(root, 'dist/proxy/cli.js'));
 const sidecarNodeArgs = (process.env.KTLS_BENCH_SIDECAR_ARGS ?? '').split(/\s+/).filter(Boolean);
 const cpuDetail = process.env.BENCH_CPU_DETAIL === '1';
+/** Systems in JavaScript (V8 optimises them under load): the ones warm-up rounds and settling are for. */
+const jits = (id: SystemId): boolean => id === 'node' || id.startsWith('sidecar');
 
 /** One wrk run against one system: CPU of the proxy's process tree around it, and what its record layer was. */
 async function measure(sys: System, w: Workload, round: number, ctx: Context, script: string): Promise<Sample> {
@@ -165,7 +178,7 @@ async function main(): Promise<void> {
   const script = writeWrkScript(work);
   const kver = versionOf(['uname', '-r']);
   const header = `ktls-sidecar bench (${kernel ? 'lab, emulated CPU: ratios are indicative' : 'host'}): kernel ${kver}, ${plan.note}; ` +
-    `${rounds} rounds x ${duration} s${kernel ? ' (1 MiB: x2, 16 MiB: x6)' : ''} (warm-up ${warmup} s), ${versionOf(['wrk', '-v']).replace(/ Copyright.*/, '')} -t1 -c${CONNECTIONS}${systemIds.includes('sidecar-w2') ? ` (-c${2 * CONNECTIONS} for sidecar-w2: ${CONNECTIONS} per worker)` : ''}, node ${process.version}, sidecar ${path.relative(root, sidecarCli) || sidecarCli}` +
+    `${rounds} rounds x ${duration} s${kernel ? ' (1 MiB: x2, 16 MiB: x6)' : ''} (warm-up ${warmup} s${warmupRounds > 0 ? ` + ${warmupRounds} unmeasured rounds` : ''}${settle > 0 ? `, ${settle} s of load before each sample` : ''}), ${versionOf(['wrk', '-v']).replace(/ Copyright.*/, '')} -t1 -c${CONNECTIONS}${systemIds.includes('sidecar-w2') ? ` (-c${2 * CONNECTIONS} for sidecar-w2: ${CONNECTIONS} per worker)` : ''}, node ${process.version}, sidecar ${path.relative(root, sidecarCli) || sidecarCli}` +
     `${sidecarNodeArgs.length ? ` (node ${sidecarNodeArgs.join(' ')})` : ''}`;
   console.log(header);
   // The results block of docs/benchmark.md, written next to bench.json: the header, one table per workload, targets.
@@ -176,7 +189,7 @@ async function main(): Promise<void> {
   const cells: Cell[] = [];
   const json = (): BenchJson => ({
     meta: {
-      date: new Date().toISOString(), mode: kernel ? 'lab' : 'host', kernel: kver, cpuPlan: plan.note, rounds, durationS: duration, warmupS: warmup,
+      date: new Date().toISOString(), mode: kernel ? 'lab' : 'host', kernel: kver, cpuPlan: plan.note, rounds, durationS: duration, warmupS: warmup, warmupRounds, settleS: settle,
       connections: CONNECTIONS, wrk: versionOf(['wrk', '-v']), node: process.version, sidecarCli,
       systems: Object.fromEntries(systems.map((s) => [s.id, { description: s.description, available: s.available, reason: s.reason, tls: s.tls }])),
     },
@@ -196,16 +209,28 @@ async function main(): Promise<void> {
       console.log(`bench: ${id} ok (${sys.tls}): ${sys.description}`);
     }
     const live = systems.filter((s) => s.available);
+    /** Load that is not measured (warm-up, settle); wrk errors are reported, not counted. */
+    const unmeasured = async (sys: System, w: Workload, seconds: number, what: string): Promise<void> => {
+      const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds, connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: plan.client, script, closeEach: w.newConnections });
+      if (errorCount(r)) console.log(`bench: ${what} ${sys.id} ${w.id}: wrk errors ${errorText(r)}`);
+    };
     for (const w of workloads) {
       for (const sys of live) {
         if (warmup <= 0) break;
-        const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds: warmup, connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: plan.client, script, closeEach: w.newConnections });
-        if (errorCount(r)) console.log(`bench: warm-up ${sys.id} ${w.id}: wrk errors ${errorText(r)}`);
+        await unmeasured(sys, w, warmup, 'warm-up');
       }
-      for (let round = 0; round < rounds; round++) {
+      for (let round = -warmupRounds; round < rounds; round++) {
         // Rotate the order each round so that no system always runs right after the same neighbour.
-        const order = [...live.slice(round % live.length), ...live.slice(0, round % live.length)];
+        const turn = ((round % live.length) + live.length) % live.length;
+        const order = [...live.slice(turn), ...live.slice(0, turn)];
         for (const sys of order) {
+          const label = round < 0 ? `warm-up round ${round + warmupRounds + 1}` : `round ${round + 1}`;
+          if (settle > 0 && jits(sys.id)) await unmeasured(sys, w, settle, `settle before ${label}`);
+          if (round < 0) {
+            if (!jits(sys.id)) continue;
+            await unmeasured(sys, w, durationOf(w), label);
+            continue;
+          }
           const s = await measure(sys, w, round, ctx, script);
           samples.push(s);
           if (!s.valid) console.log(`bench: ${sys.id} ${w.id} round ${round + 1}: invalid (wrk errors ${s.errors || 'none'}, ${s.requests} requests)`);

@@ -45,7 +45,8 @@ export interface RecvPlainResult {
 export interface Poller {
   /**
    * Start (or resume) calling onReadable whenever the socket is readable. Level-triggered: read until EAGAIN or
-   * stop(). An onReadable that returns `true` (it did read until EAGAIN) is next called on a new event only
+   * stop(). An onReadable that returns `true` (the fd holds nothing more to read now: it read until EAGAIN, or a
+   * plain TCP recv came back short on an event without a hang-up) is next called on a new event only
    * (edge-triggered): 6.1 keeps a kTLS RX socket readable while only part of a record has arrived, and a
    * level-triggered reader would be called again and again until the rest comes.
    */

@@ -15,7 +15,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
-#include <cstring>
 #include <string>
 
 #include "common.h"
