@@ -30,6 +30,13 @@
 //                             on, 1-7 %, and one process's samples agreed within 1-6 %). A block of warm-up does
 //                             not do it: a sidecar idle while the others warm up loses optimised code (deopts at
 //                             idle GCs; docs/benchmark.md).
+//   BENCH_FRESH=0             1: each measured round of a system in JS runs on a NEW process (stopped and started,
+//                             checked again), warmed by BENCH_SETTLE-second blocks of load (20 s if 0) until V8's
+//                             compiler threads (V8Worker) used at most BENCH_QUIET (0.08) of its CPU in a block, or
+//                             BENCH_WARM_MAX (300) seconds; then sampled. Medians are then over processes: in the lab
+//                             two warmed processes of one build settled a third apart per 1 KiB request
+//                             (docs/ktls.md §9), so one process per system cannot decide a small ratio.
+//                             Replaces BENCH_WARMUP_ROUNDS and the settle before each sample for those systems.
 //   BENCH_WORKLOADS=1k,64k,1m,16m,conn   only these workloads (conn: 1 KiB with `Connection: close`, a new TLS
 //                             connection per request; the others open wrk's connections once per sample)
 //   BENCH_SYSTEMS=nginx,node,sidecar   only these systems, in this order; also: sidecar-w2 (config `workers: 2`),
@@ -49,7 +56,7 @@ import { existsSync, mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { treeCpu, threadCpuOf, threadCpuDelta, tlsStat } from './lib/proc.js';
+import { compilerShare, treeCpu, threadCpuOf, threadCpuDelta, tlsStat } from './lib/proc.js';
 import { cellOf, kernelTargets, table, targets, WORKLOADS, type BenchJson, type Cell, type Sample, type Workload } from './lib/report.js';
 import {
   HOST_DEFAULT, KERNEL_DEFAULT, SYSTEM_IDS, openDirForNginx, schemeOf, sidecarConnections, startSystem, stopSystem, verify,
@@ -75,6 +82,9 @@ function durationOf(w: Workload): number {
 const warmup = Number(process.env.BENCH_WARMUP ?? 2);
 const warmupRounds = Number(process.env.BENCH_WARMUP_ROUNDS ?? (kernel ? 2 : 0));
 const settle = Number(process.env.BENCH_SETTLE ?? (kernel ? 20 : 0));
+const fresh = process.env.BENCH_FRESH === '1';
+const quietShare = Number(process.env.BENCH_QUIET ?? 0.08);
+const warmMax = Number(process.env.BENCH_WARM_MAX ?? 300);
 const CONNECTIONS = 8;
 /**
  * wrk connections for one system: CONNECTIONS per sidecar worker. `workers: 2` is compared per worker with one
@@ -178,7 +188,7 @@ async function main(): Promise<void> {
   const script = writeWrkScript(work);
   const kver = versionOf(['uname', '-r']);
   const header = `ktls-sidecar bench (${kernel ? 'lab, emulated CPU: ratios are indicative' : 'host'}): kernel ${kver}, ${plan.note}; ` +
-    `${rounds} rounds x ${duration} s${kernel ? ' (1 MiB: x2, 16 MiB: x6)' : ''} (warm-up ${warmup} s${warmupRounds > 0 ? ` + ${warmupRounds} unmeasured rounds` : ''}${settle > 0 ? `, ${settle} s of load before each sample` : ''}), ${versionOf(['wrk', '-v']).replace(/ Copyright.*/, '')} -t1 -c${CONNECTIONS}${systemIds.includes('sidecar-w2') ? ` (-c${2 * CONNECTIONS} for sidecar-w2: ${CONNECTIONS} per worker)` : ''}, node ${process.version}, sidecar ${path.relative(root, sidecarCli) || sidecarCli}` +
+    `${rounds} rounds x ${duration} s${kernel ? ' (1 MiB: x2, 16 MiB: x6)' : ''} (warm-up ${warmup} s${fresh ? `; JS systems: a new process per round, loaded until V8's compilers used <= ${quietShare} of its CPU (at most ${warmMax} s)` : `${warmupRounds > 0 ? ` + ${warmupRounds} unmeasured rounds` : ''}${settle > 0 ? `, ${settle} s of load before each sample` : ''}`}), ${versionOf(['wrk', '-v']).replace(/ Copyright.*/, '')} -t1 -c${CONNECTIONS}${systemIds.includes('sidecar-w2') ? ` (-c${2 * CONNECTIONS} for sidecar-w2: ${CONNECTIONS} per worker)` : ''}, node ${process.version}, sidecar ${path.relative(root, sidecarCli) || sidecarCli}` +
     `${sidecarNodeArgs.length ? ` (node ${sidecarNodeArgs.join(' ')})` : ''}`;
   console.log(header);
   // The results block of docs/benchmark.md, written next to bench.json: the header, one table per workload, targets.
@@ -190,6 +200,7 @@ async function main(): Promise<void> {
   const json = (): BenchJson => ({
     meta: {
       date: new Date().toISOString(), mode: kernel ? 'lab' : 'host', kernel: kver, cpuPlan: plan.note, rounds, durationS: duration, warmupS: warmup, warmupRounds, settleS: settle,
+      freshProcess: fresh ? { quietShare, warmMaxS: warmMax } : null,
       connections: CONNECTIONS, wrk: versionOf(['wrk', '-v']), node: process.version, sidecarCli,
       systems: Object.fromEntries(systems.map((s) => [s.id, { description: s.description, available: s.available, reason: s.reason, tls: s.tls }])),
     },
@@ -214,18 +225,39 @@ async function main(): Promise<void> {
       const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds, connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: plan.client, script, closeEach: w.newConnections });
       if (errorCount(r)) console.log(`bench: ${what} ${sys.id} ${w.id}: wrk errors ${errorText(r)}`);
     };
+    /**
+     * BENCH_FRESH: a new process for this system (same checks as at the start), loaded in blocks until V8's
+     * compiler threads are quiet. The System object is updated in place (new pid, ports).
+     */
+    const freshAndWarm = async (sys: System, w: Workload, label: string): Promise<void> => {
+      await stopSystem(sys, 5_000);
+      Object.assign(sys, await startSystem(sys.id, ctx));
+      if (!sys.available) throw new Error(`${sys.id} did not start again for ${label}: ${sys.reason}`);
+      await verify(sys, workloads.map((x) => ({ path: x.path, bytes: x.bodyBytes })));
+      const block = settle > 0 ? settle : 20;
+      const shares: string[] = [];
+      for (let spent = 0; spent < warmMax; spent += block) {
+        const before = threadCpuOf(sys.child!.proc.pid!);
+        await unmeasured(sys, w, block, `warming for ${label}`);
+        const share = compilerShare(before, threadCpuOf(sys.child!.proc.pid!));
+        shares.push(share.toFixed(2));
+        if (share <= quietShare) break;
+      }
+      console.log(`bench-warm system=${sys.id} workload=${w.id} ${label} pid=${sys.child!.proc.pid} blocks=${shares.length}x${block}s compiler_share=${shares.join(',')}`);
+    };
     for (const w of workloads) {
       for (const sys of live) {
         if (warmup <= 0) break;
         await unmeasured(sys, w, warmup, 'warm-up');
       }
-      for (let round = -warmupRounds; round < rounds; round++) {
+      for (let round = fresh ? 0 : -warmupRounds; round < rounds; round++) {
         // Rotate the order each round so that no system always runs right after the same neighbour.
         const turn = ((round % live.length) + live.length) % live.length;
         const order = [...live.slice(turn), ...live.slice(0, turn)];
         for (const sys of order) {
           const label = round < 0 ? `warm-up round ${round + warmupRounds + 1}` : `round ${round + 1}`;
-          if (settle > 0 && jits(sys.id)) await unmeasured(sys, w, settle, `settle before ${label}`);
+          if (fresh && jits(sys.id)) await freshAndWarm(sys, w, label);
+          else if (settle > 0 && jits(sys.id)) await unmeasured(sys, w, settle, `settle before ${label}`);
           if (round < 0) {
             if (!jits(sys.id)) continue;
             await unmeasured(sys, w, durationOf(w), label);

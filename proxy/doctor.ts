@@ -75,6 +75,7 @@ export function doctorText(probe: KernelProbe): string {
   }
   lines.push('');
   row('TLS 1.3 rekey', d.rekey.supported ? 'yes' : `no${d.rekey.errno ? ` (${d.rekey.errno})` : ''}: ${d.rekey.reason ?? ''}`);
+  row('kTLS RX readiness', d.rxPoll.note);
   for (const opt of KTLS_OPTIONS) {
     const o = d.options[opt];
     row(opt, o.supported ? 'yes' : `no${o.errno ? ` (${o.errno})` : ''}`);

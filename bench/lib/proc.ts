@@ -100,6 +100,22 @@ export function threadCpuDelta(before: ThreadCpu, after: ThreadCpu): string {
   return parts.join(',');
 }
 
+/**
+ * The share of a process tree's CPU that V8's compiler threads (named `V8Worker`) used between two threadCpuOf()
+ * snapshots; 0 when the tree used none. BENCH_FRESH warms a process until this is small.
+ */
+export function compilerShare(before: ThreadCpu, after: ThreadCpu): number {
+  let all = 0;
+  let compiler = 0;
+  for (const [name, a] of after) {
+    const b = before.get(name) ?? { user: 0, sys: 0 };
+    const d = a.user + a.sys - b.user - b.sys;
+    all += d;
+    if (name.endsWith('/V8Worker')) compiler += d;
+  }
+  return all > 0 ? compiler / all : 0;
+}
+
 /** Counters of /proc/net/tls_stat (empty when the kernel has no TLS module loaded). */
 export function tlsStat(): Map<string, number> {
   const out = new Map<string, number>();

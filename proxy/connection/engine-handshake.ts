@@ -79,6 +79,7 @@ export async function engineHandshake(ctx: ConnectionContext, origin: Connection
       decision,
       native: ctx.native(),
       rekeySupported: ctx.probe?.rekey ?? false,
+      rxWholeRecordPoll: ctx.probe?.rxWholeRecordPoll ?? false,
       keyUpdateRateLimit: gen.config.ktls.keyUpdateRateLimit,
       splice: gen.config.ktls.splice,
       events: ctx.observer.ktls(id),

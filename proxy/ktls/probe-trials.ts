@@ -3,7 +3,8 @@
 // random keys (as rustls' ktls crate does). One syscall per function below the
 // walk; the walk covers every TLS version × kernel cipher, TX on one end of a
 // pair and RX on the other, then the options and a second TLS 1.3 TX key
-// (rekey: >= 6.14, EBUSY before). The pairs are closed before the walk returns.
+// (rekey: >= 6.14, EBUSY before), and how poll() sees an RX socket holding part
+// of a record. The pairs are closed before the walk returns.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { KERNEL_CIPHERS, TLS_VERSIONS, type KernelCipher, type KtlsDirection, type TlsVersion } from '../../native/crypto-info.js';
@@ -22,6 +23,19 @@ export interface KernelTrials {
   /** A second TLS 1.3 TX key on the same socket; undefined when no first TLS 1.3 TX key was accepted. */
   rekey: Refusal | undefined;
   options: Partial<Record<KtlsOption, { supported: boolean; errno: Refusal }>>;
+  /**
+   * Whether poll() reports a kTLS RX socket readable only once a whole record
+   * has arrived (rxWholeRecordPoll); undefined when RX could not be tried.
+   */
+  rxPoll: RxPollTrial | undefined;
+}
+
+/** How readiness of a kTLS RX socket went with part of a record, then all of it. */
+export interface RxPollTrial {
+  /** Readable while only part of a record had arrived (Linux 6.1 does this). */
+  partialReadable: boolean;
+  /** Readable once the rest came (the control: without it, the first answer means nothing). */
+  wholeReadable: boolean;
 }
 
 export const comboKey = (v: TlsVersion, c: KernelCipher, d: KtlsDirection): string => `${v}/${c}/${d}`;
@@ -61,6 +75,40 @@ function setOption(n: KtlsNative, fd: number, opt: KtlsOption): { supported: boo
   }
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Readiness of a kTLS RX socket with part of a record queued, then the whole
+ * record: RX on `s` (TLS 1.3, AES-GCM-128, a random key), the record's
+ * header and a few bytes written by the plain `client` end, then the rest.
+ * RX may only be polled level-triggered after a short read where the first
+ * answer is no: otherwise the poll spins until the rest of a record comes.
+ * The record never decrypts (random key); readiness is all we ask.
+ */
+async function rxPollTrial(n: KtlsNative, fds: { s: number; client: net.Socket }): Promise<RxPollTrial | undefined> {
+  if (attachUlp(n, fds.s) !== null || installKey(n, fds.s, 'rx', 'TLSv1.3', 'AES_GCM_128') !== null) return undefined;
+  const body = 64;
+  const record = Buffer.concat([Buffer.from([0x17, 0x03, 0x03, 0, body]), randomBytes(body)]);
+  let events = 0;
+  // true: "read until EAGAIN", so the poller waits for a NEW event (edge) after each call.
+  const poller = n.createPoller(fds.s, () => {
+    events++;
+    return true;
+  });
+  try {
+    fds.client.write(record.subarray(0, 16));
+    await sleep(20); // loopback: queued on `s` long before this
+    poller.start(); // an edge-triggered registration reports a readiness already there
+    await sleep(30);
+    const partialReadable = events > 0;
+    fds.client.write(record.subarray(16));
+    for (let i = 0; i < 50 && events === 0; i++) await sleep(10);
+    return { partialReadable, wholeReadable: events > 0 };
+  } finally {
+    poller.close();
+  }
+}
+
 /** Connected loopback TCP pairs through one listener (accepts matched by port), all closed by close(). */
 class LoopbackPairs {
   private readonly accepted = new Map<number, net.Socket>();
@@ -87,8 +135,8 @@ class LoopbackPairs {
     });
   }
 
-  /** The fds of a new pair: `c` the connecting end, `s` the accepted one. */
-  async next(): Promise<{ c: number; s: number }> {
+  /** The fds of a new pair: `c` the connecting end (also as its socket, `client`), `s` the accepted one. */
+  async next(): Promise<{ c: number; s: number; client: net.Socket }> {
     const addr = this.listener.address() as net.AddressInfo;
     const { client, server } = await new Promise<{ client: net.Socket; server: net.Socket }>((resolve, reject) => {
       const client = net.connect({ port: addr.port, host: '127.0.0.1' });
@@ -112,7 +160,7 @@ class LoopbackPairs {
     const c = socketFd(client);
     const s = socketFd(server);
     if (c === null || s === null) throw new Error('no fd on a loopback socket');
-    return { c, s };
+    return { c, s, client };
   }
 
   async close(): Promise<void> {
@@ -124,7 +172,7 @@ class LoopbackPairs {
 
 /** Walk every version × cipher on real sockets. Throws only when no loopback pair can be opened. */
 export async function tryKernel(n: KtlsNative): Promise<KernelTrials> {
-  const trials: KernelTrials = { attach: 'not_tried', ciphers: new Map(), rekey: undefined, options: {} };
+  const trials: KernelTrials = { attach: 'not_tried', ciphers: new Map(), rekey: undefined, options: {}, rxPoll: undefined };
   const pairs = new LoopbackPairs();
   try {
     await pairs.listen();
@@ -155,6 +203,7 @@ export async function tryKernel(n: KtlsNative): Promise<KernelTrials> {
         }
       }
     }
+    trials.rxPoll = await rxPollTrial(n, await pairs.next());
     return trials;
   } finally {
     await pairs.close();

@@ -8,7 +8,7 @@ import { release as osRelease } from 'node:os';
 import { KERNEL_CIPHERS, KTLS_DIRECTIONS, TLS_VERSIONS, type KernelCipher, type KtlsDirection, type TlsVersion } from '../../native/crypto-info.js';
 import { KTLS_OPTIONS, native as getNative, nativeStatus, type KtlsNative, type KtlsOption, type NativeStatus } from '../../native/index.js';
 import { ULP_LIST_HIDDEN, probeModule, probeNicOffload, readAvailableUlps, tlsModuleLoaded, type ModuleFacts, type NicOffloadFacts } from './probe-host.js';
-import { comboKey, tryKernel, type KernelTrials } from './probe-trials.js';
+import { comboKey, tryKernel, type KernelTrials, type RxPollTrial } from './probe-trials.js';
 import { readTlsStat, type TlsStat } from './tls-stat.js';
 
 /** Why kTLS cannot be used at all (closed set: usable as a label value). */
@@ -167,6 +167,30 @@ export function optionVerdicts(trials: KernelTrials | null, reasonDetail: string
   return out;
 }
 
+/** How the RX readiness trial went (probe-trials.ts rxPollTrial); null: not tried. */
+export interface RxPollProbe {
+  wholeRecords: boolean;
+  partialReadable: boolean | null;
+  wholeReadable: boolean | null;
+  note: string;
+}
+
+/**
+ * Whole-record readiness needs both answers: not readable with part of a
+ * record, readable with all of it (without the second, the first proves
+ * nothing). Any doubt keeps RX reading until EAGAIN, which is safe everywhere.
+ */
+export function rxPollVerdict(t: RxPollTrial | undefined): RxPollProbe {
+  if (!t) return { wholeRecords: false, partialReadable: null, wholeReadable: null, note: 'not tried (no TLS 1.3 AES-GCM-128 RX)' };
+  const wholeRecords = !t.partialReadable && t.wholeReadable;
+  const note = wholeRecords
+    ? 'readable only with whole records: a short read ends a wakeup (level-triggered)'
+    : t.partialReadable
+      ? 'readable with part of a record: RX reads until EAGAIN, then waits for an edge'
+      : 'not readable even with a whole record: RX reads until EAGAIN, then waits for an edge';
+  return { wholeRecords, partialReadable: t.partialReadable, wholeReadable: t.wholeReadable, note };
+}
+
 export interface KernelProbeDetails {
   release: string;
   /** Wall time of the whole probe. */
@@ -183,6 +207,8 @@ export interface KernelProbeDetails {
   ciphers: CipherProbe[];
   rekey: RekeyProbe;
   options: Record<KtlsOption, OptionProbe>;
+  /** How poll() sees a kTLS RX socket holding part of a record (rxPollVerdict). */
+  rxPoll: RxPollProbe;
   tlsStat: TlsStat | null;
   nicOffload: NicOffloadFacts;
   problems: ProbeProblem[];
@@ -196,6 +222,12 @@ export interface KernelProbe {
   available: boolean;
   /** TLS 1.3 KeyUpdate: a second TLS_TX is accepted (Linux >= 6.14). */
   rekey: boolean;
+  /**
+   * poll() reports kTLS RX readable only once a whole record is there: the
+   * RX poller may stay level-triggered and end a wakeup at a short read
+   * (KernelRx). Otherwise it reads until EAGAIN and waits for an edge.
+   */
+  rxWholeRecordPoll: boolean;
   /** Why kTLS is not available at all; null when it is. */
   reasonIfNot: KernelUnavailableReason | null;
   /** One human sentence for reasonIfNot. */
@@ -220,6 +252,7 @@ function buildProbe(details: KernelProbeDetails, reasonIfNot: KernelUnavailableR
     kernelTls: details.ulp.attach === 'ok',
     available,
     rekey: details.rekey.supported,
+    rxWholeRecordPoll: details.rxPoll.wholeRecords,
     reasonIfNot,
     reasonDetail,
     supports: (v, c, d) => available && byKey.get(comboKey(v, c, d))?.supported === true,
@@ -247,6 +280,7 @@ export async function probeKernel(opts: ProbeOptions = {}): Promise<KernelProbe>
     ciphers: [],
     rekey: { supported: false, errno: null, reason: null, action: null },
     options: { TLS_TX_ZEROCOPY_RO: { ...notTried }, TLS_RX_EXPECT_NO_PAD: { ...notTried } },
+    rxPoll: rxPollVerdict(undefined),
     tlsStat: null,
     nicOffload: { visible: false, note: 'not checked', interfaces: [] },
     problems,
@@ -304,6 +338,7 @@ export async function probeKernel(opts: ProbeOptions = {}): Promise<KernelProbe>
     }
     details.rekey = rekeyVerdict(trials, release, reasonDetail, problems);
     details.options = optionVerdicts(trials, reasonDetail);
+    details.rxPoll = rxPollVerdict(trials?.rxPoll);
 
     details.tlsStat = await readTlsStat();
     if (details.tlsStat === null && reasonIfNot === null) {

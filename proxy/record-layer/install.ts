@@ -50,7 +50,7 @@ export interface InstallEvents extends RecordLayerEvents {
 }
 
 /** The record layer's own settings (documented on RecordLayerStreamOptions; tests lower the key usage limit). */
-type LayerSettings = Pick<RecordLayerStreamOptions, 'rekeySupported' | 'keyUpdateRateLimit' | 'allowHalfOpen' | 'txKeyRecordLimit' | 'keyUsageCheckWrites' | 'splice'>;
+type LayerSettings = Pick<RecordLayerStreamOptions, 'rekeySupported' | 'keyUpdateRateLimit' | 'allowHalfOpen' | 'txKeyRecordLimit' | 'keyUsageCheckWrites' | 'splice' | 'rxWholeRecordPoll'>;
 
 export interface InstallInput extends LayerSettings {
   handoff: HandoffResult;
@@ -200,11 +200,11 @@ function jsState(handoff: HandoffResult): { txJs: RecordProtection; rxJs: Record
 /** The stream over `tx` and `rx`, with the settings every record layer of this connection shares. */
 function newStream(input: LayerSettings & Pick<InstallInput, 'handoff' | 'events'>, tx: TxSide, rx: RxSide,
   initialEvents: RxEvent[], fd = -1, native: KtlsNative | null = null): RecordLayerStream {
-  const { handoff, events = {}, rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites, splice } = input;
+  const { handoff, events = {}, rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites, splice, rxWholeRecordPoll } = input;
   const { raw, peerEnded, tx: { version, cipher } } = handoff;
   return new RecordLayerStream({
     raw, fd, native, version, cipher, tx, rx, initialEvents, peerEnded, events,
-    rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites, splice,
+    rekeySupported, keyUpdateRateLimit, allowHalfOpen, txKeyRecordLimit, keyUsageCheckWrites, splice, rxWholeRecordPoll,
   });
 }
 

@@ -205,6 +205,8 @@ export class KernelRx extends KernelDirection implements RxPath {
   private readonly parser: PostHandshakeParser;
   private poller: Poller | null = null;
   private started = false;
+  /** The last readOne() that delivered data read less than the buffer holds: nothing more of that type was queued. */
+  private shortRead = false;
 
   constructor(
     k: KernelSocket,
@@ -212,6 +214,8 @@ export class KernelRx extends KernelDirection implements RxPath {
     private readonly rekeySupported: boolean,
     tls13: boolean,
     private readonly sink: RxSink,
+    /** The probe's rxWholeRecordPoll: a wakeup may end at a short read (onReadable). */
+    private readonly wholeRecordPoll = false,
   ) {
     super(k, 'rx', keys);
     this.parser = new PostHandshakeParser(tls13);
@@ -266,6 +270,12 @@ export class KernelRx extends KernelDirection implements RxPath {
    * new event (edge). Linux 6.1 keeps a kTLS RX socket readable while only part
    * of a record has arrived; a level-triggered wait would call us in a loop
    * until the rest comes (a slow or hostile client would keep a core busy).
+   * Where poll() waits for whole records (probe rxWholeRecordPoll, 7.x), a
+   * short data read ends the wakeup instead, and the poll stays level-triggered:
+   * a record already queued behind it (kTLS stops a read at a change of record
+   * type: a control record, or EOF) keeps the socket readable and calls us
+   * again, and a record still arriving does not. That saves the recvmsg that
+   * only says EAGAIN: one per small request.
    */
   private onReadable(err: NativeSyscallError | null): boolean {
     if (!this.sink.live()) return false;
@@ -277,6 +287,7 @@ export class KernelRx extends KernelDirection implements RxPath {
       const r = this.readOne();
       if (r === 'again') return true;
       if (r === 'ended') return false;
+      if (r === 'data' && this.shortRead && this.wholeRecordPoll) return false;
     }
     return false;
   }
@@ -310,6 +321,7 @@ export class KernelRx extends KernelDirection implements RxPath {
     if (r.type === ContentType.APPLICATION_DATA) {
       // An empty record (legal in TLS) carries nothing.
       if (r.bytes === 0) return 'more';
+      this.shortRead = r.bytes < buf.length;
       this.sink.event({ kind: 'data', data: record }, 'kernel', false);
       return 'data';
     }

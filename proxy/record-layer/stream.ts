@@ -48,6 +48,11 @@ export interface RecordLayerStreamOptions extends ControlOptions {
   controlSendTimeoutMs?: number;
   /** `ktls.splice`: a kernel direction may be lent to the addon's splice pump (default false). */
   splice?: boolean;
+  /**
+   * The probe's rxWholeRecordPoll: poll() reports kernel RX readable only
+   * once a whole record is there, so a wakeup may end at a short read (KernelRx).
+   */
+  rxWholeRecordPoll?: boolean;
 }
 
 /** Counters for the connection's close log line. */
@@ -112,7 +117,7 @@ export class RecordLayerStream extends Duplex {
       ? new KernelTx(kernel!, opts.tx.keys, opts.rekeySupported, opts.controlSendTimeoutMs ?? 5000, () => this.destroyed)
       : new JsTx(opts.raw, opts.tx.protection);
     this.rx = opts.rx.side === 'kernel'
-      ? new KernelRx(kernel!, opts.rx.keys, opts.rekeySupported, opts.version === 'TLSv1.3', sink)
+      ? new KernelRx(kernel!, opts.rx.keys, opts.rekeySupported, opts.version === 'TLSv1.3', sink, opts.rxWholeRecordPoll ?? false)
       // With TX in the kernel, libuv's reads were stopped at the hand-off: read the fd through the addon.
       : new JsRx(opts.raw, opts.rx.reader, sink, kernel && readsStopped(opts.raw) ? kernel : null);
     this.control = new ControlRecords({
