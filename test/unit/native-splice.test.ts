@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { NativeSyscallError, defaultAddonPath, native } from '../../native/index.js';
 import type { SplicePump, SpliceResult } from '../../native/index.js';
 import { classifyKtlsError } from '../../proxy/ktls/errno.js';
+import { hashReads } from '../helpers/hash-reader.js';
 
 
 /** One loopback connection: `near` is never read by Node (the pump's side), `far` is Node's. */
@@ -39,31 +40,6 @@ async function link(t: Test): Promise<Link> {
     far.destroy();
   });
   return { near, far, fd };
-}
-
-/** Hashes and counts what arrives on a socket Node reads. */
-function collector(sock: net.Socket): { bytes(): number; until(n: number): Promise<void>; digest(): string } {
-  const h = createHash('sha256');
-  let n = 0;
-  let waiter: { n: number; resolve: () => void } | null = null;
-  sock.on('data', (d: Buffer) => {
-    h.update(d);
-    n += d.length;
-    if (waiter && n >= waiter.n) {
-      const w = waiter;
-      waiter = null;
-      w.resolve();
-    }
-  });
-  return {
-    bytes: () => n,
-    until: (want) =>
-      new Promise<void>((resolve) => {
-        if (n >= want) resolve();
-        else waiter = { n: want, resolve };
-      }),
-    digest: () => h.digest('hex'),
-  };
 }
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
@@ -134,7 +110,7 @@ for (const size of SIZES) {
     const a = await link(t);
     const b = await link(t);
     const data = randomBytes(size);
-    const got = collector(b.far);
+    const got = hashReads(b.far);
     const { p, done, results } = pump(a.fd, b.fd);
     t.teardown(() => p.close());
     const finished = done();
@@ -164,7 +140,7 @@ t.test('a budget never reads past itself: the rest stays in the socket for Node'
     const a = await link(t);
     const b = await link(t);
     const data = randomBytes(avail);
-    const got = collector(b.far);
+    const got = hashReads(b.far);
     const { p, done } = pump(a.fd, b.fd);
     const finished = done();
     p.start(budget);
@@ -183,7 +159,7 @@ t.test('a budget exactly what arrives, and a budget beyond EOF', async (t) => {
   const a = await link(t);
   const b = await link(t);
   const data = randomBytes(100_000);
-  const got = collector(b.far);
+  const got = hashReads(b.far);
   const { p, done } = pump(a.fd, b.fd);
   t.teardown(() => p.close());
   let finished = done();
@@ -220,7 +196,7 @@ t.test('backpressure: a stalled reader on `to` makes the pump wait, not spin', a
   const ms = (used.user + used.system) / 1000;
   t.ok(ms < 150, `process CPU during a 1 s stall: ${ms.toFixed(1)} ms`);
   t.equal(p.moved(), at, 'nothing moved while stalled');
-  const got = collector(b.far);
+  const got = hashReads(b.far);
   b.far.resume();
   const r = await finished;
   t.match(r, { bytes: size, end: 'eof', error: null });
@@ -242,7 +218,7 @@ t.test('stop() mid-run: the pipe is flushed, end "stopped", the rest stays in `f
   await stalled(p);
   p.stop();
   p.stop(); // no-op: still one onDone
-  const got = collector(b.far);
+  const got = hashReads(b.far);
   b.far.resume();
   const r = await finished;
   t.equal(r.end, 'stopped');
@@ -314,7 +290,7 @@ t.test('close() mid-run: no callback, the pipe and registrations are released', 
   t.equal(results.length, 0, 'no onDone after close()');
   t.equal(ownFds(), base, 'fds back to baseline');
   // The sockets still work for Node after the pump let go of them.
-  const got = collector(b.far);
+  const got = hashReads(b.far);
   b.far.resume();
   await got.until(p.moved());
   await sleep(50);
@@ -324,7 +300,7 @@ t.test('close() mid-run: no callback, the pipe and registrations are released', 
 t.test('peer RST on `from`: end "error", splice_in, classified closed', async (t) => {
   const a = await link(t);
   const b = await link(t);
-  const got = collector(b.far);
+  const got = hashReads(b.far);
   const { p, done } = pump(a.fd, b.fd);
   t.teardown(() => p.close());
   const finished = done();
@@ -365,8 +341,8 @@ t.test('two pumps in opposite directions over the same two sockets, and a poller
   const b = await link(t);
   const up = randomBytes(8 * 1024 * 1024 + 3);
   const down = randomBytes(16 * 1024 * 1024 + 5);
-  const gotB = collector(b.far);
-  const gotA = collector(a.far);
+  const gotB = hashReads(b.far);
+  const gotA = hashReads(a.far);
   const ab = pump(a.fd, b.fd);
   const ba = pump(b.fd, a.fd);
   let polled = 0;
@@ -442,7 +418,7 @@ t.test('fds: an idle pump costs none, 1 000 pumps opened and closed leak none, t
   while (many.some((p) => p.moved() === 0) && a.far.writableLength > 0) await sleep(100);
   const holding = ownFds() - base;
   t.ok(holding >= 2 * 50 && holding <= 200, `pumps stalled with bytes hold their pipes (${holding / 2} pipes)`);
-  const drain = collector(b.far);
+  const drain = hashReads(b.far);
   b.far.resume();
   await drain.until(32 * 1024 * 1024); // (order across 100 pumps is not the point here)
   await sleep(100);
@@ -459,8 +435,8 @@ t.test('an idle spliced pair (a pump each way, runs open) holds its two sockets 
   const n = native();
   n.createSplicePump(a.fd, b.fd, () => undefined).close();
   const base = ownFds(); // the sockets of both links, the hub
-  const gotB = collector(b.far);
-  const gotA = collector(a.far);
+  const gotB = hashReads(b.far);
+  const gotA = hashReads(a.far);
   const ab = pump(a.fd, b.fd);
   const ba = pump(b.fd, a.fd);
   t.teardown(() => {
@@ -508,7 +484,7 @@ t.test('a pump in use moves bytes through a reused (pooled) pipe without leftove
     const a = await link(t);
     const b = await link(t);
     const data = randomBytes(300_000 + i);
-    const got = collector(b.far);
+    const got = hashReads(b.far);
     const { p, done } = pump(a.fd, b.fd);
     const finished = done();
     p.start(0);

@@ -6,14 +6,14 @@
 // Elsewhere (6.1) RX still reads until EAGAIN and waits for a new edge. Either
 // way nothing is lost: bytes that arrive together, data then EOF, all arrive.
 import { randomBytes } from 'node:crypto';
-import net from 'node:net';
-import type { AddressInfo } from 'node:net';
-import t, { type Test } from 'tap';
+import type net from 'node:net';
+import t from 'tap';
 import { type KtlsNative, native as loadNative, nativeStatus, socketFd } from '../../native/index.js';
 import { stopReading } from '../../proxy/handshake/read-control.js';
 import { RecordLayerStream } from '../../proxy/record-layer/stream.js';
 import { ContentType } from '../../proxy/tls/control.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
+import { loopbackPair } from '../helpers/socket-pair.js';
 
 const status = nativeStatus();
 const skip = status.available ? false : `native addon unavailable: ${status.available ? '' : status.reason}`;
@@ -36,21 +36,6 @@ function plainKernel(real: KtlsNative, calls: { recv: number; again: number }): 
   });
 }
 
-async function pair(t: Test): Promise<{ server: net.Socket; client: net.Socket }> {
-  const srv = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-  const client = net.connect({ port: (srv.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-  await new Promise((r) => client.once('connect', r));
-  const server = await accepted;
-  t.teardown(() => {
-    client.destroy();
-    server.destroy();
-    srv.close();
-  });
-  return { server, client };
-}
-
 function kernelRx(raw: net.Socket, wholeRecordPoll: boolean, calls: { recv: number; again: number }): RecordLayerStream {
   stopReading(raw);
   const fd = socketFd(raw);
@@ -66,7 +51,7 @@ const MESSAGES = 20;
 
 for (const whole of [true, false]) {
   t.test(`small messages, rxWholeRecordPoll ${whole}: ${whole ? 'one recvmsg each' : 'read until EAGAIN'}, all delivered`, { skip }, async (t) => {
-    const { server, client } = await pair(t);
+    const { server, client } = await loopbackPair(t);
     const calls = { recv: 0, again: 0 };
     const s = kernelRx(server, whole, calls);
     const got: Buffer[] = [];

@@ -12,13 +12,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { type KtlsNative, native as loadNative, nativeStatus, socketFd } from '../../native/index.js';
 import { stopReading } from '../../proxy/handshake/read-control.js';
 import type { SpliceOutcome } from '../../proxy/record-layer/splice.js';
 import { RecordLayerStream } from '../../proxy/record-layer/stream.js';
 import { ContentType } from '../../proxy/tls/control.js';
 import { RecordProtection } from '../../proxy/tls/record-protection.js';
+import { loopbackPair } from '../helpers/socket-pair.js';
 import { patternBytes } from '../helpers/upstream.js';
 
 const status = nativeStatus();
@@ -45,21 +46,6 @@ function plainKernel(real: KtlsNative, fd: () => number): KtlsNative {
       return r.eof || r.bytes === 0 ? { type: 0, bytes: 0, eof: true } : { type: ContentType.APPLICATION_DATA, bytes: r.bytes, eof: false };
     },
   });
-}
-
-async function pair(t: Test): Promise<{ server: net.Socket; client: net.Socket }> {
-  const srv = net.createServer({ allowHalfOpen: true });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-  const client = net.connect({ port: (srv.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-  await new Promise((r) => client.once('connect', r));
-  const server = await accepted;
-  t.teardown(() => {
-    client.destroy();
-    server.destroy();
-    srv.close();
-  });
-  return { server, client };
 }
 
 const fdOf = (s: net.Socket): number => {
@@ -98,8 +84,8 @@ function stream(raw: net.Socket): RecordLayerStream {
 }
 
 t.test('TX lend with the real pump: earlier writes, spliced bytes, a KeyUpdate between runs, close_notify last', { skip }, async (t) => {
-  const client = await pair(t); // the TLS peer
-  const up = await pair(t); // up.server = the upstream socket the sidecar reads
+  const client = await loopbackPair(t); // the TLS peer
+  const up = await loopbackPair(t); // up.server = the upstream socket the sidecar reads
   const s = stream(client.server);
   s.on('error', (err) => t.fail(String(err)));
   const received = collect(client.client);
@@ -133,8 +119,8 @@ t.test('TX lend with the real pump: earlier writes, spliced bytes, a KeyUpdate b
 });
 
 t.test('RX lend with the real pump: what JS read goes first, then the pump; the peer FIN ends it', { skip }, async (t) => {
-  const client = await pair(t);
-  const up = await pair(t); // up.client = our upstream socket, up.server = the upstream app
+  const client = await loopbackPair(t);
+  const up = await loopbackPair(t); // up.client = our upstream socket, up.server = the upstream app
   const s = stream(client.server);
   s.on('error', (err) => t.fail(String(err)));
   const atUpstream = collect(up.server);
@@ -168,8 +154,8 @@ t.test('RX lend with the real pump: what JS read goes first, then the pump; the 
 });
 
 t.test('a socket destroyed mid-run: the pump is released first, no callback, counts kept', { skip }, async (t) => {
-  const client = await pair(t);
-  const up = await pair(t);
+  const client = await loopbackPair(t);
+  const up = await loopbackPair(t);
   const s = stream(client.server);
   s.on('error', () => undefined);
   let outcome: SpliceOutcome | null = null;
@@ -200,7 +186,7 @@ t.test('a socket destroyed mid-run: the pump is released first, no callback, cou
 t.test('tcp front over the real pump: bytes JS read before the lends, then spliced, in order both ways', { skip }, async (t) => {
   const { PlainConnection } = await import('../../proxy/connection/plain-connection.js');
   const { TcpSplice } = await import('../../proxy/fronts/tcp-splice.js');
-  const client = await pair(t);
+  const client = await loopbackPair(t);
   const s = stream(client.server);
   const facts = { remoteAddress: '127.0.0.1', remotePort: 1, localAddress: '127.0.0.1', localPort: 2 };
   const conn = new PlainConnection(s, facts);
@@ -246,12 +232,12 @@ t.test('tcp front over the real pump: bytes JS read before the lends, then splic
 t.test('tcp front idle timeout over the pump: spliced traffic keeps it, silence ends it', { skip }, async (t) => {
   const { PlainConnection, closeReasonOf } = await import('../../proxy/connection/plain-connection.js');
   const { TcpSplice } = await import('../../proxy/fronts/tcp-splice.js');
-  const client = await pair(t);
+  const client = await loopbackPair(t);
   const s = stream(client.server);
   s.on('error', () => undefined);
   const conn = new PlainConnection(s, { remoteAddress: '127.0.0.1', remotePort: 1, localAddress: '127.0.0.1', localPort: 2 });
   conn.on('error', () => undefined);
-  const up = await pair(t);
+  const up = await loopbackPair(t);
   const upstream = up.client;
   conn.pipe(upstream);
   const splice = TcpSplice.of(conn, upstream, { idleMs: 400, upstreamFailed: () => t.fail('no upstream failure') });

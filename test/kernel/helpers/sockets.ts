@@ -1,10 +1,10 @@
 // Loopback TCP pairs and small waits for the kernel tests of the native shim.
 import net from 'node:net';
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import type { KtlsNative, RecvRecordResult, SplicePump, SpliceResult } from '../../../native/index.js';
 import { native, socketFd } from '../../../native/index.js';
+import { type HashReader, hashReads } from '../../helpers/hash-reader.js';
 import type { Teardown } from '../../helpers/teardown.js';
 import { type KnownKeys, cryptoInfo, splitRecords } from './records.js';
 
@@ -175,27 +175,8 @@ export function awaitablePump(t: Teardown, n: KtlsNative, from: number, to: numb
 }
 
 /** sha256 and byte count of everything Node reads from `sock` (resumes it). */
-export function hashReader(sock: net.Socket): { bytes(): number; until(n: number): Promise<void>; digest(): string } {
-  const h = createHash('sha256');
-  let n = 0;
-  let waiter: { n: number; resolve: () => void } | null = null;
-  sock.on('data', (d: Buffer) => {
-    h.update(d);
-    n += d.length;
-    if (waiter && n >= waiter.n) {
-      const w = waiter;
-      waiter = null;
-      w.resolve();
-    }
-  });
+export function hashReader(sock: net.Socket): HashReader {
+  const reader = hashReads(sock);
   sock.resume();
-  return {
-    bytes: () => n,
-    until: (want) =>
-      new Promise<void>((resolve) => {
-        if (n >= want) resolve();
-        else waiter = { n: want, resolve };
-      }),
-    digest: () => h.digest('hex'),
-  };
+  return reader;
 }
