@@ -150,6 +150,11 @@ export interface KtlsNative {
   recvRecord(fd: number, buf: Buffer): RecvRecordResult | null;
   /** sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) with TLS_SET_RECORD_TYPE = type (1..255). Bytes sent (may be partial), or -1 on EAGAIN. */
   sendRecord(fd: number, type: number, data: Buffer): number;
+  /**
+   * send(MSG_DONTWAIT | MSG_NOSIGNAL) of application data (the kernel makes the records once TLS_TX is set).
+   * Bytes sent (may be partial), or -1 on EAGAIN.
+   */
+  sendPlain(fd: number, data: Buffer): number;
   /** Plain recv(MSG_DONTWAIT) of at most buf.length bytes: only before TLS_RX is installed (partial leftover record). */
   recvPlain(fd: number, buf: Buffer): RecvPlainResult | null;
   /**
@@ -276,8 +281,8 @@ export function loadNative(path: string): LoadResult {
     if (typeof addon.setErrorClass !== 'function' || typeof addon.setCryptoInfo !== 'function') {
       return { status: { available: false, reason: `${path} is not the ktls-sidecar addon`, path }, native: null };
     }
-    if (typeof addon.createSplicePump !== 'function' || typeof addon.createAeadOpener !== 'function') {
-      return { status: { available: false, reason: `${path} is an older build of the addon (no splice pump or AEAD opener; run \`node native/build.mjs\`)`, path }, native: null };
+    if (typeof addon.createSplicePump !== 'function' || typeof addon.createAeadOpener !== 'function' || typeof addon.sendPlain !== 'function') {
+      return { status: { available: false, reason: `${path} is an older build of the addon (no splice pump, AEAD opener or sendPlain; run \`node native/build.mjs\`)`, path }, native: null };
     }
     addon.setErrorClass(NativeSyscallError);
     return { status: { available: true, path }, native: addon };

@@ -16,7 +16,7 @@ import { type TlsStat, readTlsStatSync } from './ktls/tls-stat.js';
 import type { KernelProbeSummary, Logger } from './log.js';
 import { type KtlsNative, type NativeStatus, native as loadNative, nativeStatus as loadNativeStatus } from '../native/index.js';
 import { type ConnectionContext, refuse, serveConnection } from './connection/accept.js';
-import { markClose } from './connection/plain-connection.js';
+import { markClose } from './plaintext-socket.js';
 import { CpuAccounting } from './observe/cpu-accounting.js';
 import { closeLog } from './observe/close-log.js';
 import { type ConnectionObserver, type SidecarEvents, fanOut } from './observe/events.js';

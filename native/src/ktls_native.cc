@@ -421,6 +421,28 @@ Napi::Value SendRecord(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(r));
 }
 
+// sendPlain(fd, data) -> bytes sent | -1 (EAGAIN)
+// send(MSG_DONTWAIT | MSG_NOSIGNAL) of application data: once TLS_TX is set
+// the kernel makes the records. One syscall, no libuv write request: the
+// record layer uses it only while libuv's write queue for the socket is empty.
+Napi::Value SendPlain(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  Napi::Buffer<uint8_t> data;
+  if (!GetFd(info, 0, &fd) || !GetBuffer(info, 1, &data)) return env.Undefined();
+  ssize_t r;
+  do {
+    // MSG_NOSIGNAL: a peer reset must come back as EPIPE, not kill the process.
+    r = send(fd, data.Data(), data.Length(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, -1);
+    ThrowErrno(env, errno, "send");
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(r));
+}
+
 // recvPlain(fd, buf) -> {bytes, eof} | null (EAGAIN)
 Napi::Value RecvPlain(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -492,6 +514,7 @@ Napi::Object InitImpl(Napi::Env env, Napi::Object exports) {
   exports.Set("recvRecord", Napi::Function::New(env, RecvRecord, "recvRecord"));
   exports.Set("sendRecord", Napi::Function::New(env, SendRecord, "sendRecord"));
   exports.Set("recvPlain", Napi::Function::New(env, RecvPlain, "recvPlain"));
+  exports.Set("sendPlain", Napi::Function::New(env, SendPlain, "sendPlain"));
   exports.Set("setErrorClass", Napi::Function::New(env, SetErrorClass, "setErrorClass"));
   exports.Set("constants", Constants(env));
   InitPoller(env, exports, data);

@@ -23,7 +23,8 @@ import type { KtlsNative } from '../../native/index.js';
 import { engineHandshake } from './engine-handshake.js';
 import type { ConnectionFacts, ConnectionOrigin } from './facts.js';
 import { type Handshaker, nodeHandshake } from './node-handshake.js';
-import { closeReasonOf, markClose, plaintextOf } from './plain-connection.js';
+import { plaintextOf } from './plain-connection.js';
+import { closeReasonOf, markClose } from '../plaintext-socket.js';
 import type { RecordLayer } from './record-layer.js';
 import { plainHttpResponse, sniff } from './sniff.js';
 

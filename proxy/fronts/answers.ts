@@ -5,7 +5,7 @@ import type http from 'node:http';
 import http2 from 'node:http2';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import type { Duplex } from 'node:stream';
-import { markClose } from '../connection/plain-connection.js';
+import { markClose } from '../plaintext-socket.js';
 
 /** A request or response of either client protocol (node:http2's compat API mirrors node:http). */
 export type AnyReq = http.IncomingMessage | Http2ServerRequest;

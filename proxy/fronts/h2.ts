@@ -7,7 +7,7 @@ import type { Duplex } from 'node:stream';
 import type { KtlsDrainTarget } from '../ktls/drain.js';
 import type { ConnectionFacts } from '../connection/facts.js';
 import { guardJsStreamSocket } from '../handshake/js-stream-guard.js';
-import { markClose } from '../connection/plain-connection.js';
+import { markClose } from '../plaintext-socket.js';
 import type { Forwarder } from './forward.js';
 
 export interface H2FrontOptions {

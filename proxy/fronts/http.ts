@@ -25,7 +25,7 @@ import http from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { DrainProtocol, KtlsDrainTarget } from '../ktls/drain.js';
 import type { ConnectionFacts } from '../connection/facts.js';
-import { markClose } from '../connection/plain-connection.js';
+import { markClose } from '../plaintext-socket.js';
 import { endGracefully, sendError } from './answers.js';
 import { type FrontMetrics, Forwarder } from './forward.js';
 import { requestProblem } from './headers.js';

@@ -20,7 +20,8 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { socketFd } from '../../native/index.js';
-import { markClose, recordLayerOf } from '../connection/plain-connection.js';
+import { recordLayerOf } from '../connection/plain-connection.js';
+import { markClose } from '../plaintext-socket.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import { canControlReading, stopReading } from '../handshake/read-control.js';
 import { closeBeforeSocket } from '../record-layer/splice.js';

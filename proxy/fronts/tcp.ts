@@ -7,7 +7,7 @@ import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { KtlsDrainTarget } from '../ktls/drain.js';
 import type { ConnectionFacts } from '../connection/facts.js';
-import { markClose } from '../connection/plain-connection.js';
+import { markClose } from '../plaintext-socket.js';
 import { countRelayed } from '../upstream/external-memory.js';
 import type { SidecarEvents } from '../observe/events.js';
 import type { ProxyProtocolMode, UpstreamErrorReason } from '../vocabulary.js';

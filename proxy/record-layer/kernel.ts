@@ -1,11 +1,13 @@
 // The directions in the kernel (kTLS).
 //
-// TX: plaintext writes go to the raw net.Socket through libuv and the kernel
-// makes ≤ 16 KiB records of them (transparent to libuv, backpressure included
-// — measured in the kernel lab). A control record (alert, KeyUpdate) is one
-// sendmsg with TLS_SET_RECORD_TYPE, which bypasses libuv's write queue: the
-// stream sends it only while it holds the TX slot, so every earlier write has
-// completed and the record cannot overtake data.
+// TX: the kernel makes ≤ 16 KiB records of plaintext writes. A write is one
+// send(2) from the addon while libuv's write queue for the socket is empty
+// (the usual case: a response fits the socket buffer); what the socket
+// cannot take now goes to the raw net.Socket, and libuv waits for room
+// (transparent to libuv, backpressure included — measured in the kernel
+// lab). A control record (alert, KeyUpdate) is one sendmsg with
+// TLS_SET_RECORD_TYPE. Both bypass libuv's queue only while the stream holds
+// the TX slot, so every earlier write has completed and nothing overtakes.
 //
 // RX: libuv never reads the fd again (the engine stopped it). A native poller
 // (the addon's epoll set, no extra fd) wakes us; recvmsg + TLS_GET_RECORD_TYPE
@@ -134,24 +136,43 @@ export class KernelTx extends KernelDirection implements TxPath {
     this.canRekey = rekeySupported && keys !== null;
   }
 
-  /** Bytes a splice pump moved into the kernel's TX (splice.ts): protected here like written ones. */
-  countSpliced(bytes: number): void {
-    this.bytes += bytes;
-  }
-
   writeData(chunks: Buffer[], cb: Done): void {
     const raw = this.k.raw;
     let total = 0;
     for (const c of chunks) total += c.length;
     this.bytes += total;
-    if (chunks.length === 1) return rawWrite(raw, chunks[0]!, cb);
-    // A small response's head and body as one buffer: one write without net.Socket's cork and writev
-    // bookkeeping, the same single sendmsg (one record) as the writev; larger chunks are not copied.
-    if (total <= COALESCE_MAX_BYTES) return rawWrite(raw, Buffer.concat(chunks, total), cb);
+    if (chunks.length === 1) return this.send(chunks[0]!, cb);
+    // A small response's head and body as one buffer: one send, one record, as the writev made;
+    // larger chunks are not copied.
+    if (total <= COALESCE_MAX_BYTES) return this.send(Buffer.concat(chunks, total), cb);
     raw.cork();
     for (let i = 0; i < chunks.length - 1; i++) raw.write(chunks[i]!);
     rawWrite(raw, chunks[chunks.length - 1]!, cb);
     raw.uncork();
+  }
+
+  /**
+   * One send(2) of `buf` straight into the kernel's TX while libuv holds
+   * nothing queued for the socket: no libuv write request and no net.Socket
+   * write bookkeeping per response, the same bytes and records. What the
+   * kernel does not take now (socket buffer full: EAGAIN or a partial send)
+   * goes through libuv, which waits for room; the TX slot keeps later writes
+   * behind it. Control records bypass libuv the same way (sendRecord).
+   */
+  private send(buf: Buffer, cb: Done): void {
+    const { raw, native, fd, events } = this.k;
+    if (raw.writableLength > 0 || raw.destroyed || raw.writableEnded) return rawWrite(raw, buf, cb);
+    let n: number;
+    try {
+      n = native.sendPlain(fd, buf);
+    } catch (err) {
+      const c = classifyKtlsError(err, 'write');
+      events.syscallError?.(c);
+      // A reset peer ends the connection as a failed libuv write would (the error's code says EPIPE / ECONNRESET).
+      return cb(c.kind === 'closed' ? (err as Error) : new SidecarError(ErrorCodes.KTLS_CONTROL, `kernel TLS send failed: ${c.errno}`, { cause: err }));
+    }
+    if (n === buf.length) return cb();
+    rawWrite(raw, n > 0 ? buf.subarray(n) : buf, cb);
   }
 
   /**

@@ -9,6 +9,7 @@ import { ErrorCodes, SidecarError } from '../errors.js';
 import type { KtlsErrorClass } from '../ktls/errno.js';
 import type { RecordProtection } from '../tls/record-protection.js';
 import type { RecordReader, RxEvent } from '../tls/records.js';
+import type { ControlCounters } from './control.js';
 
 export type Done = (err?: Error | null) => void;
 
@@ -46,7 +47,7 @@ export type RxSide =
 
 export interface TxPath {
   readonly where: Where;
-  /** Plaintext bytes sent. */
+  /** Plaintext bytes written through writeData (a splice pump's are counted by its lend). */
   readonly bytes: number;
   /** Records sent (kernel: from sequence numbers as of the last refreshRecords(); -1 when unreadable). */
   readonly records: number;
@@ -102,4 +103,23 @@ export function rawWrite(raw: net.Socket, buf: Buffer, cb: Done): void {
     return;
   }
   raw.write(buf, (err) => cb(err ?? null));
+}
+
+/** Counters for the connection's close log line. */
+export interface RecordLayerStats extends ControlCounters {
+  tx: Where;
+  rx: Where;
+  /** Plaintext bytes by where they were (de)crypted. */
+  rxBytesKernel: number;
+  rxBytesUserspace: number;
+  txBytesKernel: number;
+  txBytesUserspace: number;
+  /** Records: exact in JS; kernel counts come from the kernel's sequence numbers (-1 when unreadable). */
+  rxRecordsUserspace: number;
+  rxRecordsKernel: number;
+  txRecordsUserspace: number;
+  txRecordsKernel: number;
+  /** The part of rxBytesKernel / txBytesKernel a splice pump moved: bytes that never entered JS. */
+  rxBytesSpliced: number;
+  txBytesSpliced: number;
 }

@@ -15,9 +15,7 @@ export interface SpliceStreamHost {
   txClosed(): boolean;
   /** Between TX runs, holding the slot: the key usage check. */
   afterSplice(): void;
-  countTx(bytes: number): void;
   rxLive(): boolean;
-  countRx(bytes: number): void;
   readOne(): 'more' | 'ended' | 'again' | 'data';
   pauseRx(): void;
   /** RX is back from a lend: read again if the reader wants. */
@@ -70,7 +68,6 @@ export class StreamSplices {
         txClosed: () => host.txClosed(),
         spliced: (n) => {
           this.outDone += n;
-          host.countTx(n);
         },
         betweenRuns: () => host.afterSplice(),
       },
@@ -98,7 +95,6 @@ export class StreamSplices {
         rxLive: () => host.rxLive(),
         spliced: (n) => {
           this.inDone += n;
-          host.countRx(n);
         },
         readOne: () => host.readOne(),
         rxReturned: () => host.resumeRx(),

@@ -1,5 +1,7 @@
-// RecordLayerStream: the plaintext Duplex the fronts see for a connection
-// whose record layer was handed off (proxy/handshake). Each direction lives
+// RecordLayerStream: the plaintext stream the fronts get for a connection
+// whose record layer was handed off (proxy/handshake) — the fronts' socket
+// itself (a PlaintextSocket: net.Socket surface, byte counts), so a request
+// chunk crosses one JS stream on its way to node:http. Each direction lives
 // either in the kernel (kTLS: kernel.ts) or in JS over the raw socket
 // (js-sides.ts); both in JS is the userspace record layer
 // (`record_layer: js`). This module is only the plumbing: TX operations in
@@ -8,19 +10,20 @@
 // a splice pump (splice.ts). What a control record means is control.ts's
 // business.
 
-import { Duplex } from 'node:stream';
 import type net from 'node:net';
 import type { KtlsNative } from '../../native/index.js';
 import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
+import { PLAINTEXT_BUFFER, PlaintextSocket } from '../plaintext-socket.js';
+import type { TcpOptions } from '../plaintext-socket.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
 import { readsStopped } from '../handshake/read-control.js';
 import type { RxEvent } from '../tls/records.js';
 import { ControlRecords } from './control.js';
-import type { ControlCounters, ControlOptions, TxOp } from './control.js';
+import type { ControlOptions, TxOp } from './control.js';
 import { JsRx, JsTx } from './js-sides.js';
 import { KernelRx, KernelTx } from './kernel.js';
 import type { KernelSocket } from './kernel.js';
-import type { Done, RecordLayerEvents, RxPath, RxSide, RxSink, TxPath, TxSide, Where } from './paths.js';
+import type { Done, RecordLayerEvents, RecordLayerStats, RxPath, RxSide, RxSink, TxPath, TxSide } from './paths.js';
 import { splicePumpsOf } from './splice.js';
 import type { SpliceOutcome } from './splice.js';
 import { StreamSplices } from './splices.js';
@@ -55,26 +58,7 @@ export interface RecordLayerStreamOptions extends ControlOptions {
   rxWholeRecordPoll?: boolean;
 }
 
-/** Counters for the connection's close log line. */
-export interface RecordLayerStats extends ControlCounters {
-  tx: Where;
-  rx: Where;
-  /** Plaintext bytes by where they were (de)crypted. */
-  rxBytesKernel: number;
-  rxBytesUserspace: number;
-  txBytesKernel: number;
-  txBytesUserspace: number;
-  /** Records: exact in JS; kernel counts come from the kernel's sequence numbers (-1 when unreadable). */
-  rxRecordsUserspace: number;
-  rxRecordsKernel: number;
-  txRecordsUserspace: number;
-  txRecordsKernel: number;
-  /** The part of rxBytesKernel / txBytesKernel a splice pump moved: bytes that never entered JS. */
-  rxBytesSpliced: number;
-  txBytesSpliced: number;
-}
-
-export class RecordLayerStream extends Duplex {
+export class RecordLayerStream extends PlaintextSocket {
   readonly version: TlsVersion;
   readonly cipher: KernelCipher;
   private readonly raw: net.Socket;
@@ -87,13 +71,14 @@ export class RecordLayerStream extends Duplex {
   private started = false;
   private txBusy = false;
   private readonly txWaiting: TxOp[] = [];
+  /** Plaintext bytes pushed to the reader, by where they were decrypted (spliced ones: this.splices). */
   private rxBytesKernel = 0;
   private rxBytesUserspace = 0;
   /** Lending kernel directions to the splice pump: when `splice` is on and the addon has one. */
   private readonly splices: StreamSplices | null = null;
 
   constructor(opts: RecordLayerStreamOptions) {
-    super({ allowHalfOpen: opts.allowHalfOpen ?? false });
+    super({ allowHalfOpen: opts.allowHalfOpen ?? false, readableHighWaterMark: PLAINTEXT_BUFFER, writableHighWaterMark: PLAINTEXT_BUFFER });
     this.raw = opts.raw;
     this.version = opts.version;
     this.cipher = opts.cipher;
@@ -140,9 +125,7 @@ export class RecordLayerStream extends Duplex {
         runTx: (op) => this.runTx(op),
         txClosed: () => this.control.txClosed || this.destroyed,
         afterSplice: () => this.control.afterSplice(),
-        countTx: (n) => (this.tx as KernelTx).countSpliced(n),
         rxLive: () => this.rxLive,
-        countRx: (n) => (this.rxBytesKernel += n),
         readOne: () => (this.rx as KernelRx).readOne(),
         pauseRx: () => this.rx.pause(),
         resumeRx: () => {
@@ -174,9 +157,9 @@ export class RecordLayerStream extends Duplex {
     return {
       tx: tx.where,
       rx: rx.where,
-      rxBytesKernel: this.rxBytesKernel,
+      rxBytesKernel: this.rxBytesKernel + this.splicedIn,
       rxBytesUserspace: this.rxBytesUserspace,
-      txBytesKernel: tx.where === 'kernel' ? tx.bytes : 0,
+      txBytesKernel: tx.where === 'kernel' ? tx.bytes + this.splicedOut : 0,
       txBytesUserspace: tx.where === 'js' ? tx.bytes : 0,
       rxRecordsUserspace: rx.where === 'js' ? rx.records : 0,
       rxRecordsKernel: rx.where === 'kernel' ? rx.records : 0,
@@ -186,6 +169,20 @@ export class RecordLayerStream extends Duplex {
       txBytesSpliced: this.splicedOut,
       ...this.control.counters,
     };
+  }
+
+  /** Plaintext bytes received from the peer, live: read by JS and spliced. */
+  get bytesIn(): number {
+    return this.rxBytesKernel + this.rxBytesUserspace + this.splicedIn;
+  }
+
+  /** Plaintext bytes sent to the peer, live: written by JS (once their turn came) and spliced. */
+  get bytesOut(): number {
+    return this.tx.bytes + this.splicedOut;
+  }
+
+  protected tcp(): TcpOptions {
+    return this.raw;
   }
 
   /**
@@ -227,6 +224,7 @@ export class RecordLayerStream extends Duplex {
   private pushData(data: Buffer, where: 'kernel' | 'userspace'): void {
     if (where === 'kernel') this.rxBytesKernel += data.length;
     else this.rxBytesUserspace += data.length;
+    this.touch();
     if (!this.push(data)) {
       this.rxWanted = false;
       this.rx.pause();
@@ -267,10 +265,12 @@ export class RecordLayerStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: Done): void {
+    this.touch();
     this.runTx((done) => this.txData([chunk], done, cb));
   }
 
   override _writev(chunks: Array<{ chunk: Buffer }>, cb: Done): void {
+    this.touch();
     this.runTx((done) => this.txData(chunks.map((c) => c.chunk), done, cb));
   }
 
@@ -378,6 +378,7 @@ export class RecordLayerStream extends Duplex {
   override _destroy(err: Error | null, cb: Done): void {
     // Pumps first: they splice by fd number, and the raw socket goes below.
     this.closeSplices();
+    this.clearIdle();
     this.refreshRecordCounts();
     this.rxEnded = true;
     this.control.txClosed = true;

@@ -13,7 +13,7 @@ import type { KtlsDecision } from '../../proxy/ktls/decision.js';
 import type { KtlsErrorClass } from '../../proxy/ktls/errno.js';
 import { installKtls } from '../../proxy/record-layer/install.js';
 import type { InstallInput, InstallResult } from '../../proxy/record-layer/install.js';
-import type { RecordLayerStats } from '../../proxy/record-layer/stream.js';
+import type { RecordLayerStats } from '../../proxy/record-layer/paths.js';
 import { native, socketFd } from '../../native/index.js';
 import type { Teardown } from './teardown.js';
 

@@ -18,7 +18,8 @@ import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import type { HandoffResult, HandshakeEngineOptions, HandshakeFacts, NegotiatedFacts } from '../../proxy/handshake/engine.js';
 import type { HandshakeError } from '../../proxy/handshake/failure.js';
 import { installUserspace } from '../../proxy/record-layer/install.js';
-import type { RecordLayerStats, RecordLayerStream } from '../../proxy/record-layer/stream.js';
+import type { RecordLayerStats } from '../../proxy/record-layer/paths.js';
+import type { RecordLayerStream } from '../../proxy/record-layer/stream.js';
 
 export const sha256 = (b: Buffer | string): string => createHash('sha256').update(b).digest('hex');
 

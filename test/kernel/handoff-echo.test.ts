@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { Duplex } from 'node:stream';
 import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import { installKtls, KtlsInstallError } from '../../proxy/record-layer/install.js';
-import type { RecordLayerStats } from '../../proxy/record-layer/stream.js';
+import type { RecordLayerStats } from '../../proxy/record-layer/paths.js';
 import { native, nativeStatus } from '../../native/index.js';
 import { readEchoThenEnd, startHandoffEcho } from '../helpers/handoff-echo.js';
 import { selfSignedCert } from '../helpers/pki.js';

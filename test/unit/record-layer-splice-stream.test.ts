@@ -8,51 +8,22 @@
 // between two runs, close_notify after the upstream's EOF), byte counts, the
 // RX flush before the first spliced byte, the peer's EOF, and that the pump
 // is released before a socket closes. The kernel path: test/kernel/sidecar-tcp-splice*.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import t from 'tap';
-import { type KtlsNative, native as loadNative, nativeStatus, socketFd } from '../../native/index.js';
+import { native as loadNative, nativeStatus } from '../../native/index.js';
 import { stopReading } from '../../proxy/handshake/read-control.js';
 import type { SpliceOutcome } from '../../proxy/record-layer/splice.js';
-import { RecordLayerStream } from '../../proxy/record-layer/stream.js';
+import type { RecordLayerStream } from '../../proxy/record-layer/stream.js';
 import { ContentType } from '../../proxy/tls/control.js';
-import { RecordProtection } from '../../proxy/tls/record-protection.js';
+import { fdOf, plainKernelStream } from '../helpers/plain-kernel.js';
 import { loopbackPair } from '../helpers/socket-pair.js';
 import { patternBytes } from '../helpers/upstream.js';
 
 const status = nativeStatus();
 const skip = status.available ? false : `native addon unavailable: ${status.available ? '' : status.reason}`;
-
-/** The real addon (pump, poller, recvPlain) with the kTLS-only calls played on plain TCP. */
-function plainKernel(real: KtlsNative, fd: () => number): KtlsNative {
-  return Object.assign(Object.create(real) as KtlsNative, {
-    getCryptoInfo: () => ({ version: 'TLSv1.3', cipher: 'AES_GCM_128', recSeq: 0n }),
-    setCryptoInfo: () => undefined,
-    sendRecord: (_fd: number, type: number, data: Buffer): number => {
-      const marker = Buffer.from(`|${type}:${data.toString('hex')}|`);
-      try {
-        if (fs.writeSync(fd(), marker) !== marker.length) throw new Error('partial marker write');
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return -1;
-        throw err;
-      }
-      return data.length;
-    },
-    recvRecord: (rfd: number, buf: Buffer) => {
-      const r = real.recvPlain(rfd, buf);
-      if (r === null) return null;
-      return r.eof || r.bytes === 0 ? { type: 0, bytes: 0, eof: true } : { type: ContentType.APPLICATION_DATA, bytes: r.bytes, eof: false };
-    },
-  });
-}
-
-const fdOf = (s: net.Socket): number => {
-  const fd = socketFd(s);
-  if (fd === null) throw new Error('no fd');
-  return fd;
-};
 
 function collect(s: net.Socket): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -62,26 +33,8 @@ function collect(s: net.Socket): Promise<Buffer> {
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** Like the hand-off: libuv reads the raw socket no more; the stream (or a pump) does. */
-function stream(raw: net.Socket): RecordLayerStream {
-  stopReading(raw);
-  const fd = fdOf(raw);
-  const secret = randomBytes(32);
-  const protection = (): RecordProtection => RecordProtection.tls13('AES_GCM_128', secret);
-  return new RecordLayerStream({
-    raw,
-    fd,
-    native: plainKernel(loadNative(), () => fd),
-    version: 'TLSv1.3',
-    cipher: 'AES_GCM_128',
-    tx: { side: 'kernel', keys: protection() },
-    rx: { side: 'kernel', keys: null },
-    rekeySupported: true,
-    keyUpdateRateLimit: 100,
-    allowHalfOpen: true,
-    splice: true,
-  });
-}
+/** Like the hand-off, control records as markers on the wire, lending allowed. */
+const stream = (raw: net.Socket): RecordLayerStream => plainKernelStream(raw, { markers: true }, { splice: true });
 
 t.test('TX lend with the real pump: earlier writes, spliced bytes, a KeyUpdate between runs, close_notify last', { skip }, async (t) => {
   const client = await loopbackPair(t); // the TLS peer
@@ -184,12 +137,14 @@ t.test('a socket destroyed mid-run: the pump is released first, no callback, cou
 });
 
 t.test('tcp front over the real pump: bytes JS read before the lends, then spliced, in order both ways', { skip }, async (t) => {
-  const { PlainConnection } = await import('../../proxy/connection/plain-connection.js');
+  const { plaintextOf } = await import('../../proxy/connection/plain-connection.js');
   const { TcpSplice } = await import('../../proxy/fronts/tcp-splice.js');
   const client = await loopbackPair(t);
   const s = stream(client.server);
   const facts = { remoteAddress: '127.0.0.1', remotePort: 1, localAddress: '127.0.0.1', localPort: 2 };
-  const conn = new PlainConnection(s, facts);
+  // What the connection path gives the front: the record layer itself.
+  const conn = plaintextOf(s, { ...facts, alpn: '' }).stream;
+  t.equal(conn, s, 'the front gets the record layer as its socket');
   conn.on('error', (err) => t.fail(String(err)));
   conn.pause();
   // The client sends a lot before the upstream is even connected: JS reads (and buffers) part of it.
@@ -223,19 +178,21 @@ t.test('tcp front over the real pump: bytes JS read before the lends, then splic
   t.same(got.subarray(got.length - cn.length), cn, 'then close_notify');
   await new Promise((r) => (conn.destroyed ? r(null) : conn.once('close', r)));
   t.ok(s.splicedIn > 0 && s.splicedIn < up.length, `part spliced (${s.splicedIn} of ${up.length}), part read by JS first`);
-  t.equal(conn.bytesIn, up.length, 'bytesIn counts every byte once');
-  t.equal(conn.bytesOut, down.length);
-  t.equal(conn.splicedOut, down.length);
+  t.equal(s.bytesIn, up.length, 'bytesIn counts every byte once');
+  t.equal(s.bytesOut, down.length);
+  t.equal(s.splicedOut, down.length);
+  t.same({ in: s.stats().rxBytesKernel, out: s.stats().txBytesKernel }, { in: up.length, out: down.length }, 'the close line counts kernel bytes once too');
   upstream.destroy();
 });
 
 t.test('tcp front idle timeout over the pump: spliced traffic keeps it, silence ends it', { skip }, async (t) => {
-  const { PlainConnection, closeReasonOf } = await import('../../proxy/connection/plain-connection.js');
+  const { plaintextOf } = await import('../../proxy/connection/plain-connection.js');
+  const { closeReasonOf } = await import('../../proxy/plaintext-socket.js');
   const { TcpSplice } = await import('../../proxy/fronts/tcp-splice.js');
   const client = await loopbackPair(t);
   const s = stream(client.server);
   s.on('error', () => undefined);
-  const conn = new PlainConnection(s, { remoteAddress: '127.0.0.1', remotePort: 1, localAddress: '127.0.0.1', localPort: 2 });
+  const conn = plaintextOf(s, { remoteAddress: '127.0.0.1', remotePort: 1, localAddress: '127.0.0.1', localPort: 2, alpn: '' }).stream;
   conn.on('error', () => undefined);
   const up = await loopbackPair(t);
   const upstream = up.client;
