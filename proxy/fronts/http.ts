@@ -26,6 +26,7 @@ import type { Duplex } from 'node:stream';
 import type { DrainProtocol, KtlsDrainTarget } from '../ktls/drain.js';
 import type { ConnectionFacts } from '../connection/facts.js';
 import { markClose } from '../plaintext-socket.js';
+import { lingerThenDestroy } from '../linger.js';
 import { endGracefully, sendError } from './answers.js';
 import { type FrontMetrics, Forwarder } from './forward.js';
 import { requestProblem } from './headers.js';
@@ -271,6 +272,7 @@ export class HttpFront {
     socket.end(
       `HTTP/1.1 ${answer.status} ${answer.text}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
     );
+    // node:http's own 'data' listener keeps reading; its parser is in error, so the bytes are dropped.
     lingerThenDestroy(socket);
   }
 }
@@ -309,30 +311,4 @@ function errorAnswer(err: NodeJS.ErrnoException): { status: number; text: string
     default:
       return { status: 400, text: 'Bad Request' };
   }
-}
-
-/** How long a connection that got an error answer keeps reading (and discarding) before it is destroyed. */
-const LINGER_MS = 2000;
-
-/**
- * After an error answer and our FIN: keep reading what the client is still
- * sending until it closes its side (or LINGER_MS passes), then destroy.
- * Destroying at once would close a TCP socket with unread input, which the
- * kernel answers with a reset that can overtake the answer in the client's
- * receive path (the "reset instead of 431").
- */
-function lingerThenDestroy(socket: Duplex): void {
-  // node:http's own 'data' listener keeps reading; its parser is in error, so the bytes are dropped.
-  // The one bound of the linger, the wait for our answer to flush included
-  // (a write can stall for good on a broken TLS session).
-  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
-  timer.unref();
-  const done = (): void => {
-    // The client's FIN may come before our answer is flushed: let the answer out first.
-    if (socket.writableFinished) socket.destroy();
-    else socket.once('finish', () => socket.destroy());
-  };
-  socket.once('close', () => clearTimeout(timer));
-  if (socket.readableEnded) done();
-  else socket.once('end', done);
 }

@@ -6,6 +6,7 @@
 // which then ends. The owner (the HTTP front) counts and answers failures.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import { lingerThenDestroy } from '../linger.js';
 import { Exchange, type ExchangeFailure } from './exchange.js';
 import { countRelayed } from './external-memory.js';
 import type { UpstreamPool } from './pool.js';
@@ -85,7 +86,17 @@ export class Tunnel extends Exchange {
       client.destroy();
     });
     client.on('error', () => upstream.destroy());
-    upstream.once('close', () => client.end());
+    upstream.once('close', () => {
+      // The tunnel is over: what the client still sends has nowhere to go.
+      // End our side and read on, dropping, until the client's FIN (bounded
+      // by the linger): unpiped, the client would be paused, never see that
+      // FIN, and hold its connection open for good.
+      if (client.destroyed) return;
+      client.unpipe(upstream);
+      client.end();
+      client.resume();
+      lingerThenDestroy(client);
+    });
     // A spliced upstream is not read by JS: its end would never be seen after ours.
     client.once('close', () => (splice ? upstream.destroy() : upstream.end()));
     client.pipe(upstream);
