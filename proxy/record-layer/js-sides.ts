@@ -166,8 +166,8 @@ export class JsRx implements RxPath {
         this.onFin();
         return false;
       }
-      // Ciphertext, copied out of the shared buffer before anything else runs.
-      this.reader.push(Buffer.from(buf.subarray(0, r.bytes)));
+      // Opened out of the shared buffer before anything else runs: no copy of the ciphertext.
+      this.reader.pushTransient(buf.subarray(0, r.bytes));
       this.pump();
       if (dataOnly && r.bytes < buf.length) return true;
     }

@@ -253,16 +253,19 @@ export class RecordLayerStream extends PlaintextSocket {
       return;
     }
     this.txBusy = true;
-    op((err) => {
-      this.txBusy = false;
-      if (err) {
-        this.destroy(err);
-        return;
-      }
-      const next = this.txWaiting.shift();
-      if (next) this.runTx(next);
-    });
+    op(this.txDone);
   }
+
+  /** The end of the operation holding the TX slot: one function for all of them, not a closure per write. */
+  private readonly txDone: Done = (err) => {
+    this.txBusy = false;
+    if (err) {
+      this.destroy(err);
+      return;
+    }
+    const next = this.txWaiting.shift();
+    if (next) this.runTx(next);
+  };
 
   override _write(chunk: Buffer, _enc: BufferEncoding, cb: Done): void {
     this.touch();

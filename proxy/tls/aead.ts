@@ -23,11 +23,22 @@ export function seqBytes(seq: bigint): Buffer {
 
 /** RFC 8446 5.3 / RFC 7905: 12-byte iv XOR the left-padded 64-bit sequence number. */
 export function xorNonce(iv12: Buffer, seq: bigint): Buffer {
-  if (iv12.length !== 12) throw new RangeError('per-record nonce needs a 12-byte iv');
-  const nonce = Buffer.from(iv12);
-  const s = seqBytes(seq);
-  for (let i = 0; i < 8; i++) nonce[4 + i] = (nonce[4 + i] ?? 0) ^ (s[i] ?? 0);
-  return nonce;
+  return xorNonceInto(Buffer.alloc(12), iv12, seq);
+}
+
+/**
+ * xorNonce() written into `out` (12 bytes), which it returns: a direction
+ * that opens or seals a record at a time reuses one buffer instead of
+ * allocating three per record (the nonce is consumed before the call returns).
+ */
+export function xorNonceInto(out: Buffer, iv12: Buffer, seq: bigint): Buffer {
+  if (iv12.length !== 12 || out.length !== 12) throw new RangeError('per-record nonce needs a 12-byte iv');
+  if (seq < 0n || seq > 0xffff_ffff_ffff_ffffn) throw new RangeError('sequence number out of 64-bit range');
+  out.writeBigUInt64BE(seq, 4);
+  out.writeUInt32BE(iv12.readUInt32BE(0), 0);
+  out.writeUInt32BE((out.readUInt32BE(4) ^ iv12.readUInt32BE(4)) >>> 0, 4);
+  out.writeUInt32BE((out.readUInt32BE(8) ^ iv12.readUInt32BE(8)) >>> 0, 8);
+  return out;
 }
 
 function cipher(alg: Algorithm, key: Buffer, nonce: Buffer) {
@@ -95,7 +106,8 @@ export function aeadOpener(alg: Algorithm, key: Buffer): AeadOpener {
         if (sealed.length < AEAD_TAG_LENGTH) return null;
         const out = Buffer.allocUnsafe(sealed.length - AEAD_TAG_LENGTH);
         const n = opener.open(nonce, aad, sealed, out);
-        return n < 0 ? null : out.subarray(0, n);
+        if (n < 0) return null;
+        return n === out.length ? out : out.subarray(0, n);
       },
       wipe: () => opener.wipe(),
     };

@@ -5,7 +5,7 @@
 // works with this class also validates the CryptoInfo it came from.
 
 import type { CryptoInfo, KernelCipher, TlsVersion } from '../../native/crypto-info.js';
-import { AEAD_TAG_LENGTH, type AeadOpener, aeadOpener, aeadSeal, seqBytes, xorNonce } from './aead.js';
+import { AEAD_TAG_LENGTH, type AeadOpener, aeadOpener, aeadSeal, seqBytes, xorNonceInto } from './aead.js';
 import { ContentType } from './control.js';
 import { tls13NextTrafficSecret, tls13TrafficKeys } from './hkdf.js';
 import type { AeadParams } from './suites.js';
@@ -27,6 +27,8 @@ export class RecordProtection {
   private readonly params: AeadParams;
   /** The current key's opener, made at the first open (a TX-only direction never needs one). */
   private opener: AeadOpener | null = null;
+  /** The current record's nonce, rebuilt in place for each record (xorNonceInto). */
+  private readonly nonce = Buffer.alloc(12);
 
   private constructor(
     readonly version: TlsVersion,
@@ -126,7 +128,7 @@ export class RecordProtection {
     plaintext.copy(inner);
     inner[plaintext.length] = type;
     const header = recordHeader(ContentType.APPLICATION_DATA, inner.length + AEAD_TAG_LENGTH);
-    const sealed = aeadSeal(this.params.algorithm, this.key, xorNonce(this.iv, this.seq), header, inner);
+    const sealed = aeadSeal(this.params.algorithm, this.key, xorNonceInto(this.nonce, this.iv, this.seq), header, inner);
     inner.fill(0);
     return Buffer.concat([header, sealed]);
   }
@@ -141,7 +143,7 @@ export class RecordProtection {
       nonce = Buffer.concat([this.iv, explicit]);
       this.explicitNonce = (this.explicitNonce + 1n) & MAX_SEQ;
     } else {
-      nonce = xorNonce(this.iv, this.seq);
+      nonce = xorNonceInto(this.nonce, this.iv, this.seq);
     }
     const sealed = aeadSeal(this.params.algorithm, this.key, nonce, aad, plaintext);
     return Buffer.concat([recordHeader(type, explicit.length + sealed.length), explicit, sealed]);
@@ -161,7 +163,7 @@ export class RecordProtection {
 
   private open13(header: Buffer, payload: Buffer): OpenedRecord | null {
     if (header[0] !== ContentType.APPLICATION_DATA) return null;
-    const pt = this.openerOf().open(xorNonce(this.iv, this.seq), header, payload);
+    const pt = this.openerOf().open(xorNonceInto(this.nonce, this.iv, this.seq), header, payload);
     if (!pt) return null;
     let i = pt.length - 1;
     while (i >= 0 && pt[i] === 0) i--; // strip padding
@@ -179,7 +181,7 @@ export class RecordProtection {
       nonce = Buffer.concat([this.iv, payload.subarray(0, explicitLen)]);
       explicitNonce = payload.readBigUInt64BE(0);
     } else {
-      nonce = xorNonce(this.iv, this.seq);
+      nonce = xorNonceInto(this.nonce, this.iv, this.seq);
     }
     const body = payload.subarray(explicitLen);
     const aad = Buffer.concat([seqBytes(this.seq), recordHeader(type, body.length - AEAD_TAG_LENGTH)]);
@@ -211,6 +213,7 @@ export class RecordProtection {
     this.opener = null;
     this.key.fill(0);
     this.iv.fill(0);
+    this.nonce.fill(0);
     this.secret?.fill(0);
   }
 }

@@ -118,6 +118,15 @@ export class RecordFramer {
     return r;
   }
 
+  /**
+   * The memory of the chunks pushed so far is about to be reused by their
+   * owner: keep a copy of whatever is still held (a partial record, as a rule
+   * a few bytes or nothing).
+   */
+  detach(): void {
+    if (this.buf.length > 0) this.buf = Buffer.from(this.buf);
+  }
+
   /** Everything held, complete records and a trailing partial one. */
   takeAll(): Buffer {
     const b = this.buf;
@@ -217,6 +226,20 @@ export class RecordReader {
     if (bytes.length > 0) this.framer.push(bytes);
   }
 
+  /**
+   * push() for a caller that reuses `bytes`' memory as soon as this returns
+   * (the record layer's receive buffer, shared by every connection of the
+   * thread): every whole record is opened now — its events wait in order for
+   * next(), as plaintext of their own — and only a trailing partial record is
+   * copied. The ciphertext itself is never copied.
+   */
+  pushTransient(bytes: Buffer): void {
+    if (this.failed) return; // nothing more is opened, and nothing needs keeping
+    this.push(bytes);
+    while (this.openNext());
+    this.framer.detach();
+  }
+
   /** See RecordFramer.missingBytes(): what completes the record at the head. */
   missingBytes(): number {
     return this.framer.missingBytes();
@@ -227,37 +250,49 @@ export class RecordReader {
     for (;;) {
       const queued = this.queue.shift();
       if (queued) return queued;
-      if (this.failed) return null;
-      let rec: TlsRecord | null;
-      try {
-        rec = this.framer.take();
-      } catch (err) {
-        if (err instanceof RecordOverflowError) return this.fail(AlertDescription.RECORD_OVERFLOW, 'record over the maximum size');
-        return this.fail(AlertDescription.UNEXPECTED_MESSAGE, 'not a TLS record');
-      }
-      if (!rec) return null;
-      if (this.rx.version === 'TLSv1.3' && rec.type !== ContentType.APPLICATION_DATA) {
-        // After the handshake everything is protected: a plaintext record is a violation.
-        return this.fail(AlertDescription.UNEXPECTED_MESSAGE, `unprotected record type ${rec.type}`);
-      }
-      const opened = this.rx.open(rec.header, rec.payload);
-      if (!opened) return this.fail(AlertDescription.BAD_RECORD_MAC, 'record failed authentication', true);
-      this.records++;
-      for (const ev of recordEvents(opened.type, opened.data, this.parser)) {
-        if (ev.kind === 'key_update') this.rx.keyUpdate(); // before the next record is opened
-        this.queue.push(ev);
-        if (ev.kind === 'fatal') {
-          this.failed = true;
-          break;
-        }
-      }
+      if (!this.openNext()) return null;
     }
   }
 
-  private fail(alert: number, why: string, decryptError = false): RxEvent {
+  /**
+   * Open the record at the head of the framer and queue its events (a failure
+   * queues a `fatal` event and stops the reader). False when there is no
+   * complete record, or the reader has failed.
+   */
+  private openNext(): boolean {
+    if (this.failed) return false;
+    let rec: TlsRecord | null;
+    try {
+      rec = this.framer.take();
+    } catch (err) {
+      if (err instanceof RecordOverflowError) return this.fail(AlertDescription.RECORD_OVERFLOW, 'record over the maximum size');
+      return this.fail(AlertDescription.UNEXPECTED_MESSAGE, 'not a TLS record');
+    }
+    if (!rec) return false;
+    if (this.rx.version === 'TLSv1.3' && rec.type !== ContentType.APPLICATION_DATA) {
+      // After the handshake everything is protected: a plaintext record is a violation.
+      return this.fail(AlertDescription.UNEXPECTED_MESSAGE, `unprotected record type ${rec.type}`);
+    }
+    const opened = this.rx.open(rec.header, rec.payload);
+    if (!opened) return this.fail(AlertDescription.BAD_RECORD_MAC, 'record failed authentication', true);
+    this.records++;
+    for (const ev of recordEvents(opened.type, opened.data, this.parser)) {
+      if (ev.kind === 'key_update') this.rx.keyUpdate(); // before the next record is opened
+      this.queue.push(ev);
+      if (ev.kind === 'fatal') {
+        this.failed = true;
+        break;
+      }
+    }
+    return true;
+  }
+
+  /** Queue the fatal event (after every event before it) and stop: always true (an event was queued). */
+  private fail(alert: number, why: string, decryptError = false): true {
     this.failed = true;
     this.framer.takeAll();
-    return { kind: 'fatal', alert, why: decryptError ? `decrypt_error: ${why}` : why };
+    this.queue.push({ kind: 'fatal', alert, why: decryptError ? `decrypt_error: ${why}` : why });
+    return true;
   }
 }
 

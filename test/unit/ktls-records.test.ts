@@ -195,6 +195,54 @@ t.test('the kept protection does not keep the caller\'s secret buffer alive', (t
   t.end();
 });
 
+t.test('pushTransient: the caller may reuse its buffer at once; only a partial record is kept', (t) => {
+  for (const [cipher, version] of [['AES_GCM_128', '1.3'], ['CHACHA20_POLY1305', '1.3'], ['AES_GCM_128', '1.2']] as const) {
+    const { peer, reader } = version === '1.3' ? tls13Pair(cipher, 7n) : tls12Pair();
+    const msgs = [randomBytes(1024), randomBytes(1), randomBytes(16384), randomBytes(333)];
+    const wire = Buffer.concat(msgs.map((m) => peer.seal(ContentType.APPLICATION_DATA, m)));
+    // Three whole records and part of the fourth in one read, as the shared receive buffer holds them.
+    const cut = wire.length - 100;
+    const scratch = Buffer.alloc(64 * 1024);
+    wire.copy(scratch, 0, 0, cut);
+    reader.pushTransient(scratch.subarray(0, cut));
+    scratch.fill(0xee); // the next connection's read
+    const first = drain(reader);
+    t.same(dataOf(first), Buffer.concat(msgs.slice(0, 3)), `${cipher} TLS ${version}: whole records opened before the buffer was reused`);
+    t.equal(reader.missingBytes(), 100, 'the partial record was kept (copied)');
+    wire.copy(scratch, 0, cut);
+    reader.pushTransient(scratch.subarray(0, 100));
+    scratch.fill(0xee);
+    t.same(dataOf(drain(reader)), msgs[3], 'the partial record completes from the kept copy');
+    t.equal(reader.records, 4);
+  }
+  t.end();
+});
+
+t.test('pushTransient: events stay in order around a KeyUpdate and a failure', (t) => {
+  const { peer, reader } = tls13Pair('AES_GCM_256');
+  const records = [
+    peer.seal(ContentType.APPLICATION_DATA, Buffer.from('before')),
+    peer.seal(ContentType.HANDSHAKE, buildKeyUpdate(false)),
+    (peer.keyUpdate(), peer.seal(ContentType.APPLICATION_DATA, Buffer.from('after'))),
+    peer.seal(ContentType.APPLICATION_DATA, Buffer.from('tampered')),
+    peer.seal(ContentType.APPLICATION_DATA, Buffer.from('never')),
+  ];
+  const bad = records[3]!;
+  bad[bad.length - 1]! ^= 1;
+  const wire = Buffer.concat(records);
+  const scratch = Buffer.from(wire);
+  reader.pushTransient(scratch);
+  scratch.fill(0);
+  const ev = drain(reader);
+  t.same(ev.map((e) => e.kind), ['data', 'key_update', 'data', 'fatal']);
+  t.same(dataOf(ev), Buffer.from('beforeafter'));
+  const fatal = ev[3];
+  t.ok(fatal?.kind === 'fatal' && fatal.why.startsWith('decrypt_error:'), 'the tampered record is a decrypt error');
+  reader.pushTransient(peer.seal(ContentType.APPLICATION_DATA, Buffer.from('still never')));
+  t.equal(reader.next(), null, 'nothing after the fatal event');
+  t.end();
+});
+
 t.test('KeyUpdateRateLimiter: N per window, then refuses until the window slides', (t) => {
   let now = 0;
   const l = new KeyUpdateRateLimiter(3, () => now);

@@ -1,6 +1,7 @@
 import t from 'tap';
 import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { ContentType } from '../../proxy/tls/control.js';
+import { xorNonce, xorNonceInto } from '../../proxy/tls/aead.js';
 import { MAX_PLAINTEXT, RecordProtection } from '../../proxy/tls/record-protection.js';
 import { AEAD_PARAMS } from '../../proxy/tls/suites.js';
 
@@ -177,5 +178,19 @@ t.test('wipe() zeroes the key material it holds', (t) => {
 t.test('oversized plaintext is refused', (t) => {
   const [tx] = pair('TLSv1.3', 'AES_GCM_128');
   t.throws(() => tx.seal(ContentType.APPLICATION_DATA, Buffer.alloc(MAX_PLAINTEXT + 1)), RangeError);
+  t.end();
+});
+
+t.test('xorNonceInto: iv XOR the 64-bit sequence number, in place; the same as xorNonce', (t) => {
+  const iv = Buffer.from('000102030405060708090a0b', 'hex');
+  const out = Buffer.alloc(12, 0xff);
+  t.equal(xorNonceInto(out, iv, 0x0102030405060708n), out, 'returns the buffer it wrote');
+  t.equal(out.toString('hex'), '0001020305070503' + '0d0f0d03');
+  t.equal(xorNonceInto(out, iv, 0n).toString('hex'), iv.toString('hex'), 'sequence 0: the iv itself');
+  t.equal(xorNonceInto(out, iv, 0xffff_ffff_ffff_ffffn).toString('hex'), '00010203fbfaf9f8f7f6f5f4');
+  for (const seq of [1n, 255n, 1n << 32n, (1n << 53n) + 1n]) t.same(xorNonceInto(out, iv, seq), xorNonce(iv, seq));
+  t.throws(() => xorNonceInto(out, iv, 1n << 64n), RangeError);
+  t.throws(() => xorNonceInto(out, iv, -1n), RangeError);
+  t.throws(() => xorNonceInto(Buffer.alloc(8), iv, 0n), RangeError);
   t.end();
 });
