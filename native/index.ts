@@ -16,9 +16,6 @@ export type { CryptoInfo, KernelCipher, KtlsDirection, TlsVersion };
 /** Why the addon is (not) usable. `reason` is for humans (doctor, logs); it never holds secrets. */
 export type NativeStatus = { available: true; path: string } | { available: false; reason: string; path: string };
 
-/** The most buffers one sendPlain() gathers (the addon refuses more). */
-export const SEND_MAX_BUFFERS = 64;
-
 /** Socket options of SOL_TLS that take an int on/off value. */
 export const KTLS_OPTIONS = ['TLS_TX_ZEROCOPY_RO', 'TLS_RX_EXPECT_NO_PAD'] as const;
 export type KtlsOption = (typeof KTLS_OPTIONS)[number];
@@ -154,11 +151,10 @@ export interface KtlsNative {
   /** sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) with TLS_SET_RECORD_TYPE = type (1..255). Bytes sent (may be partial), or -1 on EAGAIN. */
   sendRecord(fd: number, type: number, data: Buffer): number;
   /**
-   * sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) of application data, one buffer or up to SEND_MAX_BUFFERS gathered (the
-   * kernel makes the records once TLS_TX is set, across the buffers as if they were one). Bytes sent (may be
-   * partial), or -1 on EAGAIN.
+   * send(MSG_DONTWAIT | MSG_NOSIGNAL) of application data (the kernel makes the records once TLS_TX is set).
+   * Bytes sent (may be partial), or -1 on EAGAIN.
    */
-  sendPlain(fd: number, data: Buffer | readonly Buffer[]): number;
+  sendPlain(fd: number, data: Buffer): number;
   /** Plain recv(MSG_DONTWAIT) of at most buf.length bytes: only before TLS_RX is installed (partial leftover record). */
   recvPlain(fd: number, buf: Buffer): RecvPlainResult | null;
   /**

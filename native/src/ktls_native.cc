@@ -421,53 +421,23 @@ Napi::Value SendRecord(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(r));
 }
 
-// sendPlain(fd, data | [data, ...]) -> bytes sent | -1 (EAGAIN)
-// One sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL) of application data, gathered from up to
-// kMaxSendBuffers buffers: once TLS_TX is set the kernel makes the records, across the
-// buffers as if they were one (a response's head and body leave as one record without being
-// copied into one buffer first). One syscall, no libuv write request: the record layer uses
-// it only while libuv's write queue for the socket is empty.
-constexpr uint32_t kMaxSendBuffers = 64;
-
+// sendPlain(fd, data) -> bytes sent | -1 (EAGAIN)
+// send(MSG_DONTWAIT | MSG_NOSIGNAL) of application data: once TLS_TX is set
+// the kernel makes the records. One syscall, no libuv write request: the
+// record layer uses it only while libuv's write queue for the socket is empty.
 Napi::Value SendPlain(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
-  if (!GetFd(info, 0, &fd)) return env.Undefined();
-  struct iovec iov[kMaxSendBuffers];
-  size_t count = 0;
-  if (info.Length() > 1 && info[1].IsArray()) {
-    Napi::Array list = info[1].As<Napi::Array>();
-    uint32_t n = list.Length();
-    if (n == 0 || n > kMaxSendBuffers) {
-      Napi::RangeError::New(env, "sendPlain: 1 to 64 buffers").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    for (uint32_t i = 0; i < n; i++) {
-      Napi::Value v = list.Get(i);
-      if (!v.IsBuffer()) {
-        Napi::TypeError::New(env, "sendPlain: expected Buffers").ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      Napi::Buffer<uint8_t> b = v.As<Napi::Buffer<uint8_t>>();
-      iov[count++] = {b.Data(), b.Length()};
-    }
-  } else {
-    Napi::Buffer<uint8_t> data;
-    if (!GetBuffer(info, 1, &data)) return env.Undefined();
-    iov[count++] = {data.Data(), data.Length()};
-  }
-  struct msghdr msg;
-  memset(&msg, 0, sizeof(msg));
-  msg.msg_iov = iov;
-  msg.msg_iovlen = count;
+  Napi::Buffer<uint8_t> data;
+  if (!GetFd(info, 0, &fd) || !GetBuffer(info, 1, &data)) return env.Undefined();
   ssize_t r;
   do {
     // MSG_NOSIGNAL: a peer reset must come back as EPIPE, not kill the process.
-    r = sendmsg(fd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+    r = send(fd, data.Data(), data.Length(), MSG_DONTWAIT | MSG_NOSIGNAL);
   } while (r < 0 && errno == EINTR);
   if (r < 0) {
     if (errno == EAGAIN || errno == EWOULDBLOCK) return Napi::Number::New(env, -1);
-    ThrowErrno(env, errno, "sendmsg");
+    ThrowErrno(env, errno, "send");
     return env.Undefined();
   }
   return Napi::Number::New(env, static_cast<double>(r));

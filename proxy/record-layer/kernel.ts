@@ -1,8 +1,7 @@
 // The directions in the kernel (kTLS).
 //
 // TX: the kernel makes ≤ 16 KiB records of plaintext writes. A write is one
-// sendmsg(2) from the addon, its chunks gathered (a response's head and body:
-// one record, no copy), while libuv's write queue for the socket is empty
+// send(2) from the addon while libuv's write queue for the socket is empty
 // (the usual case: a response fits the socket buffer); what the socket
 // cannot take now goes to the raw net.Socket, and libuv waits for room
 // (transparent to libuv, backpressure included — measured in the kernel
@@ -27,7 +26,6 @@
 // Older kernels refuse a second TLS_TX/TLS_RX with EBUSY.
 
 import type net from 'node:net';
-import { SEND_MAX_BUFFERS } from '../../native/index.js';
 import type { KtlsNative, NativeSyscallError, Poller } from '../../native/index.js';
 import { wipeCryptoInfo } from '../../native/crypto-info.js';
 import { ErrorCodes, SidecarError } from '../errors.js';
@@ -58,6 +56,8 @@ export function rxScratch(): Buffer {
 }
 /** Reads per poller wakeup before yielding (the poll is level-triggered, so nothing is lost). */
 export const RX_BATCH = 32;
+/** Chunks of one TX write up to this many bytes in all are copied into one buffer (writeData). */
+const COALESCE_MAX_BYTES = 16 * 1024;
 
 /** The raw socket of a connection with a direction in the kernel. */
 export interface KernelSocket {
@@ -139,52 +139,42 @@ export class KernelTx extends KernelDirection implements TxPath {
   }
 
   writeData(chunks: Buffer[], cb: Done): void {
+    const raw = this.k.raw;
     let total = 0;
     for (const c of chunks) total += c.length;
     this.bytes += total;
-    this.send(chunks, total, cb);
+    if (chunks.length === 1) return this.send(chunks[0]!, cb);
+    // A small response's head and body as one buffer: one send, one record, as the writev made;
+    // larger chunks are not copied.
+    if (total <= COALESCE_MAX_BYTES) return this.send(Buffer.concat(chunks, total), cb);
+    raw.cork();
+    for (let i = 0; i < chunks.length - 1; i++) raw.write(chunks[i]!);
+    rawWrite(raw, chunks[chunks.length - 1]!, cb);
+    raw.uncork();
   }
 
   /**
-   * One sendmsg(2) of every chunk straight into the kernel's TX while libuv
-   * holds nothing queued for the socket: no libuv write request and no
-   * net.Socket write bookkeeping per response, and a response's head and
-   * body gathered into one record without a copy into one buffer. What the
+   * One send(2) of `buf` straight into the kernel's TX while libuv holds
+   * nothing queued for the socket: no libuv write request and no net.Socket
+   * write bookkeeping per response, the same bytes and records. What the
    * kernel does not take now (socket buffer full: EAGAIN or a partial send)
    * goes through libuv, which waits for room; the TX slot keeps later writes
    * behind it. Control records bypass libuv the same way (sendRecord).
    */
-  private send(chunks: Buffer[], total: number, cb: Done): void {
+  private send(buf: Buffer, cb: Done): void {
     const { raw, native, fd, events } = this.k;
-    if (raw.writableLength > 0 || raw.destroyed || raw.writableEnded || chunks.length > SEND_MAX_BUFFERS) {
-      return this.viaLibuv(chunks, 0, cb);
-    }
+    if (raw.writableLength > 0 || raw.destroyed || raw.writableEnded) return rawWrite(raw, buf, cb);
     let n: number;
     try {
-      n = native.sendPlain(fd, chunks.length === 1 ? chunks[0]! : chunks);
+      n = native.sendPlain(fd, buf);
     } catch (err) {
       const c = classifyKtlsError(err, 'write');
       events.syscallError?.(c);
       // A reset peer ends the connection as a failed libuv write would (the error's code says EPIPE / ECONNRESET).
       return cb(c.kind === 'closed' ? (err as Error) : new SidecarError(ErrorCodes.KTLS_CONTROL, `kernel TLS send failed: ${c.errno}`, { cause: err }));
     }
-    if (n === total) return cb();
-    this.viaLibuv(chunks, Math.max(n, 0), cb);
-  }
-
-  /** The chunks from byte `skip` on through libuv (one corked writev), `cb` once it took the last. */
-  private viaLibuv(chunks: Buffer[], skip: number, cb: Done): void {
-    const raw = this.k.raw;
-    let first = 0;
-    while (first < chunks.length - 1 && skip >= chunks[first]!.length) skip -= chunks[first++]!.length;
-    const last = chunks.length - 1;
-    const head = skip > 0 ? chunks[first]!.subarray(skip) : chunks[first]!;
-    if (first === last || raw.destroyed || raw.writableEnded) return rawWrite(raw, head, cb);
-    raw.cork();
-    raw.write(head);
-    for (let i = first + 1; i < last; i++) raw.write(chunks[i]!);
-    rawWrite(raw, chunks[last]!, cb);
-    raw.uncork();
+    if (n === buf.length) return cb();
+    rawWrite(raw, n > 0 ? buf.subarray(n) : buf, cb);
   }
 
   /**

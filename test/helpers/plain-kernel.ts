@@ -22,11 +22,9 @@ export interface KernelCalls {
   /** sendPlain calls, and how many sent less than they were given (EAGAIN or partial). */
   send: number;
   sendShort: number;
-  /** sendPlain calls given several buffers (gathered, not copied into one). */
-  gathered: number;
 }
 
-export const kernelCalls = (): KernelCalls => ({ recv: 0, again: 0, send: 0, sendShort: 0, gathered: 0 });
+export const kernelCalls = (): KernelCalls => ({ recv: 0, again: 0, send: 0, sendShort: 0 });
 
 export interface PlainKernelOptions {
   calls?: KernelCalls;
@@ -50,12 +48,10 @@ export function plainKernel(real: KtlsNative, opts: PlainKernelOptions = {}): Kt
       }
       return data.length;
     },
-    sendPlain: (fd: number, data: Buffer | readonly Buffer[]): number => {
+    sendPlain: (fd: number, data: Buffer): number => {
       calls.send++;
-      const bufs: readonly Buffer[] = Buffer.isBuffer(data) ? [data] : data;
-      if (!Buffer.isBuffer(data)) calls.gathered++;
       const n = real.sendPlain(fd, data);
-      if (n < bufs.reduce((a, b) => a + b.length, 0)) calls.sendShort++;
+      if (n < data.length) calls.sendShort++;
       return n;
     },
     recvRecord: (rfd: number, buf: Buffer) => {

@@ -41,10 +41,10 @@ function fakeNative(fd: () => number, log: string[]): KtlsNative {
       log.push(`record:${type}`);
       return data.length;
     },
-    // A data write straight to the fd (sendmsg(2) past libuv, as KernelTx does while libuv holds nothing queued).
-    sendPlain: (_fd: number, data: Buffer | readonly Buffer[]): number => {
+    // A data write straight to the fd (send(2) past libuv, as KernelTx does while libuv holds nothing queued).
+    sendPlain: (_fd: number, data: Buffer): number => {
       try {
-        return fs.writeSync(fd(), Buffer.isBuffer(data) ? data : Buffer.concat(data));
+        return fs.writeSync(fd(), data);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return -1;
         throw err;

@@ -10,8 +10,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
 import t, { type Test } from 'tap';
-import { NativeSyscallError, SEND_MAX_BUFFERS, native as loadNative, nativeStatus } from '../../native/index.js';
-import { stopReading } from '../../proxy/handshake/read-control.js';
+import { NativeSyscallError, native as loadNative, nativeStatus } from '../../native/index.js';
 import { plaintextOf } from '../../proxy/connection/plain-connection.js';
 import { closeReasonOf } from '../../proxy/plaintext-socket.js';
 import type { KtlsErrorClass } from '../../proxy/ktls/errno.js';
@@ -45,7 +44,6 @@ t.test('a write that fits is one send(2): no libuv write request, one send for h
   await last;
   await got.until(one.length + 40 + 1024);
   t.equal(calls.send, 2, 'two sends: one per write batch');
-  t.equal(calls.gathered, 1, 'head and body gathered into one sendmsg, not copied into one buffer first');
   t.equal(calls.sendShort, 0);
   t.equal(server.bytesWritten, 0, 'libuv wrote nothing');
   t.equal(s.bytesOut, got.bytes(), 'bytesOut counts what left');
@@ -75,64 +73,6 @@ t.test('socket buffer full: the rest goes through libuv, later writes wait behin
   t.equal(calls.send, before.send + 1, 'direct again');
   t.equal(server.bytesWritten, before.libuv, 'libuv not involved');
   s.destroy();
-});
-
-/**
- * A KernelTx over a live loopback socket whose kernel takes only the first
- * `take` bytes of each gathered send (-1: none, EAGAIN), really sent.
- */
-async function shortSendTx(t: Test, take: number): Promise<{ tx: KernelTx; server: net.Socket; client: net.Socket; sends: number[] }> {
-  const { server, client } = await loopbackPair(t);
-  const real = loadNative();
-  const sends: number[] = [];
-  const native = Object.assign(plainKernel(real), {
-    sendPlain: (fd: number, data: Buffer | readonly Buffer[]): number => {
-      const all = Buffer.isBuffer(data) ? data : Buffer.concat(data);
-      sends.push(Buffer.isBuffer(data) ? 1 : data.length);
-      if (take < 0) return -1;
-      return real.sendPlain(fd, all.subarray(0, take));
-    },
-  });
-  stopReading(server);
-  const tx = new KernelTx({ raw: server, fd: fdOf(server), native, events: {} }, null, false, 100, () => false);
-  return { tx, server, client, sends };
-}
-
-for (const take of [-1, 3, 10, 11, 25]) {
-  t.test(`a gathered send the kernel takes ${take < 0 ? 'nothing of (EAGAIN)' : `${take} bytes of`}: the rest goes through libuv from there, in order`, { skip }, async (t) => {
-    const { tx, server, client, sends } = await shortSendTx(t, take);
-    const chunks = [Buffer.from('0123456789'), Buffer.from('a'), Buffer.from('bcdefghijklmnopqrstuvwxyz')];
-    const all = Buffer.concat(chunks);
-    const got = hashReads(client);
-    const err = await new Promise<Error | null | undefined>((resolve) => tx.writeData(chunks, resolve));
-    t.equal(err ?? null, null);
-    await got.until(all.length);
-    t.equal(got.digest(), sha(all), 'every byte once, in order');
-    t.same(sends, [3], 'one sendmsg of the three chunks');
-    t.equal(server.bytesWritten, all.length - Math.max(take, 0), 'libuv wrote exactly what the kernel did not take');
-    t.equal(tx.bytes, all.length);
-  });
-}
-
-t.test(`more than ${SEND_MAX_BUFFERS} chunks in one write: all through libuv, in order`, { skip }, async (t) => {
-  const { tx, server, client, sends } = await shortSendTx(t, 1 << 20);
-  const chunks = Array.from({ length: SEND_MAX_BUFFERS + 1 }, (_, i) => patternBytes(100 + i, i));
-  const all = Buffer.concat(chunks);
-  const got = hashReads(client);
-  await new Promise<Error | null | undefined>((resolve) => tx.writeData(chunks, resolve));
-  await got.until(all.length);
-  t.equal(got.digest(), sha(all));
-  t.same(sends, [], 'the addon was not asked');
-  t.equal(server.bytesWritten, all.length);
-});
-
-t.test('the addon gathers at most SEND_MAX_BUFFERS buffers and only Buffers', { skip }, async (t) => {
-  const { server } = await loopbackPair(t);
-  const real = loadNative();
-  const fd = fdOf(server);
-  t.throws(() => real.sendPlain(fd, []), RangeError);
-  t.throws(() => real.sendPlain(fd, Array.from({ length: SEND_MAX_BUFFERS + 1 }, () => Buffer.from('x'))), RangeError);
-  t.throws(() => real.sendPlain(fd, ['x' as unknown as Buffer]), TypeError);
 });
 
 /** A KernelTx over a live loopback socket with an addon whose send fails with `errno`. */
