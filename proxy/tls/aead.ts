@@ -29,7 +29,7 @@ export function xorNonce(iv12: Buffer, seq: bigint): Buffer {
 /**
  * xorNonce() written into `out` (12 bytes), which it returns: a direction
  * that opens or seals a record at a time reuses one buffer instead of
- * allocating three per record (the nonce is consumed before the call returns).
+ * allocating two per record (the nonce is consumed before the call returns).
  */
 export function xorNonceInto(out: Buffer, iv12: Buffer, seq: bigint): Buffer {
   if (iv12.length !== 12 || out.length !== 12) throw new RangeError('per-record nonce needs a 12-byte iv');
