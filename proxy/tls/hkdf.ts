@@ -3,7 +3,7 @@
 // step application_traffic_secret_N+1. Extract is never needed: the secrets
 // come from the key log already extracted.
 
-import { createHmac } from 'node:crypto';
+import { hmac } from './hmac.js';
 import type { HashName } from './suites.js';
 import { HASH_LENGTH } from './suites.js';
 
@@ -14,9 +14,9 @@ function hkdfExpand(hash: HashName, prk: Buffer, info: Buffer, length: number): 
     throw new RangeError(`HKDF-Expand length ${length} out of range`);
   }
   const out = Buffer.alloc(Math.ceil(length / hashLen) * hashLen);
-  let prev = Buffer.alloc(0);
+  let prev: Buffer = Buffer.alloc(0);
   for (let i = 0; i * hashLen < length; i++) {
-    const block = createHmac(hash, prk).update(prev).update(info).update(Buffer.from([i + 1])).digest();
+    const block = hmac(hash, prk, prev, info, Buffer.from([i + 1]));
     block.copy(out, i * hashLen);
     prev.fill(0);
     prev = block;

@@ -2,20 +2,20 @@
 // AEAD suites: MAC keys are zero-length, so the block is
 // client_write_key | server_write_key | client_write_IV | server_write_IV.
 
-import { createHmac } from 'node:crypto';
+import { hmac } from './hmac.js';
 import type { HashName } from './suites.js';
 
 /** RFC 5246 5: PRF(secret, label, seed) = P_<hash>(secret, label + seed). */
 export function tls12Prf(hash: HashName, secret: Buffer, label: string, seed: Buffer, length: number): Buffer {
   const labelSeed = Buffer.concat([Buffer.from(label, 'ascii'), seed]);
   const out = Buffer.alloc(length);
-  let a = labelSeed; // A(0)
+  let a: Buffer = labelSeed; // A(0)
   let got = 0;
   while (got < length) {
-    const next = createHmac(hash, secret).update(a).digest(); // A(i)
+    const next = hmac(hash, secret, a); // A(i)
     if (a !== labelSeed) a.fill(0);
     a = next;
-    const block = createHmac(hash, secret).update(a).update(labelSeed).digest();
+    const block = hmac(hash, secret, a, labelSeed);
     got += block.copy(out, got, 0, Math.min(block.length, length - got));
     block.fill(0);
   }
