@@ -46,6 +46,10 @@
 //   BENCH_OUT=<dir>           where bench.json (every sample) and bench.md (the tables) go (default: a temp
 //                             dir; $KTLS_LAB_OUT/bench in the lab)
 //   BENCH_CPU_DETAIL=1        also print, per sample, user/system CPU by thread name (a `bench-cpu` line)
+//   BENCH_CHILD_LOGS=0        1: keep each sidecar process's whole stdout and stderr in <BENCH_OUT>/children/
+//                             <system>-<pid>.log, with `bench-window begin|end …` lines where each measured window
+//                             starts and ends (as the bench saw them: a line the child printed just before may follow
+//                             them); for V8's --trace-opt / --trace-deopt / --trace-gc through KTLS_BENCH_SIDECAR_ARGS
 //   KTLS_BENCH_SIDECAR_ARGS   extra node flags for the sidecar, split on whitespace, e.g. "--cpu-prof
 //                             --cpu-prof-dir=/tmp/prof": every system is stopped with SIGTERM at the end, and the
 //                             sidecar then gets 30 s (not 5) before SIGKILL to write such output; `bench-window`
@@ -122,8 +126,10 @@ async function measure(sys: System, w: Workload, round: number, ctx: Context, sc
   const threads0 = cpuDetail ? threadCpuOf(pid) : null;
   const cpu0 = treeCpu(pid);
   const t0 = process.hrtime.bigint();
+  sys.child!.mark(`bench-window begin system=${sys.id} workload=${w.id} round=${round}`);
   const r = await runWrk({ url: `${schemeOf(sys.id)}://127.0.0.1:${sys.port}${w.path}`, seconds: durationOf(w), connections: connectionsOf(sys.id), timeoutS: wrkTimeout, core: ctx.plan.client, script, closeEach: w.newConnections });
   const t1 = process.hrtime.bigint();
+  sys.child!.mark(`bench-window end system=${sys.id} workload=${w.id} round=${round} requests=${r.requests}`);
   const cpu1 = treeCpu(pid);
   const user = cpu1.user - cpu0.user;
   const sysCpu = cpu1.sys - cpu0.sys;
@@ -184,7 +190,9 @@ async function main(): Promise<void> {
   openDirForNginx(work);
   const tls = makeCert(work);
   const origin = await startOrigin(root, work, plan);
-  const ctx: Context = { root, dir: work, plan, originPort: origin.port, tls, sidecarCli, sidecarNodeArgs, kernel };
+  const childLogDir = process.env.BENCH_CHILD_LOGS === '1' ? path.join(outDir, 'children') : null;
+  if (childLogDir) mkdirSync(childLogDir, { recursive: true });
+  const ctx: Context = { root, dir: work, plan, originPort: origin.port, tls, sidecarCli, sidecarNodeArgs, kernel, childLogDir };
   const script = writeWrkScript(work);
   const kver = versionOf(['uname', '-r']);
   const header = `ktls-sidecar bench (${kernel ? 'lab, emulated CPU: ratios are indicative' : 'host'}): kernel ${kver}, ${plan.note}; ` +

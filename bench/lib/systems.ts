@@ -29,6 +29,8 @@ export interface Context {
   sidecarCli: string;
   sidecarNodeArgs: string[];
   kernel: boolean;
+  /** BENCH_CHILD_LOGS: where each sidecar process's whole output goes (`<system>-<pid>.log`), or null. */
+  childLogDir: string | null;
 }
 
 export interface System {
@@ -199,7 +201,8 @@ export async function startSystem(id: SystemId, ctx: Context): Promise<System> {
     sys.adminPort = await freePort();
     const conf = path.join(ctx.dir, `${id}.yaml`);
     writeFileSync(conf, sidecarConfig(id, ctx, port, sys.adminPort));
-    sys.child = startChild(pinned(ctx.plan.proxy, [process.execPath, ...shebangFlags(ctx.sidecarCli), ...ctx.sidecarNodeArgs, ctx.sidecarCli, '--config', conf]));
+    const log = ctx.childLogDir ? { dir: ctx.childLogDir, name: id } : undefined;
+    sys.child = startChild(pinned(ctx.plan.proxy, [process.execPath, ...shebangFlags(ctx.sidecarCli), ...ctx.sidecarNodeArgs, ctx.sidecarCli, '--config', conf]), undefined, log);
   }
   try {
     // In the lab the first start probes the kernel while the crypto modules load under emulation (10-20 s).

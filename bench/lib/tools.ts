@@ -1,7 +1,7 @@
 // What the bench needs around the proxies: the tools (installed from apt when missing and running as root), the
 // CPU plan (which core runs what), the certificate, the origin, and child processes with their output kept.
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -81,18 +81,28 @@ export function makeCert(dir: string): { cert: string; key: string } {
   return { cert, key };
 }
 
-/** A child process whose stdout/stderr are kept (last 64 KiB each) for error messages. */
-export interface Child { proc: ChildProcess; out: () => string; err: () => string; exited: Promise<void> }
+/**
+ * A child process whose stdout/stderr are kept (last 64 KiB each) for error messages. With a `log` (see
+ * startChild), everything it prints also goes to a file, and `mark` writes a line of the caller's among it.
+ */
+export interface Child { proc: ChildProcess; out: () => string; err: () => string; exited: Promise<void>; mark: (line: string) => void }
 
-export function startChild(argv: string[], env?: NodeJS.ProcessEnv): Child {
+/**
+ * `log`: also append all of the child's stdout and stderr to `<dir>/<name>-<pid>.log` (e.g. V8's --trace-*
+ * output, which is far more than the 64 KiB kept), with `mark` lines between, in the order they arrived here.
+ */
+export function startChild(argv: string[], env?: NodeJS.ProcessEnv, log?: { dir: string; name: string }): Child {
   const proc = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
   let out = '';
   let err = '';
+  const file = log && proc.pid !== undefined ? createWriteStream(path.join(log.dir, `${log.name}-${proc.pid}.log`), { flags: 'a' }) : null;
+  file?.on('error', (e) => { console.error(`bench: child log: ${e.message}`); });
   const keep = (s: string): string => (s.length > 65536 ? s.slice(-65536) : s);
-  proc.stdout.setEncoding('utf8').on('data', (d: string) => { out = keep(out + d); });
-  proc.stderr.setEncoding('utf8').on('data', (d: string) => { err = keep(err + d); });
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => { out = keep(out + d); file?.write(d); });
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => { err = keep(err + d); file?.write(d); });
+  proc.once('close', () => file?.end());
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  return { proc, out: () => out, err: () => err, exited };
+  return { proc, out: () => out, err: () => err, exited, mark: (line) => { file?.write(`${line}\n`); } };
 }
 
 export function running(c: Child): boolean {
