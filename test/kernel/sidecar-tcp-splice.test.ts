@@ -1,5 +1,6 @@
 // tcp mode through the splice pump, the real sidecar on real kTLS: sha256 both
-// ways for 0 B .. 64 MiB, TLS 1.2 and 1.3, ktls.direction tx and txrx; the
+// ways for 0 B .. 64 MiB, TLS 1.2 and 1.3, ktls.direction tx and txrx (AES-128-GCM;
+// every other cipher × version the kernel holds with just over 1 MiB each way); the
 // spliced counters and the close line show the bytes (all of what the
 // upstream sent; what the client sent when RX is in the kernel), and are 0
 // with ktls.splice: false; half-close each way.
@@ -155,14 +156,22 @@ function gcmSuites(probe: KernelProbe): Suite[] {
   return SUITES.filter((s) => s.kernel === 'AES_GCM_128' && probe.supports(s.version, s.kernel, 'tx'));
 }
 
+/** Every other cipher × version this kernel holds in TX (AES-256-GCM, ChaCha20-Poly1305; 1.3 and 1.2). */
+function otherSuites(probe: KernelProbe): Suite[] {
+  return SUITES.filter((s) => s.kernel !== 'AES_GCM_128' && probe.supports(s.version, s.kernel, 'tx'));
+}
+
 type Case = [up: number, down: number, upstreamFirst: boolean, what: string];
 
-/** `sizes[i]` runs on the i-th suite (TLS 1.3, then TLS 1.2): the file has to fit the lab's per-file time. */
-async function runMode(t: Test, probe: KernelProbe, mode: 'tx' | 'txrx', splice: boolean, sizes: Case[][], rxFirst = false): Promise<void> {
+/**
+ * `sizes[i]` runs on the i-th suite `pick` gives (by default TLS 1.3, then TLS 1.2 AES-128-GCM): the file has to fit
+ * the lab's per-file time.
+ */
+async function runMode(t: Test, probe: KernelProbe, mode: 'tx' | 'txrx', splice: boolean, sizes: Case[][], rxFirst = false, pick = gcmSuites): Promise<void> {
   const upstream = await startXferUpstream(t);
   // rxFirst: the suites whose RX the kernel holds here first (6.1 keeps TLS 1.3 RX in JS: slow for 64 MiB).
   const rank = (s: Suite): number => (rxFirst && expectedDirection(probe, s, mode) === 'txrx' ? 0 : 1);
-  const suites = gcmSuites(probe).sort((a, b) => rank(a) - rank(b)).slice(0, sizes.length);
+  const suites = pick(probe).sort((a, b) => rank(a) - rank(b)).slice(0, sizes.length);
   const sc = await startLabSidecar(t, {
     mode: 'tcp',
     upstream: { address: `127.0.0.1:${upstream.port}` },
@@ -172,7 +181,8 @@ async function runMode(t: Test, probe: KernelProbe, mode: 'tx' | 'txrx', splice:
   for (const [i, s] of suites.entries()) {
     const direction = expectedDirection(probe, s, mode);
     for (const [up, down, upstreamFirst, what] of sizes[i] ?? []) {
-      await t.test(`${s.version} ${mode}${splice ? '' : ' splice:false'} (${direction}): ${what}`, async (t) => {
+      const suite = pick === gcmSuites ? s.version : `${s.version} ${s.iana}`;
+      await t.test(`${suite} ${mode}${splice ? '' : ' splice:false'} (${direction}): ${what}`, async (t) => {
         const labels = { ktls: 'on', tls_version: s.version, direction, protocol: 'tcp' };
         const before = await counts(sc, labels);
         const stat0 = tlsStat();
@@ -222,6 +232,8 @@ const B1: Case = [1, 1, false, '1 B both ways'];
 const K64: Case = [64 * KIB, 64 * KIB, false, '64 KiB both ways'];
 const M16: Case = [16 * MIB, 16 * MIB, false, '16 MiB both ways, client FIN first (half-close)'];
 const UP_FIRST: Case = [16 * MIB, 1, true, 'upstream FIN first while the client still sends 16 MiB (half-close)'];
+// Not a whole number of 16 KiB records, nor of the pump's 256 KiB pipe, either way.
+const M1_ODD: Case = [MIB + 4099, MIB + 16_385, false, 'just over 1 MiB each way (partial last records)'];
 
 t.test('tcp mode through the splice pump', { skip: labSkip }, async (t) => {
   const probe = await probeKernel({ skipNicOffload: true });
@@ -229,5 +241,8 @@ t.test('tcp mode through the splice pump', { skip: labSkip }, async (t) => {
   await t.test('txrx', (t) => runMode(t, probe, 'txrx', true, [[B0, B1, K64, M16, UP_FIRST], [B1, M16]]));
   await t.test('tx', (t) => runMode(t, probe, 'tx', true, [[B1, M16], [K64]]));
   await t.test('64 MiB each way, txrx', (t) => runMode(t, probe, 'txrx', true, [[[64 * MIB, 64 * MIB, false, '64 MiB both ways']]], true));
+  const others = otherSuites(probe);
+  t.comment(`other ciphers the kernel holds: ${others.map((s) => `${s.version} ${s.iana}`).join(', ') || 'none'}`);
+  await t.test('every other cipher × version, txrx', (t) => runMode(t, probe, 'txrx', true, others.map(() => [M1_ODD]), false, otherSuites));
   await t.test('ktls.splice: false keeps JS pipes', (t) => runMode(t, probe, 'txrx', false, [[[64 * KIB, MIB, false, '64 KiB up, 1 MiB down']]]));
 });
