@@ -98,11 +98,18 @@ export function startChild(argv: string[], env?: NodeJS.ProcessEnv, log?: { dir:
   const file = log && proc.pid !== undefined ? createWriteStream(path.join(log.dir, `${log.name}-${proc.pid}.log`), { flags: 'a' }) : null;
   file?.on('error', (e) => { console.error(`bench: child log: ${e.message}`); });
   const keep = (s: string): string => (s.length > 65536 ? s.slice(-65536) : s);
-  proc.stdout.setEncoding('utf8').on('data', (d: string) => { out = keep(out + d); file?.write(d); });
-  proc.stderr.setEncoding('utf8').on('data', (d: string) => { err = keep(err + d); file?.write(d); });
+  // A chunk can end mid-line: a mark then starts a line of its own.
+  let midLine = false;
+  const toFile = (d: string): void => {
+    if (!file || d.length === 0) return;
+    file.write(d);
+    midLine = !d.endsWith('\n');
+  };
+  proc.stdout.setEncoding('utf8').on('data', (d: string) => { out = keep(out + d); toFile(d); });
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => { err = keep(err + d); toFile(d); });
   proc.once('close', () => file?.end());
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-  return { proc, out: () => out, err: () => err, exited, mark: (line) => { file?.write(`${line}\n`); } };
+  return { proc, out: () => out, err: () => err, exited, mark: (line) => { toFile(`${midLine ? '\n' : ''}${line}\n`); } };
 }
 
 export function running(c: Child): boolean {
