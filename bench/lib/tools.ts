@@ -100,14 +100,15 @@ export function startChild(argv: string[], env?: NodeJS.ProcessEnv, log?: { dir:
   const keep = (s: string): string => (s.length > 65536 ? s.slice(-65536) : s);
   // A chunk can end mid-line: a mark then starts a line of its own.
   let midLine = false;
+  let ended = false;
   const toFile = (d: string): void => {
-    if (!file || d.length === 0) return;
+    if (!file || ended || d.length === 0) return;
     file.write(d);
     midLine = !d.endsWith('\n');
   };
   proc.stdout.setEncoding('utf8').on('data', (d: string) => { out = keep(out + d); toFile(d); });
   proc.stderr.setEncoding('utf8').on('data', (d: string) => { err = keep(err + d); toFile(d); });
-  proc.once('close', () => file?.end());
+  proc.once('close', () => { ended = true; file?.end(); });
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   return { proc, out: () => out, err: () => err, exited, mark: (line) => { toFile(`${midLine ? '\n' : ''}${line}\n`); } };
 }
