@@ -189,6 +189,11 @@ export const schema = {
     },
     drainTimeout: { doc: 'When the flag turns off: grace period before kTLS connections asked to drain are closed.', format: 'duration', default: '30s' },
     keyUpdateRateLimit: { doc: 'Most peer KeyUpdates per minute on one kTLS connection; more close it.', format: 'count', default: 10 },
+    rxExpectNoPad: {
+      doc: 'TLS 1.3 with RX in the kernel: let the kernel decrypt each record straight into the sidecar\'s buffer (TLS_RX_EXPECT_NO_PAD, Linux >= 6.0) instead of into a new kernel buffer it then copies. A record the client padded, and every control record, is decrypted a second time (TlsDecryptRetry, TlsRxNoPadViolation in /metrics). false: never.',
+      format: 'strict-boolean',
+      default: true,
+    },
     splice: {
       doc: 'tcp mode: move bytes between the upstream socket and a kTLS connection with splice(2), in the kernel, wherever the kernel holds that direction (upstream to client with TX, client to upstream with RX): they never enter JS; http mode: the same for large response bodies (ktls.spliceMinBody). false keeps them on JS pipes. Userspace-TLS connections never splice.',
       format: 'strict-boolean',
@@ -278,6 +283,7 @@ export interface Config {
     readonly drainOnDisable: (typeof schema.ktls.drainOnDisable.format)[number];
     readonly drainTimeout: number;
     readonly keyUpdateRateLimit: number;
+    readonly rxExpectNoPad: boolean;
     readonly splice: boolean;
     readonly spliceMinBody: number;
   };

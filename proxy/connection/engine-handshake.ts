@@ -80,6 +80,7 @@ export async function engineHandshake(ctx: ConnectionContext, origin: Connection
       native: ctx.native(),
       rekeySupported: ctx.probe?.rekey ?? false,
       rxWholeRecordPoll: ctx.probe?.rxWholeRecordPoll ?? false,
+      rxExpectNoPad: gen.config.ktls.rxExpectNoPad && (ctx.probe?.rxExpectNoPad ?? false),
       keyUpdateRateLimit: gen.config.ktls.keyUpdateRateLimit,
       splice: gen.config.ktls.splice,
       events: ctx.observer.ktls(id),

@@ -83,7 +83,7 @@ export function engineUserspaceReason(
 }
 
 /** installKtls()'s input (a `userspace` decision keeps the keys in the JS record layer), plus: */
-export interface KernelLayerInput extends Pick<InstallInput, 'handoff' | 'decision' | 'native' | 'rekeySupported' | 'keyUpdateRateLimit' | 'splice' | 'rxWholeRecordPoll'> {
+export interface KernelLayerInput extends Pick<InstallInput, 'handoff' | 'decision' | 'native' | 'rekeySupported' | 'keyUpdateRateLimit' | 'splice' | 'rxWholeRecordPoll' | 'rxExpectNoPad'> {
   facts: Pick<ConnectionFacts, 'tlsVersion' | 'cipher'>;
   /** The connection's kTLS events, each direction's install result (`offload`) included. */
   events: KtlsEvents;

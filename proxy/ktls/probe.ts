@@ -228,6 +228,8 @@ export interface KernelProbe {
    * (KernelRx). Otherwise it reads until EAGAIN and waits for an edge.
    */
   rxWholeRecordPoll: boolean;
+  /** TLS_RX_EXPECT_NO_PAD is accepted on a TLS 1.3 RX socket (Linux >= 6.0). */
+  rxExpectNoPad: boolean;
   /** Why kTLS is not available at all; null when it is. */
   reasonIfNot: KernelUnavailableReason | null;
   /** One human sentence for reasonIfNot. */
@@ -253,6 +255,7 @@ function buildProbe(details: KernelProbeDetails, reasonIfNot: KernelUnavailableR
     available,
     rekey: details.rekey.supported,
     rxWholeRecordPoll: details.rxPoll.wholeRecords,
+    rxExpectNoPad: details.options.TLS_RX_EXPECT_NO_PAD.supported,
     reasonIfNot,
     reasonDetail,
     supports: (v, c, d) => available && byKey.get(comboKey(v, c, d))?.supported === true,

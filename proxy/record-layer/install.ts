@@ -9,7 +9,9 @@
 //   4. setsockopt(TLS_TX).                                ─┘
 //   5. txrx: setsockopt(TLS_RX) at the RX sequence after the leftover. A failure
 //      here leaves TX in the kernel and RX not: never a half state — the
-//      connection is destroyed (errno counted).
+//      connection is destroyed (errno counted). TLS 1.3, where the probe found it
+//      and ktls.rxExpectNoPad allows: setsockopt(TLS_RX_EXPECT_NO_PAD) (expectNoPad;
+//      an optimisation: its failure is counted and changes nothing else).
 //   6. Wipe every CryptoInfo and secret copy; keep only what KeyUpdate needs
 //      (TLS 1.3: each kernel direction's JS protection, whose traffic secret
 //      gives the next key), and the JS RX state in `tx` mode.
@@ -57,6 +59,11 @@ export interface InstallInput extends LayerSettings {
   /** The decision for this connection: `tx` or `txrx`, or `userspace` for the JS record layer alone. */
   decision: KtlsDecision;
   native: KtlsNative;
+  /**
+   * TLS 1.3 with RX in the kernel: set TLS_RX_EXPECT_NO_PAD (ktls.rxExpectNoPad, and the probe found the
+   * option). Default false.
+   */
+  rxExpectNoPad?: boolean;
   /** Longest wait for the rest of a partial leftover record (default 5000 ms). */
   partialRecordTimeoutMs?: number;
   events?: InstallEvents;
@@ -161,11 +168,34 @@ export async function installKtls(input: InstallInput): Promise<InstallResult> {
       raw.destroy();
       throw new KtlsInstallError(`kernel TLS RX install failed (${info.errno}) after TX: connection closed`, info, err);
     }
+    if (input.rxExpectNoPad === true && handoff.rx.version === 'TLSv1.3') expectNoPad(native, fd, events);
   }
 
   const rx: RxSide = rxKernel ? { side: 'kernel', keys: keptForKeyUpdate(rxJs) } : { side: 'js', reader };
   const stream = newStream(input, { side: 'kernel', keys: keptForKeyUpdate(txJs) }, rx, initialEvents, fd, native);
   return { stream, decision: input.decision };
+}
+
+/**
+ * TLS 1.3 puts a record's type after its content and any padding, so the kernel
+ * cannot tell a data record before decrypting it: without this option it
+ * decrypts every record into a kernel buffer of its own (pages allocated for
+ * each record, zeroed where init_on_alloc is on, as in Debian's kernels) and
+ * copies the plaintext out. With it, a record is decrypted straight into our
+ * read buffer; one that turns out padded or not application data is decrypted
+ * again the old way, counted as TlsDecryptRetry (and TlsRxNoPadViolation) in
+ * /proc/net/tls_stat, which /metrics exports. The cost of a peer that pads is a
+ * second decryption of its padded records, nothing else; ktls.rxExpectNoPad:
+ * false turns it off. The kernel lab measured the default path at about half of
+ * a 1 KiB request's recvmsg time (docs/ktls.md §9). An optimisation only: if the
+ * kernel refuses it, the error is counted and RX stays in the kernel as it is.
+ */
+function expectNoPad(native: KtlsNative, fd: number, events: InstallEvents): void {
+  try {
+    native.setOption(fd, 'TLS_RX_EXPECT_NO_PAD', true);
+  } catch (err) {
+    events.syscallError?.(classifyKtlsError(err, 'option'));
+  }
 }
 
 /**

@@ -15,6 +15,7 @@ import { installKtls } from '../../proxy/record-layer/install.js';
 import type { InstallInput, InstallResult } from '../../proxy/record-layer/install.js';
 import type { RecordLayerStats } from '../../proxy/record-layer/paths.js';
 import { native, socketFd } from '../../native/index.js';
+import type { KtlsNative } from '../../native/index.js';
 import type { Teardown } from './teardown.js';
 
 export interface HandoffEchoOptions {
@@ -24,9 +25,11 @@ export interface HandoffEchoOptions {
   /** The decision for a connection from its negotiated facts; a `userspace` one keeps the record layer in JS (no kernel install). */
   decide(facts: NegotiatedFacts): KtlsDecision;
   /** The rest of installKtls's input. */
-  install: Pick<InstallInput, 'rekeySupported' | 'keyUpdateRateLimit' | 'txKeyRecordLimit' | 'keyUsageCheckWrites'>;
+  install: Pick<InstallInput, 'rekeySupported' | 'keyUpdateRateLimit' | 'txKeyRecordLimit' | 'keyUsageCheckWrites' | 'rxExpectNoPad'>;
   /** Called after the hand-off, before the install. */
   onHandoff?(): void;
+  /** The addon given to installKtls (default: the real one), e.g. one whose setOption refuses. */
+  native?: KtlsNative;
 }
 
 export interface EchoedConnection {
@@ -37,8 +40,17 @@ export interface EchoedConnection {
   /** getsockopt(TLS_TX) / getsockopt(TLS_RX) read an installed state right after the install. */
   kernelTx: boolean;
   kernelRx: boolean;
+  /**
+   * getsockopt(TLS_RX_EXPECT_NO_PAD) right after the install: the flag, or the
+   * errno name of the refusal (EINVAL without a TLS 1.3 RX in the kernel).
+   */
+  rxNoPad: boolean | string;
+  /** The same after each `rx:ok` KeyUpdate event (a new TLS_RX key). */
+  rxNoPadAfterKeyUpdate: Array<boolean | string>;
   /** installFailed events (the install's errors before any key reached the kernel). */
   failures: KtlsErrorClass[];
+  /** syscallError events, as `stage:errno`. */
+  syscallErrors: string[];
   /** keyUpdate events, as `direction:result`. */
   keyUpdates: string[];
   /** The stream's stats once it closed. */
@@ -64,14 +76,31 @@ export async function startHandoffEcho(t: Teardown, o: HandoffEchoOptions): Prom
       const leftover = hs.leftover.length;
       o.onHandoff?.();
       const failures: KtlsErrorClass[] = [];
+      const syscallErrors: string[] = [];
       const keyUpdates: string[] = [];
+      const noPad = (): boolean | string => {
+        try {
+          return native().getOption(fd, 'TLS_RX_EXPECT_NO_PAD');
+        } catch (err) {
+          return (err as { code?: string }).code ?? String(err);
+        }
+      };
+      const rxNoPadAfterKeyUpdate: Array<boolean | string> = [];
       const install = await installKtls({
         handoff: hs,
         decision,
-        native: native(),
+        native: o.native ?? native(),
         ...o.install,
-        events: { installFailed: (i) => failures.push(i), keyUpdate: (d, r) => keyUpdates.push(`${d}:${r}`) },
+        events: {
+          installFailed: (i) => failures.push(i),
+          syscallError: (i) => syscallErrors.push(`${i.stage}:${i.errno}`),
+          keyUpdate: (d, r) => {
+            keyUpdates.push(`${d}:${r}`);
+            if (d === 'rx' && r === 'ok') rxNoPadAfterKeyUpdate.push(noPad());
+          },
+        },
       });
+      const rxNoPad = noPad();
       const kernelHas = (dir: 'tx' | 'rx'): boolean => {
         try {
           return native().getCryptoInfo(fd, dir).recSeq >= 0n;
@@ -85,7 +114,7 @@ export async function startHandoffEcho(t: Teardown, o: HandoffEchoOptions): Prom
       s.on('data', (d: Buffer) => s.write(d));
       s.on('error', () => {});
       const stats = new Promise<RecordLayerStats>((resolve) => s.on('close', () => resolve(s.stats())));
-      return { decision, install, leftover, kernelTx, kernelRx, failures, keyUpdates, stats };
+      return { decision, install, leftover, kernelTx, kernelRx, rxNoPad, rxNoPadAfterKeyUpdate, failures, syscallErrors, keyUpdates, stats };
     })());
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

@@ -11,8 +11,8 @@ import { Duplex } from 'node:stream';
 import { HandshakeEngine } from '../../proxy/handshake/engine.js';
 import { installKtls, KtlsInstallError } from '../../proxy/record-layer/install.js';
 import type { RecordLayerStats } from '../../proxy/record-layer/paths.js';
-import { native, nativeStatus } from '../../native/index.js';
-import { readEchoThenEnd, startHandoffEcho } from '../helpers/handoff-echo.js';
+import { native, nativeStatus, NativeSyscallError } from '../../native/index.js';
+import { readEchoThenEnd, sClientLines, startHandoffEcho } from '../helpers/handoff-echo.js';
 import { selfSignedCert } from '../helpers/pki.js';
 import type { Teardown } from '../helpers/teardown.js';
 import { sha256 as sha } from '../helpers/upstream.js';
@@ -24,7 +24,7 @@ function startEcho(t: Teardown, mode: 'tx' | 'txrx', pem: { key: Buffer; cert: B
   return startHandoffEcho(t, {
     tls: { ...pem, minVersion: 'TLSv1.2', ciphers: `${tls.DEFAULT_CIPHERS}:ECDHE-ECDSA-CHACHA20-POLY1305` },
     decide: () => ({ mode, reason: 'enabled' }),
-    install: { rekeySupported: kernelHasRekey(), keyUpdateRateLimit: 100 },
+    install: { rekeySupported: kernelHasRekey(), keyUpdateRateLimit: 100, rxExpectNoPad: true },
     onHandoff,
   });
 }
@@ -78,10 +78,80 @@ t.test('kernel handoff echo', { skip }, (t) => {
         t.ok(st.closeNotifyIn, 'client close_notify seen');
         t.ok(st.closeNotifyOut, 'our close_notify sent');
         t.notOk(st.truncated);
+        t.strictSame(conn.syscallErrors, [], 'no syscall failed');
+        if (mode === 'txrx' && c.name.startsWith('TLS 1.3')) {
+          t.equal(conn.rxNoPad, true, 'TLS_RX_EXPECT_NO_PAD set on the TLS 1.3 RX socket');
+          // Only records that are not application data (the client's close_notify) are decrypted twice. The
+          // counter is the VM's (other test files run meanwhile): a bound, not an exact count.
+          const retries = (after['TlsDecryptRetry'] ?? 0) - (before['TlsDecryptRetry'] ?? 0);
+          t.ok(retries < st.rxRecordsKernel / 2, `data records decrypted in place: ${retries} retries for ${st.rxRecordsKernel} records in the kernel`);
+        } else {
+          t.not(conn.rxNoPad, true, 'TLS_RX_EXPECT_NO_PAD only on a TLS 1.3 RX in the kernel');
+        }
       });
     }
   }
   t.end();
+});
+
+t.test('TLS_RX_EXPECT_NO_PAD and a client that pads every record (s_client -record_padding)', { skip }, (t) => {
+  const pem = selfSignedCert();
+  for (const noPad of [true, false]) {
+    t.test(`rxExpectNoPad ${noPad}`, async (t) => {
+      const srv = await startHandoffEcho(t, {
+        tls: { ...pem, minVersion: 'TLSv1.3' },
+        decide: () => ({ mode: 'txrx', reason: 'enabled' }),
+        install: { rekeySupported: kernelHasRekey(), keyUpdateRateLimit: 100, rxExpectNoPad: noPad },
+      });
+      const lines = Array.from({ length: 12 }, (_, i) => `padded-line-${i}-${randomBytes(24).toString('hex')}`);
+      const before = tlsStat();
+      const r = await sClientLines(srv.port, lines, { args: ['-ciphersuites', 'TLS_AES_128_GCM_SHA256', '-record_padding', '512'], commandPauseMs: 0 });
+      t.equal(r.code, 0, `s_client exit (${r.err.slice(-300)})`);
+      for (const l of lines) t.ok(r.out.includes(`${l}\n`), `${l.slice(0, 14)} echoed`);
+      const conn = await srv.served[0]!;
+      t.equal(conn.install.decision.mode, 'txrx');
+      t.equal(conn.rxNoPad, noPad, `TLS_RX_EXPECT_NO_PAD ${noPad}`);
+      const st = await conn.stats;
+      t.equal(st.rx, 'kernel', 'RX stayed in the kernel');
+      t.ok(st.closeNotifyIn, 'the padded close_notify was read');
+      const after = tlsStat();
+      const delta = (k: string): number => (after[k] ?? 0) - (before[k] ?? 0);
+      t.equal(delta('TlsDecryptError'), 0, 'no decrypt error');
+      // With the option, each padded record was decrypted in place, found padded, and decrypted again.
+      // (The counters are the VM's: other test files run meanwhile, so only a lower bound is asserted.)
+      if (noPad) {
+        t.ok(delta('TlsDecryptRetry') >= lines.length, `${delta('TlsDecryptRetry')} retries for ${lines.length} padded lines`);
+        t.ok(delta('TlsRxNoPadViolation') >= lines.length, `${delta('TlsRxNoPadViolation')} no-pad violations counted`);
+      }
+    });
+  }
+  t.end();
+});
+
+t.test('TLS_RX_EXPECT_NO_PAD refused: counted under stage option, RX stays in the kernel, byte-exact', { skip }, async (t) => {
+  const real = native();
+  // The addon as a kernel before 6.0 answers (ENOPROTOOPT); every other call is the real one.
+  const refusing = Object.create(real) as typeof real;
+  refusing.setOption = (fd, opt, on) => {
+    if (opt === 'TLS_RX_EXPECT_NO_PAD') throw new NativeSyscallError(92, 'setsockopt(TLS_RX_EXPECT_NO_PAD)');
+    real.setOption(fd, opt, on);
+  };
+  const srv = await startHandoffEcho(t, {
+    tls: { ...selfSignedCert(), minVersion: 'TLSv1.3' },
+    decide: () => ({ mode: 'txrx', reason: 'enabled' }),
+    install: { rekeySupported: kernelHasRekey(), keyUpdateRateLimit: 100, rxExpectNoPad: true },
+    native: refusing,
+  });
+  const payload = randomBytes(300_000);
+  const res = await echoClient(srv.port, { minVersion: 'TLSv1.3' }, payload);
+  t.equal(sha(res.echoed), sha(payload), 'byte-exact both ways');
+  const conn = await srv.served[0]!;
+  t.strictSame(conn.install.decision, { mode: 'txrx', reason: 'enabled' }, 'still txrx');
+  t.strictSame(conn.syscallErrors, ['option:ENOPROTOOPT'], 'the refusal counted once, stage option');
+  t.equal(conn.rxNoPad, false, 'the option is off');
+  const st = await conn.stats;
+  t.equal(st.rx, 'kernel', 'RX in the kernel');
+  t.ok(st.rxBytesKernel > 0, 'the kernel decrypted');
 });
 
 /**

@@ -30,7 +30,7 @@ function startEcho(t: Teardown, probe: KernelProbe, forceTls13Rx: boolean, extra
       facts,
       draw: 0,
     }),
-    install: { rekeySupported: probe.rekey, keyUpdateRateLimit: 10, ...extra },
+    install: { rekeySupported: probe.rekey, keyUpdateRateLimit: 10, rxExpectNoPad: probe.rxExpectNoPad, ...extra },
   });
 }
 
@@ -55,6 +55,9 @@ t.test('TLS 1.3 KeyUpdate with kTLS', { skip }, async (t) => {
       t.equal(st.keyUpdatesIn, 2);
       t.equal(st.keyUpdatesOut, 1, 'answered K only');
       t.strictSame(s.keyUpdates, ['rx:ok', 'tx:ok', 'rx:ok']);
+      t.equal(s.rxNoPad, true, 'TLS_RX_EXPECT_NO_PAD set at the install');
+      t.strictSame(s.rxNoPadAfterKeyUpdate, [true, true], 'and still set under each new RX key');
+      t.strictSame(s.syscallErrors, [], 'no syscall failed');
       t.ok(st.closeNotifyIn && st.closeNotifyOut);
       const after = readTlsStatSync() ?? {};
       t.ok((after['TlsRxRekeyOk'] ?? 0) - (before['TlsRxRekeyOk'] ?? 0) >= 2, 'kernel counted 2 RX rekeys');

@@ -129,4 +129,15 @@ t.test('sidecar + s_client', { skip: labSkip }, async (t) => {
       t.match(r.out + r.err, /closed|DONE|close notify/i, 's_client saw the end of the connection');
     }
   });
+
+  // The sidecar sets TLS_RX_EXPECT_NO_PAD by default (ktls.rxExpectNoPad) where TLS 1.3 RX is in the kernel; a client
+  // that pads its records still gets every answer, each padded record decrypted twice and counted.
+  await t.test(`TLS 1.3, a client that pads every record (s_client -record_padding): answered${probe.rekey && probe.rxExpectNoPad ? ', counted as no-pad violations' : ''}`, async (t) => {
+    const violations = (): Promise<number> => sc.metric('ktls_sidecar_kernel_tls_stat_total', { stat: 'TlsRxNoPadViolation' });
+    const v0 = await violations();
+    const r = await sClient(sc.tlsPort, [REQUEST, REQUEST, REQUEST], [...tls13, '-record_padding', '512']);
+    t.equal(r.answers, 3, `three answers to padded requests ${r.err.slice(-300)}`);
+    // The counter is the VM's (other test files run meanwhile): a lower bound.
+    if (probe.rekey && probe.rxExpectNoPad) t.ok((await violations()) - v0 >= 3, 'each padded request record decrypted in place, then again');
+  });
 });
