@@ -227,9 +227,38 @@ export class NativeSyscallError extends Error {
   }
 }
 
-/** The raw addon exports (what the C++ registers). */
-interface AddonExports extends KtlsNative {
+/** An AEAD opener's OpenSSL context, held by JS as an opaque External (native/src/aead.cc). */
+declare const aeadHandle: unique symbol;
+type AeadHandle = { readonly [aeadHandle]: true };
+
+/**
+ * What the .node file exports: KtlsNative, except what loadNative() builds over it in JS:
+ * createAeadOpener from the aead* calls, and recvRecord / recvPlain from calls that answer with
+ * one number (a result object made by the addon cost more than the receive's own user time).
+ */
+interface AddonExports extends Omit<KtlsNative, 'createAeadOpener' | 'recvRecord' | 'recvPlain'> {
   setErrorClass(cls: typeof NativeSyscallError): void;
+  /** bytes * 256 + record type, or -1 on EAGAIN. */
+  recvRecordPacked(fd: number, buf: Buffer): number;
+  /** bytes (0 with a non-empty buf: EOF), or -1 on EAGAIN. */
+  recvPlainBytes(fd: number, buf: Buffer): number;
+  aeadCreate(algorithm: string, key: Buffer): AeadHandle;
+  aeadOpen(handle: AeadHandle, nonce: Buffer, aad: Buffer, sealed: Buffer, out: Buffer): number;
+  aeadWipe(handle: AeadHandle): void;
+}
+
+/**
+ * The opener over the addon's handle functions: a plain function call per record, where a
+ * method of a wrapped native object paid an unwrap (a property lookup) per call.
+ */
+function aeadOpenerOf(addon: AddonExports): KtlsNative['createAeadOpener'] {
+  return (algorithm, key) => {
+    const handle = addon.aeadCreate(algorithm, key);
+    return {
+      open: (nonce, aad, sealed, out) => addon.aeadOpen(handle, nonce, aad, sealed, out),
+      wipe: () => addon.aeadWipe(handle),
+    };
+  };
 }
 
 /** Package root: the nearest ancestor with native/binding.gyp (works from native/ and dist/native/). */
@@ -281,11 +310,25 @@ export function loadNative(path: string): LoadResult {
     if (typeof addon.setErrorClass !== 'function' || typeof addon.setCryptoInfo !== 'function') {
       return { status: { available: false, reason: `${path} is not the ktls-sidecar addon`, path }, native: null };
     }
-    if (typeof addon.createSplicePump !== 'function' || typeof addon.createAeadOpener !== 'function' || typeof addon.sendPlain !== 'function') {
-      return { status: { available: false, reason: `${path} is an older build of the addon (no splice pump, AEAD opener or sendPlain; run \`node native/build.mjs\`)`, path }, native: null };
+    if (typeof addon.createSplicePump !== 'function' || typeof addon.aeadOpen !== 'function' || typeof addon.recvRecordPacked !== 'function') {
+      return { status: { available: false, reason: `${path} is an older build of the addon (no splice pump, AEAD handle or one-number receives; run \`node native/build.mjs\`)`, path }, native: null };
     }
     addon.setErrorClass(NativeSyscallError);
-    return { status: { available: true, path }, native: addon };
+    const ktls: KtlsNative = Object.assign(addon, {
+      createAeadOpener: aeadOpenerOf(addon),
+      recvRecord(fd: number, buf: Buffer): RecvRecordResult | null {
+        const v = addon.recvRecordPacked(fd, buf);
+        if (v < 0) return null;
+        const type = v % 256;
+        const bytes = (v - type) / 256;
+        return { type, bytes, eof: bytes === 0 && buf.length > 0 };
+      },
+      recvPlain(fd: number, buf: Buffer): RecvPlainResult | null {
+        const bytes = addon.recvPlainBytes(fd, buf);
+        return bytes < 0 ? null : { bytes, eof: bytes === 0 && buf.length > 0 };
+      },
+    });
+    return { status: { available: true, path }, native: ktls };
   } catch (err) {
     const msg = err instanceof Error ? err.message.split('\n')[0] : String(err);
     return { status: { available: false, reason: `the addon failed to load: ${msg}`, path }, native: null };

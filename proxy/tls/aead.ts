@@ -32,12 +32,20 @@ export function xorNonce(iv12: Buffer, seq: bigint): Buffer {
  * allocating two per record (the nonce is consumed before the call returns).
  */
 export function xorNonceInto(out: Buffer, iv12: Buffer, seq: bigint): Buffer {
-  if (iv12.length !== 12 || out.length !== 12) throw new RangeError('per-record nonce needs a 12-byte iv');
   if (seq < 0n || seq > 0xffff_ffff_ffff_ffffn) throw new RangeError('sequence number out of 64-bit range');
-  out.writeBigUInt64BE(seq, 4);
+  return xorNonceWords(out, iv12, Number(seq >> 32n), Number(seq & 0xffff_ffffn));
+}
+
+/**
+ * xorNonceInto() for a sequence number held as two unsigned 32-bit halves:
+ * the per-record form (BigInt arithmetic and writeBigUInt64BE were a sixth of
+ * opening a small record in JS).
+ */
+export function xorNonceWords(out: Buffer, iv12: Buffer, seqHi: number, seqLo: number): Buffer {
+  if (iv12.length !== 12 || out.length !== 12) throw new RangeError('per-record nonce needs a 12-byte iv');
   out.writeUInt32BE(iv12.readUInt32BE(0), 0);
-  out.writeUInt32BE((out.readUInt32BE(4) ^ iv12.readUInt32BE(4)) >>> 0, 4);
-  out.writeUInt32BE((out.readUInt32BE(8) ^ iv12.readUInt32BE(8)) >>> 0, 8);
+  out.writeUInt32BE((iv12.readUInt32BE(4) ^ seqHi) >>> 0, 4);
+  out.writeUInt32BE((iv12.readUInt32BE(8) ^ seqLo) >>> 0, 8);
   return out;
 }
 

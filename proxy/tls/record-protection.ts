@@ -5,7 +5,7 @@
 // works with this class also validates the CryptoInfo it came from.
 
 import type { CryptoInfo, KernelCipher, TlsVersion } from '../../native/crypto-info.js';
-import { AEAD_TAG_LENGTH, type AeadOpener, aeadOpener, aeadSeal, seqBytes, xorNonceInto } from './aead.js';
+import { AEAD_TAG_LENGTH, type AeadOpener, aeadOpener, aeadSeal, seqBytes, xorNonceWords } from './aead.js';
 import { ContentType } from './control.js';
 import { tls13NextTrafficSecret, tls13TrafficKeys } from './hkdf.js';
 import type { AeadParams } from './suites.js';
@@ -14,6 +14,7 @@ import { AEAD_PARAMS } from './suites.js';
 /** RFC 8446 5.1: maximum plaintext per record. */
 export const MAX_PLAINTEXT = 16384;
 const MAX_SEQ = 0xffff_ffff_ffff_ffffn;
+const WORD = 0xffff_ffff;
 
 export interface OpenedRecord {
   /** Content type: the outer type for TLS 1.2, the inner type for TLS 1.3. */
@@ -27,8 +28,17 @@ export class RecordProtection {
   private readonly params: AeadParams;
   /** The current key's opener, made at the first open (a TX-only direction never needs one). */
   private opener: AeadOpener | null = null;
-  /** The current record's nonce, rebuilt in place for each record (xorNonceInto). */
+  /** The current record's nonce, rebuilt in place for each record (xorNonceWords). */
   private readonly nonce = Buffer.alloc(12);
+  /**
+   * The sequence number of the next record as two unsigned 32-bit halves: the
+   * per-record nonce is built from them without BigInt arithmetic. `seq` is
+   * the bigint view.
+   */
+  private seqHi = 0;
+  private seqLo = 0;
+  /** TLS 1.2's additional data (sequence number, type, version, length), rebuilt in place for each record opened. */
+  private readonly aad12 = Buffer.alloc(13);
 
   private constructor(
     readonly version: TlsVersion,
@@ -36,13 +46,51 @@ export class RecordProtection {
     private key: Buffer,
     /** TLS 1.3 and ChaCha20: 12-byte IV; TLS 1.2 GCM/CCM: 4-byte salt. */
     private iv: Buffer,
-    /** Sequence number of the next record. */
-    public seq: bigint,
+    seq: bigint,
     private explicitNonce: bigint | null,
     private secret: Buffer | null,
   ) {
     this.params = AEAD_PARAMS[cipher];
     if (key.length !== this.params.keyLength) throw new RangeError('key length does not match the cipher');
+    this.seq = seq;
+  }
+
+  /** Sequence number of the next record. */
+  get seq(): bigint {
+    return (BigInt(this.seqHi) << 32n) | BigInt(this.seqLo);
+  }
+
+  set seq(value: bigint) {
+    if (value < 0n || value > MAX_SEQ) throw new RangeError('sequence number out of 64-bit range');
+    this.seqHi = Number(value >> 32n);
+    this.seqLo = Number(value & 0xffff_ffffn);
+  }
+
+  /** No record can follow the one numbered 2^64 - 1. */
+  private get seqExhausted(): boolean {
+    return this.seqHi === WORD && this.seqLo === WORD;
+  }
+
+  private advance(): void {
+    if (this.seqLo === WORD) {
+      this.seqLo = 0;
+      this.seqHi++;
+    } else {
+      this.seqLo++;
+    }
+  }
+
+  /** iv XOR the sequence number, into the reused nonce buffer (TLS 1.3, and ChaCha20 in TLS 1.2). */
+  private xorNonce(): Buffer {
+    return xorNonceWords(this.nonce, this.iv, this.seqHi, this.seqLo);
+  }
+
+  /** The 8-byte sequence number of the TLS 1.2 additional data. */
+  private seqField(): Buffer {
+    const b = Buffer.allocUnsafe(8);
+    b.writeUInt32BE(this.seqHi, 0);
+    b.writeUInt32BE(this.seqLo, 4);
+    return b;
   }
 
   /** TLS 1.3 direction from a traffic secret (the secret is copied). */
@@ -116,9 +164,9 @@ export class RecordProtection {
    */
   seal(type: number, plaintext: Buffer, padding = 0): Buffer {
     if (plaintext.length > MAX_PLAINTEXT) throw new RangeError('record plaintext over 2^14 bytes');
-    if (this.seq >= MAX_SEQ) throw new RangeError('record sequence number exhausted');
+    if (this.seqExhausted) throw new RangeError('record sequence number exhausted');
     const out = this.version === 'TLSv1.3' ? this.seal13(type, plaintext, padding) : this.seal12(type, plaintext);
-    this.seq++;
+    this.advance();
     return out;
   }
 
@@ -128,13 +176,13 @@ export class RecordProtection {
     plaintext.copy(inner);
     inner[plaintext.length] = type;
     const header = recordHeader(ContentType.APPLICATION_DATA, inner.length + AEAD_TAG_LENGTH);
-    const sealed = aeadSeal(this.params.algorithm, this.key, xorNonceInto(this.nonce, this.iv, this.seq), header, inner);
+    const sealed = aeadSeal(this.params.algorithm, this.key, this.xorNonce(), header, inner);
     inner.fill(0);
     return Buffer.concat([header, sealed]);
   }
 
   private seal12(type: number, plaintext: Buffer): Buffer {
-    const aad = Buffer.concat([seqBytes(this.seq), recordHeader(type, plaintext.length)]);
+    const aad = Buffer.concat([this.seqField(), recordHeader(type, plaintext.length)]);
     let explicit: Buffer = Buffer.alloc(0);
     let nonce: Buffer;
     if (this.params.tls12ExplicitNonceLength) {
@@ -143,7 +191,7 @@ export class RecordProtection {
       nonce = Buffer.concat([this.iv, explicit]);
       this.explicitNonce = (this.explicitNonce + 1n) & MAX_SEQ;
     } else {
-      nonce = xorNonceInto(this.nonce, this.iv, this.seq);
+      nonce = this.xorNonce();
     }
     const sealed = aeadSeal(this.params.algorithm, this.key, nonce, aad, plaintext);
     return Buffer.concat([recordHeader(type, explicit.length + sealed.length), explicit, sealed]);
@@ -155,15 +203,15 @@ export class RecordProtection {
    * malformed (e.g. TLS 1.3 all-zero inner plaintext).
    */
   open(header: Buffer, payload: Buffer): OpenedRecord | null {
-    if (header.length !== 5 || this.seq >= MAX_SEQ) return null;
+    if (header.length !== 5 || this.seqExhausted) return null;
     const out = this.version === 'TLSv1.3' ? this.open13(header, payload) : this.open12(header, payload);
-    if (out) this.seq++;
+    if (out) this.advance();
     return out;
   }
 
   private open13(header: Buffer, payload: Buffer): OpenedRecord | null {
     if (header[0] !== ContentType.APPLICATION_DATA) return null;
-    const pt = this.openerOf().open(xorNonceInto(this.nonce, this.iv, this.seq), header, payload);
+    const pt = this.openerOf().open(this.xorNonce(), header, payload);
     if (!pt) return null;
     let i = pt.length - 1;
     while (i >= 0 && pt[i] === 0) i--; // strip padding
@@ -178,13 +226,22 @@ export class RecordProtection {
     let nonce: Buffer;
     let explicitNonce: bigint | undefined;
     if (explicitLen) {
-      nonce = Buffer.concat([this.iv, payload.subarray(0, explicitLen)]);
+      // salt || the record's explicit nonce (RFC 5288 3), in the reused nonce buffer.
+      nonce = this.nonce;
+      this.iv.copy(nonce, 0);
+      payload.copy(nonce, this.iv.length, 0, explicitLen);
       explicitNonce = payload.readBigUInt64BE(0);
     } else {
-      nonce = xorNonceInto(this.nonce, this.iv, this.seq);
+      nonce = this.xorNonce();
     }
     const body = payload.subarray(explicitLen);
-    const aad = Buffer.concat([seqBytes(this.seq), recordHeader(type, body.length - AEAD_TAG_LENGTH)]);
+    const aad = this.aad12;
+    aad.writeUInt32BE(this.seqHi, 0);
+    aad.writeUInt32BE(this.seqLo, 4);
+    aad[8] = type;
+    aad[9] = 3;
+    aad[10] = 3;
+    aad.writeUInt16BE(body.length - AEAD_TAG_LENGTH, 11);
     const pt = this.openerOf().open(nonce, aad, body);
     if (!pt) return null;
     return explicitNonce === undefined ? { type, data: pt } : { type, data: pt, explicitNonce };
@@ -214,6 +271,7 @@ export class RecordProtection {
     this.key.fill(0);
     this.iv.fill(0);
     this.nonce.fill(0);
+    this.aad12.fill(0);
     this.secret?.fill(0);
   }
 }

@@ -19,6 +19,8 @@ const MAX_RECORD_PAYLOAD = 16384 + 2048;
 /** RFC 8446 5.2: TLSCiphertext.length ≤ 2^14 + 256. */
 const MAX_TLS13_CIPHERTEXT = 16384 + 256;
 const RECORD_HEADER_LENGTH = 5;
+/** What a framer holds once it has handed out everything: one shared empty buffer, not a new one per record. */
+const NOTHING = Buffer.alloc(0);
 
 /** The largest protected record a peer may send under `version`. */
 export function maxCiphertext(version: TlsVersion): number {
@@ -33,7 +35,7 @@ export interface TlsRecord {
   raw: Buffer;
 }
 
-/** Type 20..24 and major version 3, on however many header bytes there are. */
+/** Type 20..24 and major version 3, on however many header bytes there are (it reads the first two at most). */
 function headerShapeOk(b: Buffer): boolean {
   if (b.length === 0) return true;
   const type = b[0] ?? 0;
@@ -61,7 +63,7 @@ export class RecordOverflowError extends TlsWireError {
 }
 
 export class RecordFramer {
-  private buf: Buffer = Buffer.alloc(0);
+  private buf: Buffer = NOTHING;
 
   /** `maxPayload`: the ciphertext limit (maxCiphertext(version) once the version is known). */
   constructor(private readonly maxPayload = MAX_RECORD_PAYLOAD) {}
@@ -95,14 +97,15 @@ export class RecordFramer {
    */
   peek(): TlsRecord | null {
     const b = this.buf;
-    if (!headerShapeOk(b.subarray(0, RECORD_HEADER_LENGTH))) {
+    if (!headerShapeOk(b)) {
       throw new TlsWireError(`not a TLS record (type ${b[0]}, version ${b[1]}.${b[2]})`, true);
     }
     if (b.length < RECORD_HEADER_LENGTH) return null;
     const len = b.readUInt16BE(3);
     if (len > this.maxPayload) throw new RecordOverflowError(len, this.maxPayload);
     if (b.length < RECORD_HEADER_LENGTH + len) return null;
-    const raw = b.subarray(0, RECORD_HEADER_LENGTH + len);
+    // A receive that brought exactly one record (a small request's) is that record: no view to make.
+    const raw = b.length === RECORD_HEADER_LENGTH + len ? b : b.subarray(0, RECORD_HEADER_LENGTH + len);
     return {
       type: raw[0] ?? 0,
       header: raw.subarray(0, RECORD_HEADER_LENGTH),
@@ -114,7 +117,7 @@ export class RecordFramer {
   /** Consume and return the first complete record (null when incomplete). */
   take(): TlsRecord | null {
     const r = this.peek();
-    if (r) this.buf = this.buf.subarray(r.raw.length);
+    if (r) this.buf = r.raw.length === this.buf.length ? NOTHING : this.buf.subarray(r.raw.length);
     return r;
   }
 
@@ -130,7 +133,7 @@ export class RecordFramer {
   /** Everything held, complete records and a trailing partial one. */
   takeAll(): Buffer {
     const b = this.buf;
-    this.buf = Buffer.alloc(0);
+    this.buf = NOTHING;
     return b;
   }
 }

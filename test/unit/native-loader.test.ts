@@ -83,6 +83,19 @@ t.test('an older build of the addon (no AEAD opener) is refused with the remedy,
   t.end();
 });
 
+t.test('the build before the one-number receives (object results, a wrapped AEAD opener) is refused too', (t) => {
+  // Its surface: everything loadNative() used to require, but recvRecord / recvPlain answering objects and
+  // createAeadOpener as a class. Wrapping it would call functions it does not have.
+  const dir = mkdtempSync(join(tmpdir(), 'ktls-native-'));
+  const older = join(dir, 'older.cjs');
+  writeFileSync(older, 'const f = () => {}; module.exports = { setErrorClass: f, setCryptoInfo: f, createSplicePump: f, ' +
+    'createAeadOpener: f, sendPlain: f, recvRecord: f, recvPlain: f };\n');
+  const r = loadNative(older);
+  t.equal(r.native, null);
+  t.match(r.status, { available: false, reason: /older build of the addon .*node native\/build\.mjs/ });
+  t.end();
+});
+
 t.test('native() throws ERR_KTLS_SIDECAR_NATIVE_UNAVAILABLE with the reason when the addon is missing', (t) => {
   const r = runNode(
     `

@@ -1,7 +1,7 @@
 import t from 'tap';
 import type { KernelCipher, TlsVersion } from '../../native/crypto-info.js';
 import { ContentType } from '../../proxy/tls/control.js';
-import { xorNonce, xorNonceInto } from '../../proxy/tls/aead.js';
+import { aeadSeal, seqBytes, xorNonce, xorNonceInto, xorNonceWords } from '../../proxy/tls/aead.js';
 import { MAX_PLAINTEXT, RecordProtection } from '../../proxy/tls/record-protection.js';
 import { AEAD_PARAMS } from '../../proxy/tls/suites.js';
 
@@ -192,5 +192,84 @@ t.test('xorNonceInto: iv XOR the 64-bit sequence number, in place; the same as x
   t.throws(() => xorNonceInto(out, iv, 1n << 64n), RangeError);
   t.throws(() => xorNonceInto(out, iv, -1n), RangeError);
   t.throws(() => xorNonceInto(Buffer.alloc(8), iv, 0n), RangeError);
+  t.end();
+});
+
+// The nonce computed as a 96-bit number (RFC 8446 5.3), independently of the code under test.
+const refNonce = (iv: Buffer, seq: bigint): Buffer =>
+  Buffer.from((BigInt(`0x${iv.toString('hex')}`) ^ seq).toString(16).padStart(24, '0'), 'hex');
+
+t.test('xorNonceWords: the nonce of a sequence number given as two 32-bit halves', (t) => {
+  const iv = Buffer.from('f0e1d2c3b4a5968778695a4b', 'hex');
+  const out = Buffer.alloc(12);
+  for (const seq of [0n, 1n, 0xffff_ffffn, 1n << 32n, (1n << 32n) + 1n, (1n << 53n) + 1n, 0xffff_ffff_ffff_ffffn]) {
+    const hi = Number(seq >> 32n);
+    const lo = Number(seq & 0xffff_ffffn);
+    t.same(xorNonceWords(out, iv, hi, lo), refNonce(iv, seq), `seq ${seq}`);
+    t.same(xorNonceInto(Buffer.alloc(12), iv, seq), refNonce(iv, seq), `xorNonceInto, seq ${seq}`);
+  }
+  t.end();
+});
+
+// A record sealed the long way (RFC 8446 5.2, RFC 5288 3), from the CryptoInfo's key material: the
+// oracle for the sequence numbers below.
+function referenceRecord(version: TlsVersion, cipher: KernelCipher, key: Buffer, iv12: Buffer, seq: bigint, data: Buffer): Buffer {
+  const alg = AEAD_PARAMS[cipher].algorithm;
+  if (version === 'TLSv1.3') {
+    const inner = Buffer.concat([data, Buffer.from([ContentType.APPLICATION_DATA])]);
+    const header = Buffer.from([ContentType.APPLICATION_DATA, 3, 3, 0, 0]);
+    header.writeUInt16BE(inner.length + 16, 3);
+    return Buffer.concat([header, aeadSeal(alg, key, refNonce(iv12, seq), header, inner)]);
+  }
+  // TLS 1.2 GCM: salt || explicit nonce (here the sequence number, as the kernel sends it).
+  const explicit = seqBytes(seq);
+  const aad = Buffer.concat([seqBytes(seq), Buffer.from([ContentType.APPLICATION_DATA, 3, 3, 0, 0])]);
+  aad.writeUInt16BE(data.length, 11);
+  const sealed = aeadSeal(alg, key, Buffer.concat([iv12.subarray(0, 4), explicit]), aad, data);
+  const header = Buffer.from([ContentType.APPLICATION_DATA, 3, 3, 0, 0]);
+  header.writeUInt16BE(8 + sealed.length, 3);
+  return Buffer.concat([header, explicit, sealed]);
+}
+
+for (const [version, cipher] of [['TLSv1.3', 'AES_GCM_128'], ['TLSv1.3', 'CHACHA20_POLY1305'], ['TLSv1.2', 'AES_GCM_256']] as const) {
+  t.test(`${version} ${cipher}: sequence numbers across 2^32 and up to 2^64 - 2 seal and open like the reference`, (t) => {
+    const key = Buffer.alloc(AEAD_PARAMS[cipher].keyLength, 0x42);
+    const iv12 = Buffer.from('0a0b0c0d0e0f101112131415', 'hex');
+    const chacha = cipher === 'CHACHA20_POLY1305';
+    const at = (seq: bigint): RecordProtection => RecordProtection.fromCryptoInfo({
+      version, cipher, key, recSeq: seq,
+      // TLS 1.3 AES: salt || iv; ChaCha20: the whole iv; TLS 1.2 GCM: the salt and the next explicit nonce.
+      iv: chacha ? iv12 : version === 'TLSv1.3' ? iv12.subarray(4) : seqBytes(seq),
+      salt: chacha ? Buffer.alloc(0) : iv12.subarray(0, 4),
+    });
+    for (const start of [0xffff_fffen, 0xffff_ffff_ffff_fffcn]) {
+      const tx = at(start);
+      const rx = at(start);
+      for (let i = 0n; i < 3n; i++) {
+        const data = Buffer.from(`record ${start + i}`);
+        const rec = tx.seal(ContentType.APPLICATION_DATA, data);
+        t.same(rec, referenceRecord(version, cipher, key, iv12, start + i, data), `seq ${start + i}: byte for byte`);
+        t.same(rx.open(rec.subarray(0, 5), rec.subarray(5))?.data, data, `seq ${start + i}: opens`);
+      }
+      t.equal(tx.seq, start + 3n, 'the bigint view counts on');
+      t.equal(rx.seq, start + 3n);
+    }
+    const last = at(0xffff_ffff_ffff_fffen);
+    last.seal(ContentType.APPLICATION_DATA, Buffer.from('the last one'));
+    t.throws(() => last.seal(ContentType.APPLICATION_DATA, Buffer.from('one more')), /exhausted/, 'no record numbered 2^64 - 1');
+    t.equal(last.seq, 0xffff_ffff_ffff_ffffn);
+    const rx = at(0xffff_ffff_ffff_ffffn);
+    t.equal(rx.open(Buffer.from([23, 3, 3, 0, 17]), Buffer.alloc(17)), null, 'nor one opened');
+    t.end();
+  });
+}
+
+t.test('the sequence number refuses values outside 64 bits', (t) => {
+  const [tx] = pair('TLSv1.3', 'AES_GCM_128');
+  t.throws(() => { tx.seq = -1n; }, RangeError);
+  t.throws(() => { tx.seq = 1n << 64n; }, RangeError);
+  t.throws(() => RecordProtection.tls13('AES_GCM_128', Buffer.alloc(32), 1n << 64n), RangeError);
+  tx.seq = (1n << 32n) + 5n;
+  t.equal(tx.seq, (1n << 32n) + 5n);
   t.end();
 });
