@@ -37,11 +37,14 @@ int Ctl(int epfd, int op, FdEntry* e, uint32_t mask) {
 }  // namespace
 
 bool CanCallIntoJs(napi_env env) {
-  // napi_set_named_property is one of the calls that refuse (napi_pending_exception) when the
-  // environment cannot call into JS or an exception is pending; on a fresh object it is harmless.
-  napi_value obj, undef;
-  if (napi_create_object(env, &obj) != napi_ok || napi_get_undefined(env, &undef) != napi_ok) return false;
-  return napi_set_named_property(env, obj, "probe", undef) == napi_ok;
+  // napi_strict_equals is one of the calls that refuse (napi_pending_exception) when the
+  // environment cannot call into JS or an exception is pending (Node's NAPI_PREAMBLE), and it
+  // allocates nothing. This runs before every callback into JS: the probe it replaced (a new
+  // object and a named property on it) was 2 % of a kTLS stream's CPU on the dev host.
+  napi_value undef;
+  bool same = false;
+  if (napi_get_undefined(env, &undef) != napi_ok) return false;
+  return napi_strict_equals(env, undef, undef, &same) == napi_ok;
 }
 
 int Watcher::fd() const { return entry_ != nullptr ? entry_->fd : -1; }
