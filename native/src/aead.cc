@@ -136,7 +136,7 @@ Napi::Value AeadOpen(const Napi::CallbackInfo& info) {
     Napi::TypeError::New(env, "open: out is shorter than the ciphertext").ThrowAsJavaScriptException();
     return Napi::Value();
   }
-  // The tag is only read (OpenSSL copies it); the parameter type wants a non-const pointer.
+  // The tag stays in the caller's record: OpenSSL copies it into the context and never writes it.
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, sealed.data + ctLen, kTagBytes),
       OSSL_PARAM_construct_end(),

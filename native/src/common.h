@@ -45,7 +45,8 @@ bool GetFd(const Napi::CallbackInfo& info, size_t index, int* fd);
 // The NativeSyscallError for `err` from `syscall`, as a value (for callbacks' arguments).
 Napi::Value ErrnoValue(Napi::Env env, int err, const char* syscall);
 
-// `new ctor(...info's arguments)`: the create* factories of the addon's classes (poller, pump), whose constructors are kept per environment in AddonData.
+// `new ctor(...info's arguments)`: the create* factories of the addon's classes (poller, pump),
+// whose constructors are kept per environment in AddonData.
 Napi::Value Construct(const Napi::FunctionReference& ctor, const Napi::CallbackInfo& info);
 
 Napi::Object InitPoller(Napi::Env env, Napi::Object exports, AddonData* data);

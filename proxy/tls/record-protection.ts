@@ -66,7 +66,7 @@ export class RecordProtection {
     this.seqLo = Number(value & 0xffff_ffffn);
   }
 
-  /** No record can follow the one numbered 2^64 - 1. */
+  /** At 2^64 - 1 nothing more is sealed or opened: the last record a direction can use is number 2^64 - 2. */
   private get seqExhausted(): boolean {
     return this.seqHi === WORD && this.seqLo === WORD;
   }
